@@ -1,0 +1,94 @@
+"""Bounded previews: the first rows or lines of an artifact, never the whole object."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from artifacts.models import Artifact
+from artifacts.storage import get_store
+
+MAX_ROWS = 50
+MAX_BYTES = 64 * 1024
+
+
+@dataclass
+class Preview:
+    kind: str  # "table", "text" or "none"
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    text: str = ""
+    truncated: bool = False
+    note: str = ""
+
+
+def _head_text(artifact: Artifact) -> tuple[str, bool]:
+    with get_store().open(artifact.blob_id) as fh:
+        raw = fh.read(MAX_BYTES + 1)
+    truncated = len(raw) > MAX_BYTES
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(raw[:MAX_BYTES], final=not truncated)
+    return text, truncated
+
+
+def _csv(artifact: Artifact) -> Preview:
+    text, truncated = _head_text(artifact)
+    lines = text.splitlines()
+    if truncated and lines:
+        lines = lines[:-1]  # the last line may be cut mid-row
+    reader = csv.reader(io.StringIO("\n".join(lines[: MAX_ROWS + 1])))
+    rows = list(reader)
+    header, body = (rows[0], rows[1:]) if rows else ([], [])
+    return Preview(kind="table", columns=header, rows=body, truncated=truncated or len(lines) > MAX_ROWS + 1)
+
+
+def _parquet(artifact: Artifact) -> Preview:
+    path = get_store().path_for(artifact.blob_id)
+    con = duckdb.connect()
+    try:
+        cursor = con.execute("SELECT * FROM read_parquet($p) LIMIT $n", {"p": str(path), "n": MAX_ROWS + 1})
+        rows = cursor.fetchall()
+        columns = [d[0] for d in cursor.description]
+        total = con.execute("SELECT num_rows FROM parquet_file_metadata($p)", {"p": str(path)}).fetchone()[0]
+    except duckdb.Error as exc:
+        return Preview(kind="none", note=f"This Parquet file cannot be read: {exc}")
+    finally:
+        con.close()
+    return Preview(
+        kind="table", columns=columns, rows=[list(r) for r in rows[:MAX_ROWS]],
+        truncated=len(rows) > MAX_ROWS, note=f"{total} rows in all",
+    )
+
+
+def _json(artifact: Artifact) -> Preview:
+    text, truncated = _head_text(artifact)
+    if not truncated:
+        try:
+            return Preview(kind="text", text=json.dumps(json.loads(text), indent=2)[:MAX_BYTES])
+        except ValueError:
+            pass
+    return _text_from(text, truncated)
+
+
+def _text_from(text: str, truncated: bool) -> Preview:
+    lines = text.splitlines()
+    return Preview(kind="text", text="\n".join(lines[:200]), truncated=truncated or len(lines) > 200)
+
+
+def preview_for(artifact: Artifact) -> Preview:
+    media = artifact.media_type
+    name = artifact.name.lower()
+    if media == "text/csv" or name.endswith(".csv"):
+        return _csv(artifact)
+    if "parquet" in media or name.endswith(".parquet"):
+        return _parquet(artifact)
+    if media in ("application/json", "application/x-ndjson") or name.endswith((".json", ".jsonl")):
+        return _json(artifact)
+    if media.startswith("text/") or name.endswith((".txt", ".log", ".sql", ".md", ".yaml", ".yml")):
+        return _text_from(*_head_text(artifact))
+    return Preview(kind="none", note="No preview for this type; download it instead.")

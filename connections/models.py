@@ -1,0 +1,53 @@
+"""Connections per workspace (and optionally per environment) and secret references.
+
+A secret reference names where a secret lives; the value itself is never stored here."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from controlroom.models import Environment, Workspace
+
+
+class SecretRef(models.Model):
+    class Source(models.TextChoices):
+        ENV = "env", "Environment variable"
+        FILE = "file", "Mounted file"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="secret_refs")
+    name = models.SlugField(max_length=64)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    locator = models.CharField(max_length=500, help_text="Variable name or absolute file path.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="uniq_secret_ref")]
+
+    def __str__(self) -> str:
+        return f"{self.workspace.slug}:{self.name} ({self.source})"
+
+
+class Connection(models.Model):
+    class Kind(models.TextChoices):
+        DUCKDB = "duckdb", "DuckDB (embedded)"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connections")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, null=True, blank=True,
+        help_text="Empty: the connection serves every environment of the workspace.",
+    )
+    name = models.SlugField(max_length=64)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    config = models.JSONField(default=dict, blank=True)
+    password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "environment", "name"], name="uniq_connection"),
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        scope = self.environment.name if self.environment_id else "all environments"
+        return f"{self.name} ({self.kind}, {scope})"

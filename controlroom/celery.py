@@ -1,0 +1,13 @@
+"""The Celery app. Messages are only wake-ups: the database row is the truth."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlroom.settings")
+
+app = Celery("controlroom")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

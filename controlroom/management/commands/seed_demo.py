@@ -1,0 +1,58 @@
+"""Seed the embedded demo: a workspace, a demo user, a DuckDB connection, the medallion job.
+
+Idempotent: a second run changes nothing and prints the same credentials."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from connections.models import Connection
+from controlroom.access import system_access
+from controlroom.models import Workspace
+from controlroom.services import workspace_create
+from runs.models import Job
+from runs.services.jobs import job_create
+
+DEMO_SPEC = settings.BASE_DIR / "demo" / "jobs" / "medallion.yaml"
+
+
+class Command(BaseCommand):
+    help = "Create the demo workspace, user, connection and medallion job (idempotent)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--username", default="demo")
+
+    def handle(self, *args, username: str, **options) -> None:
+        password = self._password()
+        User = get_user_model()
+        with transaction.atomic():
+            user, created = User.objects.get_or_create(username=username)
+            if created or not user.check_password(password):
+                user.set_password(password)
+                user.save()
+            workspace = Workspace.objects.filter(slug="demo").first() or workspace_create(
+                name="Demo", slug="demo", owner=user
+            )
+            Connection.objects.get_or_create(
+                workspace=workspace, environment=None, name="warehouse",
+                defaults={"kind": Connection.Kind.DUCKDB, "config": {"database": "warehouse.duckdb"}},
+            )
+            if not Job.objects.filter(workspace=workspace, slug="medallion").exists():
+                job_create(access=system_access(workspace), spec_text=DEMO_SPEC.read_text(),
+                           git_path="demo/jobs/medallion.yaml")
+        self.stdout.write(f"Demo workspace ready. Sign in as {username} / {password}")
+
+    def _password(self) -> str:
+        # One random password per data directory, kept beside the database (mode 0600).
+        path = Path(settings.DATA_DIR) / "demo_password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(12))
+            path.chmod(0o600)
+        return path.read_text().strip()

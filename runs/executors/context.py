@@ -1,0 +1,69 @@
+"""What an executor sees of its phase: parameters, logging, connections, artifacts."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from connections.models import Connection
+from connections.services import ConnectionMissing, connection_resolve
+from runs.models import Phase
+from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for
+
+
+class PhaseFailure(Exception):
+    """The phase failed for a reason the user can act on (the message says which)."""
+
+
+class PhaseContext:
+    def __init__(self, *, phase: Phase, lease_token: str) -> None:
+        self.phase = phase
+        self.run = phase.run
+        self.lease_token = lease_token
+        # Built-in values every phase may bind ($datasets_dir, $run_id); specs cannot shadow them.
+        self.parameters: dict[str, Any] = {
+            **self.run.parameters, "datasets_dir": str(settings.DATASETS_DIR), "run_id": self.run.pk,
+        }
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run.pk}-{phase.name}-"))
+        self.outputs: list[dict[str, Any]] = []
+
+    def log(self, message: str, *, level: str = "info", **payload: Any) -> None:
+        from runs.services.events import phase_log
+
+        phase_log(phase=self.phase, lease_token=self.lease_token, message=message, level=level, payload=payload)
+
+    def connection(self, name: str) -> Connection:
+        try:
+            return connection_resolve(workspace=self.run.workspace, environment=self.run.environment, name=name)
+        except ConnectionMissing as exc:
+            raise PhaseFailure(str(exc)) from None
+
+    def duckdb(self, name: str) -> DuckDBEngine:
+        """The job's read-write engine for a DuckDB connection, able to read datasets."""
+        conn = self.connection(name)
+        if conn.kind != Connection.Kind.DUCKDB:
+            raise PhaseFailure(f"Connection '{name}' is {conn.kind}, not duckdb.")
+        try:
+            return duckdb_engine_for(conn, read_only=False, extra_dirs=[self.scratch])
+        except EngineError as exc:
+            raise PhaseFailure(str(exc)) from None
+
+    def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
+        from artifacts.services import artifact_register
+
+        artifact = artifact_register(
+            workspace=self.run.workspace, run=self.run, phase=self.phase, name=name,
+            path=path, media_type=media_type,
+        )
+        record = {"name": name, "sha256": artifact.blob_id, "size": artifact.blob.size, "media_type": media_type}
+        self.outputs.append(record)
+        self.log(f"artifact {name} registered ({artifact.blob.size} bytes, sha256 {artifact.blob_id[:12]})")
+        return record
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+

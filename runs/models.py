@@ -1,0 +1,194 @@
+"""Jobs, their immutable versions, runs, phases and the append-only event log."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from controlroom.models import Environment, Workspace
+
+
+class Job(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=64)
+    description = models.TextField(blank=True, default="")
+    current_version = models.ForeignKey(
+        "JobVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "slug"], name="uniq_job_slug")]
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class JobVersion(models.Model):
+    """One accepted edit of a job's spec. Never changed after it is written."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec_text = models.TextField()
+    spec = models.JSONField()
+    spec_hash = models.CharField(max_length=64)
+    git_repo = models.CharField(max_length=500, blank=True, default="")
+    git_sha = models.CharField(max_length=40, blank=True, default="")
+    git_path = models.CharField(max_length=500, blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="uniq_job_version")]
+        ordering = ["-number"]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Job versions are immutable; create a new version instead.")
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return f"{self.job.slug} v{self.number}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_RUN = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+class Run(models.Model):
+    class Trigger(models.TextChoices):
+        UI = "ui", "UI"
+        API = "api", "API"
+        SCHEDULE = "schedule", "Schedule"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="runs")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs")
+    job_version = models.ForeignKey(JobVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    parameters = models.JSONField(default=dict)
+    git_sha = models.CharField(max_length=40, blank=True, default="")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_by_label = models.CharField(max_length=200, default="")
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    last_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["workspace", "-id"]), models.Index(fields=["job", "-id"])]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.job.slug}"
+
+
+class PhaseState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_PHASE = {PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
+
+
+class Phase(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="phases")
+    name = models.CharField(max_length=64)
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32)
+    config = models.JSONField(default=dict)
+    depends_on = models.JSONField(default=list)
+    state = models.CharField(max_length=16, choices=PhaseState.choices, default=PhaseState.PENDING)
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    timeout_s = models.PositiveIntegerField(default=3600)
+    not_before = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=64, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    output = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="uniq_phase_name")]
+        indexes = [models.Index(fields=["state", "lease_expires_at"])]
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.name}"
+
+
+class EventType(models.TextChoices):
+    RUN_CREATED = "RUN_CREATED"
+    PHASE_CLAIMED = "PHASE_CLAIMED"
+    PHASE_STARTED = "PHASE_STARTED"
+    PHASE_PROGRESS = "PHASE_PROGRESS"
+    PHASE_LOG = "PHASE_LOG"
+    PHASE_FAILED = "PHASE_FAILED"
+    PHASE_SUCCEEDED = "PHASE_SUCCEEDED"
+    PHASE_RETRY_SCHEDULED = "PHASE_RETRY_SCHEDULED"
+    PHASE_LEASE_EXPIRED = "PHASE_LEASE_EXPIRED"
+    PHASE_SKIPPED = "PHASE_SKIPPED"
+    PHASE_CANCELLED = "PHASE_CANCELLED"
+    RUN_SUCCEEDED = "RUN_SUCCEEDED"
+    RUN_FAILED = "RUN_FAILED"
+    RUN_CANCELLED = "RUN_CANCELLED"
+
+
+class RunEvent(models.Model):
+    """Append-only; ``seq`` orders events within a run, ``event_id`` de-duplicates."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    phase = models.ForeignKey(Phase, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    seq = models.PositiveIntegerField()
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True)
+    type = models.CharField(max_length=32, choices=EventType.choices)
+    level = models.CharField(max_length=8, default="info")
+    message = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict)
+    ts = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="uniq_event_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.type}"

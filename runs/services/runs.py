@@ -1,0 +1,95 @@
+"""Creating runs and settling their final state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from controlroom.access import Access
+from controlroom.audit import audit_record
+from controlroom.models import Environment, Role
+from controlroom.request_id import get_request_id
+from controlroom.services import ServiceError
+from runs.models import TERMINAL_PHASE, EventType, Job, Phase, PhaseState, Run, RunStatus
+from runs.services.events import event_append
+from runs.spec import phases_of, resolve_parameters
+
+
+def run_create(
+    *, access: Access, job: Job, environment: str = "dev", parameters: dict[str, Any] | None = None,
+    trigger: str = Run.Trigger.UI,
+) -> Run:
+    """Create a run of the job's current version with its phases, then wake a worker."""
+    access.require(Role.OPERATOR)
+    version = job.current_version
+    if version is None:
+        raise ServiceError("This job has no version to run.")
+    env = Environment.objects.filter(workspace=access.workspace, name=environment).first()
+    if env is None:
+        raise ServiceError(f"Unknown environment '{environment}'; use dev, stage or prod.")
+    resolved = resolve_parameters(version.spec, parameters)
+    with transaction.atomic():
+        run = Run.objects.create(
+            workspace=access.workspace, environment=env, job=job, job_version=version, parameters=resolved,
+            git_sha=version.git_sha, trigger=trigger, created_by=access.user if access.token is None else None,
+            created_by_label=access.label, request_id=get_request_id() or "",
+        )
+        Phase.objects.bulk_create(
+            Phase(run=run, name=p.name, position=i, kind=p.kind, config=p.config, depends_on=list(p.depends_on),
+                  max_attempts=p.max_attempts, timeout_s=p.timeout_s)
+            for i, p in enumerate(phases_of(version.spec))
+        )
+        event_append(run=run, type=EventType.RUN_CREATED,
+                     message=f"run of {job.slug} v{version.number} in {env.name} by {access.label}",
+                     payload={"parameters": resolved, "version": version.number, "git_sha": version.git_sha})
+        audit_record(access=access, action="run.create", target=run,
+                     after={"job": job.slug, "version": version.number, "environment": env.name,
+                            "parameters": resolved, "trigger": trigger})
+        from runs.tasks import run_dispatch
+
+        transaction.on_commit(lambda: run_dispatch.delay(run.pk))
+    return run
+
+
+def run_settle(*, run_id: int) -> Run:
+    """Skip phases that can no longer run, and end the run once every phase has ended."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            return run
+        phases = list(run.phases.all())
+        state = {p.name: p.state for p in phases}
+        changed = True
+        while changed:
+            changed = False
+            for phase in phases:
+                if state[phase.name] != PhaseState.PENDING:
+                    continue
+                blocked = [d for d in phase.depends_on if state[d] in (PhaseState.FAILED, PhaseState.SKIPPED,
+                                                                        PhaseState.CANCELLED)]
+                if blocked and Phase.objects.filter(pk=phase.pk, state=PhaseState.PENDING).update(
+                    state=PhaseState.SKIPPED, finished_at=timezone.now()
+                ):
+                    state[phase.name] = PhaseState.SKIPPED
+                    event_append(run=run, phase=phase, type=EventType.PHASE_SKIPPED,
+                                 message=f"{phase.name} skipped: {', '.join(blocked)} did not succeed")
+                    changed = True
+        if not all(s in TERMINAL_PHASE for s in state.values()):
+            return run
+        ok = all(s == PhaseState.SUCCEEDED for s in state.values())
+        run.status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+        run.finished_at = timezone.now()
+        run.started_at = run.started_at or run.finished_at
+        failed = [p for p in phases if p.state == PhaseState.FAILED]
+        run.error = "" if ok else "; ".join(f"{p.name}: {p.error}" for p in failed)[:2000]
+        run.save(update_fields=["status", "finished_at", "started_at", "error"])
+        event_append(
+            run=run, type=EventType.RUN_SUCCEEDED if ok else EventType.RUN_FAILED, level="info" if ok else "error",
+            message="run succeeded" if ok else f"run failed: {run.error}",
+            payload={"duration_s": run.duration_s},
+        )
+        audit_record(access=None, workspace=run.workspace, action=f"run.{run.status}", target=run,
+                     after={"status": run.status}, request_id=run.request_id)
+    return run

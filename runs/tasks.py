@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that load ids and call services. Messages are wake-ups only."""
+
+from __future__ import annotations
+
+import socket
+
+from celery import shared_task
+from django.utils import timezone
+
+from runs.services.phases import phase_execute as phase_execute_service
+from runs.services.phases import phases_reap_expired, runnable_phases
+
+WORKER_ID = f"celery@{socket.gethostname()}"
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def run_dispatch(run_id: int) -> None:
+    """Enqueue every runnable phase of the run (at its due time for retries)."""
+    now = timezone.now()
+    for phase in runnable_phases(run_id=run_id):
+        eta = phase.not_before if phase.not_before and phase.not_before > now else None
+        phase_execute.apply_async((phase.pk,), eta=eta)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def phase_execute(phase_id: int) -> None:
+    phase = phase_execute_service(phase_id=phase_id, worker=WORKER_ID)
+    if phase is not None:
+        run_dispatch(phase.run_id)
+
+
+@shared_task(ignore_result=True)
+def reap_expired_leases() -> None:
+    for run_id in phases_reap_expired():
+        run_dispatch(run_id)

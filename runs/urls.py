@@ -1,0 +1,15 @@
+from django.urls import path
+
+from runs import views
+
+app_name = "runs"
+urlpatterns = [
+    path("jobs/", views.job_list, name="job_list"),
+    path("jobs/new/", views.job_new, name="job_new"),
+    path("jobs/<slug:job>/", views.job_detail, name="job_detail"),
+    path("jobs/<slug:job>/edit/", views.job_edit, name="job_edit"),
+    path("jobs/<slug:job>/trigger/", views.job_trigger, name="job_trigger"),
+    path("runs/", views.run_list, name="run_list"),
+    path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/log/", views.run_log, name="run_log"),
+]

@@ -1,0 +1,164 @@
+"""Job and run pages. Views parse input, call one service, render."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from controlroom.models import Environment, Role
+from controlroom.selectors import workspace_access
+from controlroom.services import ServiceError
+from runs import selectors
+from runs.forms import JobSpecForm
+from runs.models import Run, RunStatus
+from runs.services.jobs import job_create, job_update
+from runs.services.runs import run_create
+from runs.spec import SpecError
+
+NEW_JOB_TEMPLATE = """name: my_job
+description: What this job does.
+parameters:
+  limit:
+    type: integer
+    default: 10
+phases:
+  - name: extract
+    kind: sql
+    config:
+      sql: SELECT range AS n FROM range($limit)
+      table: numbers
+"""
+
+
+@login_required
+def job_list(request: HttpRequest, workspace: str) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace)
+    return render(request, "runs/job_list.html", {
+        "access": access, "workspace": access.workspace, "jobs": selectors.job_list(access=access)[:500],
+    })
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_new(request: HttpRequest, workspace: str) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace, minimum=Role.OPERATOR)
+    form = JobSpecForm(request.POST or None, initial={"spec_text": NEW_JOB_TEMPLATE})
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = job_create(access=access, **form.cleaned_data)
+        except (SpecError, ServiceError) as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, f"Job {job.slug} created (version 1).")
+            return redirect("runs:job_detail", workspace=workspace, job=job.slug)
+    return render(request, "runs/job_form.html", {"access": access, "workspace": access.workspace, "form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_edit(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace, minimum=Role.OPERATOR)
+    obj = selectors.job_get(access=access, slug=job)
+    current = obj.current_version
+    initial = {"spec_text": current.spec_text, "git_repo": current.git_repo, "git_path": current.git_path}
+    form = JobSpecForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            version, created = job_update(access=access, job=obj, **form.cleaned_data)
+        except (SpecError, ServiceError) as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, f"Saved as version {version.number}." if created else "No changes to save.")
+            return redirect("runs:job_detail", workspace=workspace, job=obj.slug)
+    return render(request, "runs/job_form.html", {
+        "access": access, "workspace": access.workspace, "form": form, "job": obj,
+    })
+
+
+def _form_errors(form: JobSpecForm, exc: Exception) -> None:
+    for message in exc.errors if isinstance(exc, SpecError) else [str(exc)]:
+        form.add_error("spec_text" if isinstance(exc, SpecError) else None, message)
+
+
+@login_required
+def job_detail(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace)
+    obj = selectors.job_get(access=access, slug=job)
+    return render(request, "runs/job_detail.html", {
+        "access": access, "workspace": access.workspace, "job": obj,
+        "versions": obj.versions.all()[:20], "runs": selectors.run_list(access=access, job=obj)[:20],
+        "parameters": (obj.current_version.spec.get("parameters") or {}) if obj.current_version else {},
+        "environments": Environment.Name.values, "can_operate": access.can(Role.OPERATOR),
+    })
+
+
+@login_required
+@require_POST
+def job_trigger(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace, minimum=Role.OPERATOR)
+    obj = selectors.job_get(access=access, slug=job)
+    params = {k[6:]: v for k, v in request.POST.items() if k.startswith("param_")}
+    try:
+        run = run_create(access=access, job=obj, environment=request.POST.get("environment", "dev"),
+                         parameters=params, trigger=Run.Trigger.UI)
+    except (SpecError, ServiceError) as exc:
+        messages.error(request, f"Could not start the run: {exc}")
+        return redirect("runs:job_detail", workspace=workspace, job=obj.slug)
+    return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)
+
+
+@login_required
+def run_list(request: HttpRequest, workspace: str) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace)
+    status = request.GET.get("status", "")
+    status = status if status in RunStatus.values else ""
+    page = Paginator(selectors.run_list(access=access, status=status), 50).get_page(request.GET.get("page"))
+    return render(request, "runs/run_list.html", {
+        "access": access, "workspace": access.workspace, "page": page, "status": status,
+        "statuses": RunStatus.choices,
+    })
+
+
+@login_required
+def run_detail(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace)
+    run = selectors.run_get(access=access, run_id=run_id)
+    context = {"access": access, "workspace": access.workspace, "run": run, "phases": run.phases.all()}
+    if request.htmx:
+        response = render(request, "runs/run_detail.html#run-status", context)
+        return _stop_polling(response) if run.is_terminal else response
+    events = selectors.run_events_tail(run=run)
+    context.update(events=events, last_seq=events[-1].seq if events else 0, polling=not run.is_terminal)
+    return render(request, "runs/run_detail.html", context)
+
+
+@login_required
+def run_log(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
+    """New log lines after ``after``, followed by a poller for the next ones (until the end)."""
+    access = workspace_access(user=request.user, slug=workspace)
+    run = selectors.run_get(access=access, run_id=run_id)
+    try:
+        after = max(0, int(request.GET.get("after", 0)))
+    except ValueError:
+        after = 0
+    terminal = run.is_terminal  # read before the events, so the final events are included
+    events = selectors.run_events(run=run, after=after)
+    last_seq = events[-1].seq if events else after
+    latest = run.events.order_by("-seq").values_list("seq", flat=True).first() or 0
+    more = not terminal or last_seq < latest
+    response = render(request, "runs/run_detail.html#log-lines", {
+        "workspace": access.workspace, "run": run, "events": events, "last_seq": last_seq, "polling": more,
+    })
+    return response if more else _stop_polling(response)
+
+
+def _stop_polling(response: HttpResponse) -> HttpResponse:
+    stopped = HttpResponseStopPolling()
+    stopped.content = response.content
+    stopped["Content-Type"] = response["Content-Type"]
+    return stopped

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned dependencies when the lock files changed.
+# Usage: scripts/bootstrap.sh [runtime|dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:-runtime}
+locks=(requirements.lock)
+[ "$profile" = dev ] && locks+=(requirements-dev.lock)
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "› creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.installed-$profile"
+want=$(cat "${locks[@]}" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "› installing ${locks[*]} (pip shows progress; downloads are cached in ~/.cache/pip)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  args=(); for lock in "${locks[@]}"; do args+=(-r "$lock"); done
+  .venv/bin/python -m pip install --require-hashes --progress-bar on "${args[@]}"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,118 @@
+"""SQL engines behind one interface. DuckDB (embedded) now; Trino joins it later.
+
+DuckDB runs sandboxed: no extension installs or loads, file access only inside the allowed
+directories, configuration locked once set, and read-only when the caller may not write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from django.conf import settings
+
+from connections.models import Connection
+
+_LOCK_WAIT_S = 30.0
+
+
+class EngineError(Exception):
+    """A query failed in the engine; the message is the engine's, fit for the user."""
+
+
+@dataclass
+class QueryResult:
+    columns: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    truncated: bool = False
+
+
+class DuckDBEngine:
+    """An embedded DuckDB database file, opened per use (other processes share the file)."""
+
+    def __init__(self, *, database: Path, read_only: bool, allowed_dirs: list[Path]) -> None:
+        self.database = database
+        self.read_only = read_only
+        self.allowed_dirs = [str(d.resolve()) + "/" for d in allowed_dirs]
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        if self.read_only and not self.database.exists():
+            duckdb.connect(str(self.database)).close()
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                con = duckdb.connect(
+                    str(self.database), read_only=self.read_only,
+                    config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+                )
+                break
+            except duckdb.IOException as exc:
+                # Another process holds the file's write lock: wait our turn, briefly.
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise EngineError(f"The warehouse database is busy: {exc}") from exc
+                time.sleep(0.1)
+        try:
+            con.execute("SET allowed_directories = $dirs", {"dirs": self.allowed_dirs})
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+
+    def execute(
+        self, sql: str, *, parameters: dict[str, Any] | None = None, max_rows: int = 10_000,
+        timeout_s: float | None = None,
+    ) -> QueryResult:
+        """Run ``sql`` (one or more statements; the last one's rows are returned)."""
+        with self.connect() as con:
+            timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
+            if timer:
+                timer.start()
+            try:
+                statements = con.extract_statements(sql)
+                if not statements:
+                    raise EngineError("There is no SQL statement to run.")
+                cursor = con
+                for statement in statements:
+                    values = {k: v for k, v in (parameters or {}).items() if k in statement.named_parameters}
+                    missing = set(statement.named_parameters) - set(values)
+                    if missing:
+                        raise EngineError(f"No value for parameter(s): {', '.join(sorted(missing))}.")
+                    cursor = con.execute(statement.query, values or None)
+                if cursor.description is None:
+                    return QueryResult()
+                rows = cursor.fetchmany(max_rows + 1)
+            except duckdb.InterruptException as exc:
+                raise EngineError(f"The query was stopped after {timeout_s:g} s (timeout).") from exc
+            except duckdb.Error as exc:
+                raise EngineError(str(exc)) from exc
+            finally:
+                if timer:
+                    timer.cancel()
+            return QueryResult(
+                columns=[d[0] for d in cursor.description],
+                types=[str(d[1]) for d in cursor.description],
+                rows=rows[:max_rows],
+                truncated=len(rows) > max_rows,
+            )
+
+
+def duckdb_engine_for(conn: Connection, *, read_only: bool, extra_dirs: list[Path] | None = None) -> DuckDBEngine:
+    """Engine for a DuckDB connection; its file lives under WAREHOUSE_DIR/<workspace>/."""
+    filename = str(conn.config.get("database") or f"{conn.name}.duckdb")
+    base = (settings.WAREHOUSE_DIR / conn.workspace.slug).resolve()
+    database = (base / filename).resolve()
+    if base not in database.parents:
+        raise EngineError(f"Connection '{conn.name}': the database must stay inside the warehouse directory.")
+    return DuckDBEngine(
+        database=database, read_only=read_only, allowed_dirs=[settings.DATASETS_DIR, *(extra_dirs or [])]
+    )

@@ -1,0 +1,80 @@
+"""Shared fixtures: isolated storage per test, personas, the demo job, an eager Celery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from connections.models import Connection
+from controlroom.access import Access, system_access
+from controlroom.celery import app as celery_app
+from controlroom.models import Membership, Role, Workspace
+from controlroom.services import api_token_create, workspace_create
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(autouse=True)
+def isolated_storage(settings, tmp_path: Path) -> Path:
+    settings.ARTIFACT_STORE_URL = (tmp_path / "artifacts").as_uri()
+    settings.WAREHOUSE_DIR = tmp_path / "warehouse"
+    return tmp_path
+
+
+@pytest.fixture
+def eager_celery():
+    """Run Celery tasks in-process when their on_commit hooks fire."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@dataclass
+class World:
+    workspace: Workspace
+    other: Workspace
+    users: dict[str, object]
+
+    def client(self, persona: str) -> Client:
+        client = Client()
+        client.force_login(self.users[persona])
+        return client
+
+    def access(self, persona: str) -> Access:
+        membership = Membership.objects.get(workspace=self.workspace, user=self.users[persona])
+        return Access(workspace=self.workspace, role=membership.role, user=self.users[persona])
+
+    def token(self, role: str = Role.OPERATOR) -> str:
+        _, value = api_token_create(access=system_access(self.workspace), name=f"ci-{role}", role=role)
+        return value
+
+
+def make_user(username: str):
+    return get_user_model().objects.create_user(username=username, password=PASSWORD)
+
+
+@pytest.fixture
+def world(db) -> World:
+    """Personas: admin, operator, analyst, viewer of 'acme'; outsider is admin of 'other'."""
+    users = {name: make_user(name) for name in ("admin", "operator", "analyst", "viewer", "outsider")}
+    acme = workspace_create(name="Acme", slug="acme", owner=users["admin"])
+    for role in ("operator", "analyst", "viewer"):
+        Membership.objects.create(workspace=acme, user=users[role], role=role)
+    other = workspace_create(name="Other", slug="other", owner=users["outsider"])
+    for ws in (acme, other):
+        Connection.objects.create(workspace=ws, name="warehouse", kind=Connection.Kind.DUCKDB,
+                                  config={"database": "warehouse.duckdb"})
+    return World(workspace=acme, other=other, users=users)
+
+
+@pytest.fixture
+def demo_job(world):
+    from runs.services.jobs import job_create
+
+    return job_create(access=world.access("operator"), spec_text=DEMO_SPEC, git_sha="a" * 40)

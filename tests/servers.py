@@ -1,0 +1,292 @@
+"""Throwaway PostgreSQL and Redis servers (Debian packages) for the test suite.
+
+Library: ``with PostgresServer() as database_url, RedisServer() as redis_url: ...``
+CLI, exporting ``DATABASE_URL`` and ``CONTROLROOM_TEST_REDIS_URL`` to the command::
+
+    python -m tests.servers [--postgres] [--redis] -- pytest -x
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+REDIS_VAR = "CONTROLROOM_TEST_REDIS_URL"
+_LIVE: set[_Server] = set()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_all() -> None:
+    """Stop every server this process started and still runs (atexit hook)."""
+    for server in list(_LIVE):
+        if server.owner_pid == os.getpid():  # not in forked children
+            server.stop()
+
+
+atexit.register(_stop_all)
+
+
+class _Server:
+    """Common lifecycle: temp dir, log file, process group, readiness wait."""
+
+    name: ClassVar[str]
+    _stop_signal: ClassVar[int] = signal.SIGTERM
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port
+        self.url: str | None = None
+        self.startup_seconds = 0.0
+        self.owner_pid = os.getpid()
+        self.tmpdir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc_stop_signal = self._stop_signal
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> str:
+        """Start the server, wait until it serves requests, return its URL."""
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name} is already running")
+        began, self.owner_pid = time.monotonic(), os.getpid()
+        self.port = self.port or free_port()
+        prefix = f"controlroom-{self.name}-"
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self._log = (self.tmpdir / "server.log").open("ab")
+        _LIVE.add(self)
+        try:
+            self.url = self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self.url
+
+    def _start(self) -> str:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _spawn(self, cmd: list[str], stop: int | None = None, **kw: Any) -> None:
+        """Run a process in its own session (so its whole group can be killed)."""
+        self._proc_stop_signal = stop or self._stop_signal
+        kw.update(stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._ready():
+            if self._proc.poll() is not None:
+                problem = f"exited with code {self._proc.returncode}"
+            elif time.monotonic() > deadline:
+                problem = f"not ready after {START_TIMEOUT:.0f} s"
+            else:
+                time.sleep(0.05)
+                continue
+            raise RuntimeError(f"{self.name} {problem}; log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Return the last lines of the server log (for error messages)."""
+        log = Path(self.tmpdir or "/nonexistent", "server.log")
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Shut the server down (fast), kill leftovers, remove temp files."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self._proc_stop_signal)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(STOP_TIMEOUT)
+        if proc is not None:  # leftovers (e.g. initdb's children, hung server)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        tmpdir, self.tmpdir, self.url = self.tmpdir, None, None
+        deadline = time.monotonic() + 5
+        while tmpdir is not None and time.monotonic() < deadline:
+            shutil.rmtree(tmpdir, ignore_errors=True)  # retried: a dying process
+            if not tmpdir.exists():  # may still be writing files
+                break
+            time.sleep(0.1)
+        _LIVE.discard(self)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PostgresServer(_Server):
+    """A fresh PostgreSQL cluster with superuser ``controlroom`` (trust auth)."""
+
+    name = "postgres"
+    user = database = "controlroom"
+    _stop_signal = signal.SIGINT  # "fast" shutdown
+
+    @staticmethod
+    def bin_dir() -> Path:
+        """Return the newest ``/usr/lib/postgresql/<version>/bin``."""
+        found = glob.glob("/usr/lib/postgresql/*/bin/postgres")
+        if not found:
+            msg = "no /usr/lib/postgresql/*/bin: apt-get install postgresql"
+            raise RuntimeError(msg)
+        return max((Path(p).parent for p in found), key=_version)
+
+    def _start(self) -> str:
+        assert self.tmpdir is not None
+        bin_dir, data, sockets = self.bin_dir(), self.tmpdir / "data", self.tmpdir
+        run_as: dict[str, Any] = {}
+        if os.geteuid() == 0:  # initdb/postgres refuse to run as root
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                msg = "no 'postgres' system user: apt-get install postgresql"
+                raise RuntimeError(msg) from None
+            os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
+            run_as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        self.tmpdir.chmod(0o700)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        common = {"cwd": self.tmpdir, "env": env, **run_as}
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", self.user]
+        initdb += ["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"]
+        initdb += ["--no-sync", "--no-instructions"]
+        self._spawn(initdb, stop=signal.SIGKILL, **common)  # killpg gets its children
+        assert self._proc is not None
+        if self._proc.wait():
+            raise RuntimeError(f"initdb failed:\n{self.log_tail()}")
+        self._proc = None
+        postgres = [str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets)]
+        postgres += ["-h", HOST, "-p", str(self.port), "-c", "fsync=off"]
+        postgres += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self._spawn(postgres, **common)
+        self._wait_ready()
+        createdb = [str(bin_dir / "createdb"), *self._client_args(), self.database]
+        done = subprocess.run(createdb, env=env, capture_output=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"createdb failed: {done.stderr.decode().strip()}")
+        return f"postgres://{self.user}@{HOST}:{self.port}/{self.database}"
+
+    def _client_args(self) -> list[str]:
+        return ["-h", HOST, "-p", str(self.port), "-U", self.user]
+
+    def _ready(self) -> bool:
+        cmd = [str(self.bin_dir() / "pg_isready"), "-q", *self._client_args()]
+        cmd += ["-d", "postgres", "-t", "1"]
+        return subprocess.run(cmd, check=False).returncode == 0
+
+
+def _version(bin_dir: Path) -> tuple[int, ...]:
+    """Sort key: the version in ``/usr/lib/postgresql/<version>/bin``."""
+    return tuple(int(part) for part in bin_dir.parent.name.split(".") if part.isdigit())
+
+
+class RedisServer(_Server):
+    """A non-persistent ``redis-server`` on a loopback port."""
+
+    name = "redis"
+    binary = "/usr/bin/redis-server"
+
+    def _start(self) -> str:
+        if not Path(self.binary).exists():
+            raise RuntimeError(f"{self.binary} not found: apt-get install redis-server")
+        listen = ["--bind", HOST, "--port", str(self.port), "--dir", str(self.tmpdir)]
+        ephemeral = ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        self._spawn([self.binary, *listen, *ephemeral])
+        self._wait_ready()
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port or 0), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def restart(self) -> str:
+        """Stop the server and start a fresh, empty one on the same port."""
+        self.stop()
+        return self.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: start servers, run the command with their URLs exported, stop them."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    cut = args.index("--") if "--" in args else len(args)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.servers",
+        usage="%(prog)s [--postgres] [--redis] -- CMD [ARGS...]",
+        description="Run CMD with throwaway servers (both when no flag is given).",
+    )
+    parser.add_argument("--postgres", action="store_true", help="export DATABASE_URL")
+    parser.add_argument("--redis", action="store_true", help=f"export {REDIS_VAR}")
+    opts, cmd = parser.parse_args(args[:cut]), args[cut + 1 :]
+    if not cmd:
+        parser.error("missing command after --")
+    both = opts.postgres == opts.redis
+    wanted: list[tuple[_Server, str]] = []
+    if opts.postgres or both:
+        wanted.append((PostgresServer(), "DATABASE_URL"))
+    if opts.redis or both:
+        wanted.append((RedisServer(), REDIS_VAR))
+    env, err = dict(os.environ), sys.stderr
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)  # let CMD exit; servers stop in `finally`
+        else:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        for server, variable in wanted:
+            env[variable] = server.start()
+            took = f"{server.startup_seconds:.1f} s"
+            print(f"{server.name} ready at {HOST}:{server.port} in {took}", file=err)
+        child = subprocess.Popen(cmd, env=env)
+        while True:
+            try:
+                code = child.wait()
+                return 128 - code if code < 0 else code
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGINT)  # harmless if the terminal sent it
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # 2nd Ctrl-C: still clean up
+            signal.signal(signum, signal.SIG_IGN)
+        for server, _ in reversed(wanted):
+            server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
