@@ -15,6 +15,11 @@ cleanup() {
   trap - INT TERM EXIT
   echo; echo "› stopping web, worker and beat"
   kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 150); do  # up to 15 s for a warm shutdown, then force
+    alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT

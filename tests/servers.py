@@ -70,8 +70,7 @@ class _Server:
             raise RuntimeError(f"{self.name} is already running")
         began, self.owner_pid = time.monotonic(), os.getpid()
         self.port = self.port or free_port()
-        prefix = f"controlroom-{self.name}-"
-        self.tmpdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"controlroom-{self.name}-", dir="/tmp"))
         self._log = (self.tmpdir / "server.log").open("ab")
         _LIVE.add(self)
         try:
@@ -131,8 +130,8 @@ class _Server:
         tmpdir, self.tmpdir, self.url = self.tmpdir, None, None
         deadline = time.monotonic() + 5
         while tmpdir is not None and time.monotonic() < deadline:
-            shutil.rmtree(tmpdir, ignore_errors=True)  # retried: a dying process
-            if not tmpdir.exists():  # may still be writing files
+            shutil.rmtree(tmpdir, ignore_errors=True)  # retried: a dying process may still be writing files
+            if not tmpdir.exists():
                 break
             time.sleep(0.1)
         _LIVE.discard(self)
@@ -156,8 +155,7 @@ class PostgresServer(_Server):
         """Return the newest ``/usr/lib/postgresql/<version>/bin``."""
         found = glob.glob("/usr/lib/postgresql/*/bin/postgres")
         if not found:
-            msg = "no /usr/lib/postgresql/*/bin: apt-get install postgresql"
-            raise RuntimeError(msg)
+            raise RuntimeError("no /usr/lib/postgresql/*/bin/postgres: apt-get install postgresql")
         return max((Path(p).parent for p in found), key=_version)
 
     def _start(self) -> str:
@@ -168,24 +166,21 @@ class PostgresServer(_Server):
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
-                msg = "no 'postgres' system user: apt-get install postgresql"
-                raise RuntimeError(msg) from None
+                raise RuntimeError("no 'postgres' system user: apt-get install postgresql") from None
             os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
             run_as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         self.tmpdir.chmod(0o700)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         common = {"cwd": self.tmpdir, "env": env, **run_as}
-        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", self.user]
-        initdb += ["--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"]
-        initdb += ["--no-sync", "--no-instructions"]
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "--encoding=UTF8"]
+        initdb += ["--locale=C.UTF-8", "--no-sync", "--no-instructions"]
         self._spawn(initdb, stop=signal.SIGKILL, **common)  # killpg gets its children
         assert self._proc is not None
         if self._proc.wait():
             raise RuntimeError(f"initdb failed:\n{self.log_tail()}")
         self._proc = None
-        postgres = [str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets)]
-        postgres += ["-h", HOST, "-p", str(self.port), "-c", "fsync=off"]
-        postgres += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        postgres = [str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets), "-h", HOST, "-p", str(self.port)]
+        postgres += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         self._spawn(postgres, **common)
         self._wait_ready()
         createdb = [str(bin_dir / "createdb"), *self._client_args(), self.database]
@@ -198,8 +193,7 @@ class PostgresServer(_Server):
         return ["-h", HOST, "-p", str(self.port), "-U", self.user]
 
     def _ready(self) -> bool:
-        cmd = [str(self.bin_dir() / "pg_isready"), "-q", *self._client_args()]
-        cmd += ["-d", "postgres", "-t", "1"]
+        cmd = [str(self.bin_dir() / "pg_isready"), "-q", *self._client_args(), "-d", "postgres", "-t", "1"]
         return subprocess.run(cmd, check=False).returncode == 0
 
 
@@ -270,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for server, variable in wanted:
             env[variable] = server.start()
-            took = f"{server.startup_seconds:.1f} s"
-            print(f"{server.name} ready at {HOST}:{server.port} in {took}", file=err)
+            print(f"{server.name} ready at {HOST}:{server.port} in {server.startup_seconds:.1f} s", file=err)
         child = subprocess.Popen(cmd, env=env)
         while True:
             try:

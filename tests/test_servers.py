@@ -52,10 +52,16 @@ def is_listening(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    """One PostgreSQL server shared by this module's tests."""
+    """One PostgreSQL server shared by this module's tests; checks cleanup after."""
     server = PostgresServer()
-    with server:
-        yield server
+    server.start()
+    port, tmpdir = server.port, server.tmpdir
+    assert port is not None and tmpdir is not None and tmpdir.is_dir()
+    yield server
+    server.stop()
+    assert not is_listening(port), "postgres still listening after stop()"
+    assert not tmpdir.exists(), "temp dir left behind"
+    server.stop()  # idempotent
 
 
 def test_free_port_is_bindable() -> None:
@@ -66,33 +72,19 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_postgres_accepts_queries(postgres: PostgresServer) -> None:
-    assert (
-        postgres.url == f"postgres://controlroom@127.0.0.1:{postgres.port}/controlroom"
-    )
+    assert postgres.url == f"postgres://controlroom@127.0.0.1:{postgres.port}/controlroom"
     assert pg_query(postgres.url, "select 1") == "1"
     assert pg_query(postgres.url, "select current_database()") == "controlroom"
     assert pg_query(postgres.url, "show fsync") == "off"
+    assert pg_query(postgres.url, "show listen_addresses") == "127.0.0.1"
 
 
 def test_postgres_user_can_create_test_database(postgres: PostgresServer) -> None:
     """Django's test runner needs CREATE DATABASE test_<name>."""
     assert postgres.url is not None
-    assert pg_query(
-        postgres.url, "select rolsuper from pg_roles where rolname = current_user"
-    ) in {"t", "True"}
+    assert pg_query(postgres.url, "select rolsuper from pg_roles where rolname = current_user") in {"t", "True"}
     pg_query(postgres.url, "create database test_controlroom_probe")
     pg_query(postgres.url, "drop database test_controlroom_probe")
-
-
-def test_postgres_stop_cleans_up() -> None:
-    server = PostgresServer()
-    server.start()
-    port, tmpdir = server.port, server.tmpdir
-    assert port is not None and tmpdir is not None and tmpdir.is_dir()
-    server.stop()
-    assert not is_listening(port)
-    assert not tmpdir.exists()
-    server.stop()  # idempotent
 
 
 def port_of(url: str) -> int:
