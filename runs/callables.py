@@ -13,7 +13,6 @@ from django.conf import settings
 
 PhaseCallable = Callable[..., dict[str, Any] | None]
 _REGISTRY: dict[str, PhaseCallable] = {}
-_loaded = False
 
 
 def phase_callable(name: str) -> Callable[[PhaseCallable], PhaseCallable]:
@@ -29,18 +28,18 @@ def phase_callable(name: str) -> Callable[[PhaseCallable], PhaseCallable]:
 
 
 def _load() -> None:
-    global _loaded
-    if not _loaded:
-        for module in settings.PHASE_CALLABLE_MODULES:
-            importlib.import_module(module)
-        _loaded = True
+    # import_module is a dict lookup once a module is loaded; reading the setting each time
+    # keeps the registry true to it.
+    for module in settings.PHASE_CALLABLE_MODULES:
+        importlib.import_module(module)
 
 
 def callable_get(name: str) -> PhaseCallable | None:
     _load()
-    return _REGISTRY.get(name)
+    fn = _REGISTRY.get(name)
+    return fn if fn is not None and fn.__module__ in settings.PHASE_CALLABLE_MODULES else None
 
 
 def callable_names() -> list[str]:
     _load()
-    return sorted(_REGISTRY)
+    return sorted(n for n, fn in _REGISTRY.items() if fn.__module__ in settings.PHASE_CALLABLE_MODULES)

@@ -24,6 +24,7 @@ PASSWORD = "correct-horse-battery-staple"
 def isolated_storage(settings, tmp_path: Path) -> Path:
     settings.ARTIFACT_STORE_URL = (tmp_path / "artifacts").as_uri()
     settings.WAREHOUSE_DIR = tmp_path / "warehouse"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
     return tmp_path
 
 

@@ -73,4 +73,5 @@ def _version_add(*, job: Job, access: Access, spec_text: str, spec: dict, git: d
         created_by=access.user if access.token is None else None, **git,
     )
     Job.objects.filter(pk=job.pk).update(current_version=version)
+    job.current_version = version
     return version
