@@ -20,6 +20,16 @@ DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory) -> None:
+    """On SQLite, test in a file rather than in memory, so worker processes can share it."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
 @pytest.fixture(autouse=True)
 def isolated_storage(settings, tmp_path: Path) -> Path:
     settings.ARTIFACT_STORE_URL = (tmp_path / "artifacts").as_uri()

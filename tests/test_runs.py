@@ -12,7 +12,6 @@ from runs.services.events import StaleLease, phase_log
 from runs.services.jobs import job_create
 from runs.services.phases import phase_claim, phase_complete, phases_reap_expired
 from runs.services.runs import run_create
-from tests.conftest import DEMO_SPEC
 
 pytestmark = pytest.mark.django_db
 
