@@ -21,7 +21,8 @@ RUN pip install --no-cache-dir -r requirements.lock
 COPY --chown=controlroom:controlroom . /app
 
 ENV CONTROLROOM_MODE=production \
-    CONTROLROOM_DATA_DIR=/data
+    CONTROLROOM_DATA_DIR=/data \
+    STATIC_ROOT=/app/staticfiles
 
 USER controlroom
 
@@ -29,9 +30,8 @@ USER controlroom
 # without a >=50-char SECRET_KEY, DATABASE_URL and CELERY_BROKER_URL. The values
 # below are throwaway and exist only for this RUN line; nothing is connected to.
 # At runtime the key comes from SECRET_KEY_FILE (a compose secret).
-# NB: STATIC_ROOT is $CONTROLROOM_DATA_DIR/staticfiles, and /data is the
-# `artifacts` volume in compose, which Docker seeds from the image only when the
-# volume is first created.
+# STATIC_ROOT lives in the image (not on the /data volume) so an upgraded image
+# serves its own static files.
 RUN SECRET_KEY=build-only-collectstatic-not-a-secret-0123456789abcdef \
     DATABASE_URL=postgres://build:build@build.invalid:5432/build \
     CELERY_BROKER_URL=redis://build.invalid:6379/0 \

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs: PostgreSQL and Redis servers (started on loopback by
+# tests/servers.py), Chromium for the browser test, docker-compose to validate compose/.
+# Installs only what is missing; needs root (or passwordless sudo) for apt-get.
+set -euo pipefail
+need=()
+[ -n "$(ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null)" ] || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v python3.11 >/dev/null || command -v python3 >/dev/null || need+=(python3 python3-venv)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+echo "› installing Debian packages: ${need[*]}"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

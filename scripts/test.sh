@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, lints, then runs every test on
+# SQLite and again on a real PostgreSQL server (with a real Redis for the worker tests).
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    SQLite only, without the slow tests (workers, browser)
+#   scripts/test.sh -- ARGS    extra pytest arguments (e.g. -- -k spec)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0; extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --) shift; extra=("$@"); break ;;
+    *) extra+=("$1") ;;
+  esac
+  shift
+done
+bash scripts/system_deps.sh
+bash scripts/bootstrap.sh dev
+PY=.venv/bin/python
+echo "› ruff"
+.venv/bin/ruff check .
+export CONTROLROOM_DATA_DIR; CONTROLROOM_DATA_DIR=$(mktemp -d -t controlroom-test-XXXXXX)
+trap 'rm -rf "$CONTROLROOM_DATA_DIR"' EXIT
+unset DATABASE_URL CELERY_BROKER_URL
+start=$(date +%s)
+if [ "$quick" = 1 ]; then
+  $PY -m pytest -m "not slow" "${extra[@]}"
+  exit
+fi
+echo "› suite on SQLite"
+$PY -m tests.servers --redis -- $PY -m pytest "${extra[@]}"
+echo "› suite on PostgreSQL"
+$PY -m tests.servers --postgres --redis -- $PY -m pytest "${extra[@]}"
+echo "› both runs passed in $(( $(date +%s) - start )) s"
