@@ -92,7 +92,7 @@ def job_runs(request: HttpRequest, access: Access, job: str) -> JsonResponse:
 
 @api_view(("GET",), Role.VIEWER)
 def runs(request: HttpRequest, access: Access) -> JsonResponse:
-    qs = selectors.run_list(access=access, status=request.GET.get("status", ""))
+    qs = selectors.run_list(access=access, status=request.GET.get("status", "")).prefetch_related("phases")
     before = request.GET.get("before")
     if before:
         if not before.isdigit():

@@ -57,6 +57,19 @@ class JobVersion(models.Model):
         return f"{self.job.slug} v{self.number}"
 
 
+class Timed:
+    """Mixin for rows with started_at and finished_at."""
+
+    started_at: object
+    finished_at: object
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -68,7 +81,7 @@ class RunStatus(models.TextChoices):
 TERMINAL_RUN = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
-class Run(models.Model):
+class Run(Timed, models.Model):
     class Trigger(models.TextChoices):
         UI = "ui", "UI"
         API = "api", "API"
@@ -99,12 +112,6 @@ class Run(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_RUN
 
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
-
     def __str__(self) -> str:
         return f"run {self.pk} of {self.job.slug}"
 
@@ -121,7 +128,7 @@ class PhaseState(models.TextChoices):
 TERMINAL_PHASE = {PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
 
 
-class Phase(models.Model):
+class Phase(Timed, models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="phases")
     name = models.CharField(max_length=64)
     position = models.PositiveIntegerField()
@@ -145,12 +152,6 @@ class Phase(models.Model):
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="uniq_phase_name")]
         indexes = [models.Index(fields=["state", "lease_expires_at"])]
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.name}"

@@ -222,3 +222,23 @@ def test_api_trigger_read_and_page_events(world, demo_job, eager_celery, django_
                       content_type="application/json", **auth)
     assert bad.status_code == 400 and "unknown parameter(s): x" in bad.json()["error"]["message"]
     assert Run.objects.count() == 1
+
+
+def test_list_pages_and_api_have_bounded_query_counts(world, demo_job, django_capture_on_commit_callbacks,
+                                                      django_assert_max_num_queries):
+    with django_capture_on_commit_callbacks(execute=False):
+        for _ in range(30):
+            run_create(access=world.access("operator"), job=demo_job)
+    client = world.client("viewer")
+    client.get("/w/acme/runs/")  # warm the session
+    with django_assert_max_num_queries(8):
+        page = client.get("/w/acme/runs/")
+    assert page.content.decode().count('class="badge queued"') == 30
+    with django_assert_max_num_queries(8):
+        assert client.get("/w/acme/jobs/").status_code == 200
+    with django_assert_max_num_queries(10):
+        assert client.get("/w/acme/jobs/medallion/").status_code == 200
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {world.token('viewer')}"}
+    with django_assert_max_num_queries(6):
+        listed = client.get("/api/v1/workspaces/acme/runs", **auth).json()["runs"]
+    assert len(listed) == 30 and all(len(r["phases"]) == 5 for r in listed)
