@@ -18,11 +18,17 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", None) or get_request_id(),
+            "request_id": getattr(record, "request_id", None) or get_request_id() or _from_request(record),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in payload and not key.startswith("_"):
+            if key not in _STANDARD and key not in payload and not key.startswith("_") and key != "request":
                 payload[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
+
+
+def _from_request(record: logging.LogRecord) -> str | None:
+    # django.request logs 4xx/5xx after the middleware chain returned (the context variable is
+    # reset by then) but passes the request along.
+    return getattr(getattr(record, "request", None), "request_id", None)

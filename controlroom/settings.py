@@ -156,7 +156,7 @@ PHASE_CALLABLE_MODULES = env_list("PHASE_CALLABLE_MODULES", ["runs.builtin_calla
 
 # Celery. The embedded broker is a folder on disk: no server to run.
 _broker_dir = DATA_DIR / "broker"
-CELERY_BROKER_URL = _required_in_production("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = _required_in_production("CELERY_BROKER_URL", "filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -144,8 +144,11 @@ def coerce_parameter(name: str, ptype: str, value: Any) -> Any:
     if ptype == "number":
         if isinstance(value, bool):
             raise ValueError(f"parameter {name} must be a number, not {value!r}")
+        if isinstance(value, (int, float)):
+            return value
         try:
-            return float(value) if not isinstance(value, int) else value
+            text = str(value).strip()
+            return int(text) if text.lstrip("+-").isdigit() else float(text)
         except (TypeError, ValueError):
             raise ValueError(f"parameter {name} must be a number, not {value!r}") from None
     if ptype == "date":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from celery import shared_task
@@ -10,7 +11,10 @@ from django.utils import timezone
 from runs.services.phases import phase_execute as phase_execute_service
 from runs.services.phases import phases_reap_expired, runnable_phases
 
-WORKER_ID = f"celery@{socket.gethostname()}"
+
+def worker_id() -> str:
+    """Names the process that holds a lease (prefork children differ by pid)."""
+    return f"celery@{socket.gethostname()}:{os.getpid()}"
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -24,7 +28,7 @@ def run_dispatch(run_id: int) -> None:
 
 @shared_task(acks_late=True, ignore_result=True)
 def phase_execute(phase_id: int) -> None:
-    phase = phase_execute_service(phase_id=phase_id, worker=WORKER_ID)
+    phase = phase_execute_service(phase_id=phase_id, worker=worker_id())
     if phase is not None:
         run_dispatch(phase.run_id)
 

@@ -87,3 +87,23 @@ def test_json_log_lines_carry_the_request_id(world):
         logger.removeHandler(handler)
     line = json.loads(lines[-1])
     assert line["request_id"] == "rid-42" and line["message"] == "inside the view" and line["run_id"] == 7
+
+
+def test_django_error_log_lines_carry_the_request_id(world):
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        response = world.client("outsider").get("/w/acme/jobs/", HTTP_X_REQUEST_ID="rid-404")
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 404
+    line = json.loads(lines[-1])
+    assert line["request_id"] == "rid-404" and line["status_code"] == 404

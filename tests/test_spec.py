@@ -84,6 +84,7 @@ def test_spec_hash_ignores_formatting_but_not_content():
 def test_resolve_parameters_types_defaults_and_errors():
     spec = parse_spec(DEMO_SPEC)
     assert resolve_parameters(spec, {"min_amount": "10.5"}) == {"source_file": "orders.csv", "min_amount": 10.5}
+    assert resolve_parameters(spec, {"min_amount": "7"})["min_amount"] == 7  # stays an integer
     with pytest.raises(SpecError) as info:
         resolve_parameters(spec, {"min_amount": "lots", "nope": 1})
     assert info.value.errors == ["unknown parameter(s): nope", "parameter min_amount must be a number, not 'lots'"]

@@ -1,0 +1,181 @@
+"""The README's run command, end to end over real HTTP: ``scripts/run.sh`` on embedded defaults
+serves the demo, a signed-in user runs the medallion job to success through the HTML forms, the
+API refuses a request without a token, and Ctrl-C (SIGINT to the process group) stops everything.
+
+No ``db`` fixture: the test speaks only HTTP (urllib + a cookie jar) to the server it starts.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from email.message import Message
+from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.processes import STOP_TIMEOUT, RunningServer, run_command
+
+pytestmark = pytest.mark.slow
+RUN_TIMEOUT = 90.0
+REQUEST_ID = "e2e-run-command.42"
+
+
+@dataclass
+class Page:
+    status: int
+    url: str
+    headers: Message
+    text: str
+
+
+class Web:
+    """A minimal browser: cookies, redirects followed, HTTP errors returned rather than raised."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def open(self, path: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Page:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        url = urllib.parse.urljoin(self.base, path)
+        request = urllib.request.Request(url, data=body, headers=headers or {})  # noqa: S310 (http://127.0.0.1)
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return Page(response.status, response.geturl(), response.headers, response.read().decode())
+        except urllib.error.HTTPError as exc:
+            return Page(exc.code, exc.geturl(), exc.headers, exc.read().decode(errors="replace"))
+
+
+@dataclass
+class Form:
+    action: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    options: dict[str, list[str]] = field(default_factory=dict)
+
+
+class FormParser(HTMLParser):
+    """The inputs (name -> value) and selects (name -> options) of the form with ``form_id``."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.form, self.inside, self.select = form_id, Form(), False, ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {k: v or "" for k, v in attrs}
+        if tag == "form" and attr.get("id") == self.form_id:
+            self.inside, self.form.action = True, attr.get("action", "")
+        elif self.inside and tag == "input" and attr.get("name"):
+            self.form.fields[attr["name"]] = attr.get("value", "")
+        elif self.inside and tag == "select":
+            self.select = attr.get("name", "")
+            self.form.options[self.select] = []
+        elif self.inside and tag == "option" and self.select:
+            self.form.options[self.select].append(attr.get("value", ""))
+
+    def handle_data(self, data: str) -> None:
+        options = self.form.options.get(self.select)
+        if self.inside and options is not None and options and not options[-1]:
+            options[-1] = data.strip()  # <option>dev</option>: the text is the value
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self.select = ""
+        elif tag == "form":
+            self.inside = False
+
+
+def parse_form(html: str, form_id: str) -> Form:
+    parser = FormParser(form_id)
+    parser.feed(html)
+    return parser.form
+
+
+def csrf_token(html: str) -> str:
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert found, f"no csrfmiddlewaretoken in:\n{html[:2000]}"
+    return found.group(1)
+
+
+def run_state(html: str) -> str:
+    found = re.search(r'id="run-state">\s*(\w+)\s*<', html)
+    return found.group(1) if found else "?"
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", "", html)))
+
+
+def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
+    with run_command(tmp_path) as server:
+        web = Web(server.url)
+
+        def why(message: str) -> str:
+            return f"{message}\n--- run.sh log (tail) ---\n{server.log_tail()}"
+
+        # Every response names its request; a well-formed incoming id is echoed back.
+        minted = web.open("healthz")
+        assert minted.status == 200 and json.loads(minted.text) == {"status": "ok"}, why(minted.text)
+        assert re.fullmatch(r"[0-9a-f]{32}", minted.headers.get("X-Request-ID", "")), why(str(minted.headers))
+        echoed = web.open("healthz", headers={"X-Request-ID": REQUEST_ID})
+        assert echoed.headers.get("X-Request-ID") == REQUEST_ID, why(str(echoed.headers))
+
+        # Sign in with the password the command printed; one workspace: home goes to its jobs.
+        login = web.open("accounts/login/")
+        assert login.status == 200, why(login.text[:2000])
+        home = web.open("accounts/login/", {"csrfmiddlewaretoken": csrf_token(login.text), "login": "demo",
+                                            "password": server.password})
+        assert home.status == 200 and home.url == server.url + "w/demo/jobs/", why(f"{home.url}\n{home.text[:2000]}")
+        assert "medallion" in home.text
+
+        # Trigger the medallion job with the form exactly as the page renders it.
+        job = web.open("w/demo/jobs/medallion/")
+        form = parse_form(job.text, "trigger-form")
+        assert form.action and "csrfmiddlewaretoken" in form.fields, why(job.text[:3000])
+        assert {k: v for k, v in form.fields.items() if k.startswith("param_")} == {
+            "param_source_file": "orders.csv", "param_min_amount": "0"}, form.fields
+        assert "dev" in form.options.get("environment", []), form.options
+        run = web.open(urllib.parse.urljoin(job.url, form.action), {**form.fields, "environment": "dev"})
+        assert run.status == 200 and re.search(r"/w/demo/runs/\d+/$", run.url), why(f"{run.url}\n{run.text[:3000]}")
+
+        deadline, page = time.monotonic() + RUN_TIMEOUT, run
+        while run_state(page.text) not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            page = web.open(run.url)
+        log = text_of(page.text)
+        assert run_state(page.text) == "succeeded", why(f"run {run.url} is {run_state(page.text)}:\n{log[-3000:]}")
+        assert "RUN_SUCCEEDED" in log and "PHASE_SUCCEEDED [publish]" in log, why(log[-3000:])
+        assert "gold_revenue_by_country.csv" in page.text, why(log[-3000:])
+
+        # The JSON API wants a bearer token; a signed-in session does not count.
+        for client in (web, Web(server.url)):
+            api = client.open("api/v1/workspaces/demo/runs", headers={"X-Request-ID": REQUEST_ID})
+            assert api.status == 401, why(f"{api.status} {api.text[:500]}")
+            assert api.headers.get_content_type() == "application/json", api.headers
+            assert json.loads(api.text)["error"]["code"] == "unauthenticated", api.text
+            assert api.headers.get("X-Request-ID") == REQUEST_ID
+
+        assert_ctrl_c_stops_everything(server)
+
+
+def assert_ctrl_c_stops_everything(server: RunningServer) -> None:
+    began = time.monotonic()
+    server.interrupt()
+    gone = server.wait_group_gone(STOP_TIMEOUT)
+    left = "" if gone else server.group_members()
+    assert gone, (f"{time.monotonic() - began:.1f} s after SIGINT run.sh exited={server.proc.poll() is not None}, "
+                  f"processes still in its group:\n{left}\n--- run.sh log (tail) ---\n{server.log_tail()}")
+    assert server.proc.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.pgid, 0)
+    assert "stopping web, worker and beat" in server.log_path.read_text(errors="replace")
