@@ -12,6 +12,8 @@ class Blob(models.Model):
 
     sha256 = models.CharField(max_length=64, primary_key=True)
     size = models.BigIntegerField()
+    # Empty when the bytes are in our artifact store; otherwise where an executor keeps them.
+    location = models.CharField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -81,6 +81,8 @@ def _text_from(text: str, truncated: bool) -> Preview:
 
 
 def preview_for(artifact: Artifact) -> Preview:
+    if artifact.blob.location:
+        return Preview(kind="none", note=f"Kept outside Control Room, at {artifact.blob.location}.")
     media = artifact.media_type
     name = artifact.name.lower()
     if media == "text/csv" or name.endswith(".csv"):

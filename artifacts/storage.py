@@ -28,16 +28,25 @@ class LocalStore:
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Store ``source``'s bytes; return (sha256, size). Idempotent for equal content."""
+        with source.open("rb") as src:
+            return self.put_stream(src)
+
+    def put_stream(self, src: BinaryIO, *, expect_sha256: str | None = None) -> tuple[str, int]:
+        """Store a stream's bytes, hashing as they pass; refuse them if the hash is not the one
+        announced (nothing is kept then)."""
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        with source.open("rb") as src, tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False) as dst:
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False) as dst:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
                 dst.write(chunk)
                 size += len(chunk)
         sha = digest.hexdigest()
+        if expect_sha256 is not None and sha != expect_sha256:
+            os.unlink(dst.name)
+            raise ValueError(f"the uploaded bytes hash to {sha}, not {expect_sha256}")
         final = self.path_for(sha)
         if final.exists():
             os.unlink(dst.name)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from artifacts.previews import preview_for
@@ -33,6 +33,8 @@ def artifact_detail(request: HttpRequest, workspace: str, artifact_id: int) -> H
 def artifact_download(request: HttpRequest, workspace: str, artifact_id: int) -> FileResponse:
     access = workspace_access(user=request.user, slug=workspace)
     artifact = artifact_get(access=access, artifact_id=artifact_id)
+    if artifact.blob.location:
+        raise Http404(f"This artifact is kept outside Control Room, at {artifact.blob.location}.")
     response = FileResponse(get_store().open(artifact.blob_id), as_attachment=True, filename=artifact.name,
                             content_type=artifact.media_type)
     response["ETag"] = f'"{artifact.blob_id}"'

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from controlroom.services import ServiceError, api_token_authenticate
 
 log = logging.getLogger(__name__)
-_STATUS = {"invalid": 400, "conflict": 409, "not_found": 404}
+_STATUS = {"invalid": 400, "conflict": 409, "stale_lease": 409, "not_found": 404}
 
 
 def api_error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -38,12 +38,15 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
-    """Authenticate the bearer token, check the workspace and role, map errors to JSON."""
+    """Authenticate the bearer token, check the workspace and role, map errors to JSON.
+
+    Under /api/v1/workspaces/<slug>/ the slug must be the token's workspace; under
+    /api/v1/ops/ the token alone names the workspace."""
 
     def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         @csrf_exempt
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, workspace: str, *args: Any, **kwargs: Any) -> JsonResponse:
+        def wrapper(request: HttpRequest, *args: Any, workspace: str | None = None, **kwargs: Any) -> JsonResponse:
             from runs.spec import SpecError
 
             if request.method not in methods:
@@ -52,7 +55,7 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
             access = api_token_authenticate(header[7:].strip()) if header.startswith("Bearer ") else None
             if access is None:
                 return api_error(401, "unauthenticated", "Send a valid API token as 'Authorization: Bearer …'.")
-            if access.workspace.slug != workspace:
+            if workspace is not None and access.workspace.slug != workspace:
                 return api_error(404, "not_found", "No such workspace.")
             try:
                 access.require(minimum)

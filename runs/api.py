@@ -31,7 +31,7 @@ def _job_json(job: Job) -> dict[str, Any]:
             "current_version": _version_json(job.current_version)}
 
 
-def _run_json(run: Run) -> dict[str, Any]:
+def run_json(run: Run) -> dict[str, Any]:
     return {
         "id": run.pk, "job": run.job.slug, "version": run.job_version.number, "environment": run.environment.name,
         "status": run.status, "parameters": run.parameters, "git_sha": run.git_sha, "trigger": run.trigger,
@@ -87,11 +87,16 @@ def job_runs(request: HttpRequest, access: Access, job: str) -> JsonResponse:
         raise ServiceError("'parameters' must be a JSON object.")
     run = run_create(access=access, job=obj, environment=str(body.get("environment") or "dev"),
                      parameters=parameters, trigger=Run.Trigger.API)
-    return JsonResponse(_run_json(run), status=201)
+    return JsonResponse(run_json(run), status=201)
 
 
 @api_view(("GET",), Role.VIEWER)
 def runs(request: HttpRequest, access: Access) -> JsonResponse:
+    return runs_page(request, access)
+
+
+def runs_page(request: HttpRequest, access: Access) -> JsonResponse:
+    """Newest first, 100 a page; ``before=<id>`` continues."""
     qs = selectors.run_list(access=access, status=request.GET.get("status", "")).prefetch_related("phases")
     before = request.GET.get("before")
     if before:
@@ -99,17 +104,22 @@ def runs(request: HttpRequest, access: Access) -> JsonResponse:
             raise ServiceError("'before' must be a run id.")
         qs = qs.filter(pk__lt=int(before))
     page = list(qs[:PAGE])
-    return JsonResponse({"runs": [_run_json(r) for r in page],
+    return JsonResponse({"runs": [run_json(r) for r in page],
                          "next_before": page[-1].pk if len(page) == PAGE else None})
 
 
 @api_view(("GET",), Role.VIEWER)
 def run(request: HttpRequest, access: Access, run_id: str) -> JsonResponse:
-    return JsonResponse(_run_json(selectors.run_get(access=access, run_id=run_id)))
+    return JsonResponse(run_json(selectors.run_get(access=access, run_id=run_id)))
 
 
 @api_view(("GET",), Role.VIEWER)
 def run_events(request: HttpRequest, access: Access, run_id: str) -> JsonResponse:
+    return events_page(request, access, run_id)
+
+
+def events_page(request: HttpRequest, access: Access, run_id: str | int) -> JsonResponse:
+    """Events after sequence ``after`` (a cursor), oldest first, 100 a page."""
     obj = selectors.run_get(access=access, run_id=run_id)
     after = request.GET.get("after", "0")
     if not after.isdigit():

@@ -37,6 +37,8 @@ def sleep(ctx: PhaseContext, *, seconds: float = 1.0, steps: int = 1) -> dict[st
     """Wait, logging each step: for demos and tests of live logs and timeouts."""
     for step in range(steps):
         time.sleep(seconds / steps)
+        if ctx.stopped:
+            raise PhaseFailure("stopped")
         ctx.log(f"step {step + 1}/{steps}")
     return {"slept": seconds}
 

@@ -103,10 +103,18 @@ class Run(Timed, models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     last_seq = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    input_manifest = models.JSONField(default=dict, blank=True)
+    output_manifest = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["workspace", "-id"]), models.Index(fields=["job", "-id"])]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "idempotency_key"], name="uniq_run_idempotency_key",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
 
     @property
     def is_terminal(self) -> bool:
@@ -140,6 +148,9 @@ class Phase(Timed, models.Model):
     max_attempts = models.PositiveIntegerField(default=1)
     timeout_s = models.PositiveIntegerField(default=3600)
     not_before = models.DateTimeField(null=True, blank=True)
+    # True while some dependency has not succeeded: claims then need no join over the DAG.
+    blocked = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=64, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, default="")
@@ -151,7 +162,10 @@ class Phase(Timed, models.Model):
     class Meta:
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="uniq_phase_name")]
-        indexes = [models.Index(fields=["state", "lease_expires_at"])]
+        indexes = [
+            models.Index(fields=["state", "lease_expires_at"]),
+            models.Index(fields=["state", "blocked", "kind", "id"], name="phase_claimable_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.name}"

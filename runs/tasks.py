@@ -9,7 +9,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from runs.services.phases import phase_execute as phase_execute_service
-from runs.services.phases import phases_reap_expired, runnable_phases
+from runs.services.phases import phases_reap, runnable_phases
 
 
 def worker_id() -> str:
@@ -35,5 +35,5 @@ def phase_execute(phase_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def reap_expired_leases() -> None:
-    for run_id in phases_reap_expired():
+    for run_id in phases_reap():
         run_dispatch(run_id)

@@ -41,6 +41,15 @@ class DuckDBEngine:
         self.database = database
         self.read_only = read_only
         self.allowed_dirs = [str(d.resolve()) + "/" for d in allowed_dirs]
+        self._active: duckdb.DuckDBPyConnection | None = None
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Stop the statement running now (from another thread), and refuse further ones."""
+        self._interrupted = True
+        active = self._active
+        if active is not None:
+            active.interrupt()
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -64,8 +73,12 @@ class DuckDBEngine:
             con.execute("SET allowed_directories = $dirs", {"dirs": self.allowed_dirs})
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
+            self._active = con
+            if self._interrupted:
+                raise EngineError("The query was interrupted.")
             yield con
         finally:
+            self._active = None
             con.close()
 
     def execute(
@@ -92,6 +105,8 @@ class DuckDBEngine:
                     return QueryResult()
                 rows = cursor.fetchmany(max_rows + 1)
             except duckdb.InterruptException as exc:
+                if self._interrupted:
+                    raise EngineError("The query was interrupted.") from exc
                 raise EngineError(f"The query was stopped after {timeout_s:g} s (timeout).") from exc
             except duckdb.Error as exc:
                 raise EngineError(str(exc)) from exc

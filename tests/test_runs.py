@@ -10,7 +10,8 @@ from runs import tasks
 from runs.models import Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services.events import StaleLease, phase_log
 from runs.services.jobs import job_create
-from runs.services.phases import phase_claim, phase_complete, phases_reap_expired
+from runs.services.leases import phase_claim
+from runs.services.phases import phase_complete, phases_reap
 from runs.services.runs import run_create
 
 pytestmark = pytest.mark.django_db
@@ -133,13 +134,15 @@ def test_sql_timeout_interrupts_the_engine(world, eager_celery, django_capture_o
     assert run.phases.get().error == "SQL error: The query was stopped after 1 s (timeout)."
 
 
-def test_reaper_requeues_expired_lease_and_fences_the_old_worker(world, django_capture_on_commit_callbacks):
+def test_reaper_requeues_expired_lease_and_fences_the_old_worker(world, monkeypatch,
+                                                                  django_capture_on_commit_callbacks):
+    monkeypatch.setattr("runs.services.phases.retry_delay_s", lambda attempt: 0.0)
     job = job_create(access=world.access("operator"), spec_text=spec(sql_phase("a", "select 1", "    retries: 1\n")))
     with django_capture_on_commit_callbacks(execute=False):
         run = run_create(access=world.access("operator"), job=job)
     phase, old_token = phase_claim(phase_id=run.phases.get().pk, worker="lost-worker")
     Phase.objects.filter(pk=phase.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert phases_reap_expired() == [run.pk]
+    assert phases_reap() == [run.pk]
     phase.refresh_from_db()
     assert phase.state == PhaseState.PENDING and "PHASE_LEASE_EXPIRED" in types(run)
     new_phase, new_token = phase_claim(phase_id=phase.pk, worker="new-worker")

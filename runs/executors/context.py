@@ -30,6 +30,14 @@ class PhaseContext:
         }
         self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run.pk}-{phase.name}-"))
         self.outputs: list[dict[str, Any]] = []
+        self.stopped = False
+        self._engines: list[DuckDBEngine] = []
+
+    def stop(self) -> None:
+        """Called from the heartbeat thread on cancel or a lost lease: stop engine work now."""
+        self.stopped = True
+        for engine in list(self._engines):
+            engine.interrupt()
 
     def log(self, message: str, *, level: str = "info", **payload: Any) -> None:
         from runs.services.events import phase_log
@@ -48,9 +56,13 @@ class PhaseContext:
         if conn.kind != Connection.Kind.DUCKDB:
             raise PhaseFailure(f"Connection '{name}' is {conn.kind}, not duckdb.")
         try:
-            return duckdb_engine_for(conn, read_only=False, extra_dirs=[self.scratch])
+            engine = duckdb_engine_for(conn, read_only=False, extra_dirs=[self.scratch])
         except EngineError as exc:
             raise PhaseFailure(str(exc)) from None
+        self._engines.append(engine)
+        if self.stopped:
+            engine.interrupt()
+        return engine
 
     def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
         from artifacts.services import artifact_register

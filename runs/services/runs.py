@@ -19,10 +19,16 @@ from runs.spec import phases_of, resolve_parameters
 
 def run_create(
     *, access: Access, job: Job, environment: str = "dev", parameters: dict[str, Any] | None = None,
-    trigger: str = Run.Trigger.UI,
+    trigger: str = Run.Trigger.UI, idempotency_key: str | None = None, input_manifest: dict | None = None,
 ) -> Run:
-    """Create a run of the job's current version with its phases, then wake a worker."""
+    """Create a run of the job's current version with its phases, then wake a worker.
+
+    With an idempotency key, a repeated request returns the run the first one created."""
     access.require(Role.OPERATOR)
+    if idempotency_key:
+        existing = Run.objects.filter(workspace=access.workspace, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
     version = job.current_version
     if version is None:
         raise ServiceError("This job has no version to run.")
@@ -35,10 +41,11 @@ def run_create(
             workspace=access.workspace, environment=env, job=job, job_version=version, parameters=resolved,
             git_sha=version.git_sha, trigger=trigger, created_by=access.user if access.token is None else None,
             created_by_label=access.label, request_id=get_request_id() or "",
+            idempotency_key=idempotency_key or None, input_manifest=input_manifest or {},
         )
         Phase.objects.bulk_create(
             Phase(run=run, name=p.name, position=i, kind=p.kind, config=p.config, depends_on=list(p.depends_on),
-                  max_attempts=p.max_attempts, timeout_s=p.timeout_s)
+                  max_attempts=p.max_attempts, timeout_s=p.timeout_s, blocked=bool(p.depends_on))
             for i, p in enumerate(phases_of(version.spec))
         )
         event_append(run=run, type=EventType.RUN_CREATED,
@@ -69,6 +76,8 @@ def run_settle(*, run_id: int) -> Run:
                     continue
                 blocked = [d for d in phase.depends_on if state[d] in (PhaseState.FAILED, PhaseState.SKIPPED,
                                                                         PhaseState.CANCELLED)]
+                if run.cancel_requested:
+                    blocked = blocked or ["the run was cancelled"]
                 if blocked and Phase.objects.filter(pk=phase.pk, state=PhaseState.PENDING).update(
                     state=PhaseState.SKIPPED, finished_at=timezone.now()
                 ):
@@ -79,17 +88,41 @@ def run_settle(*, run_id: int) -> Run:
         if not all(s in TERMINAL_PHASE for s in state.values()):
             return run
         ok = all(s == PhaseState.SUCCEEDED for s in state.values())
-        run.status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+        run.status = RunStatus.SUCCEEDED if ok else RunStatus.CANCELLED if run.cancel_requested else RunStatus.FAILED
         run.finished_at = timezone.now()
         run.started_at = run.started_at or run.finished_at
         failed = [p for p in phases if p.state == PhaseState.FAILED]
         run.error = "" if ok else "; ".join(f"{p.name}: {p.error}" for p in failed)[:2000]
         run.save(update_fields=["status", "finished_at", "started_at", "error"])
-        event_append(
-            run=run, type=EventType.RUN_SUCCEEDED if ok else EventType.RUN_FAILED, level="info" if ok else "error",
-            message="run succeeded" if ok else f"run failed: {run.error}",
-            payload={"duration_s": run.duration_s},
-        )
+        kind = {RunStatus.SUCCEEDED: EventType.RUN_SUCCEEDED, RunStatus.CANCELLED: EventType.RUN_CANCELLED,
+                RunStatus.FAILED: EventType.RUN_FAILED}[run.status]
+        message = {RunStatus.SUCCEEDED: "run succeeded", RunStatus.CANCELLED: "run cancelled",
+                   RunStatus.FAILED: f"run failed: {run.error}"}[run.status]
+        event_append(run=run, type=kind, level="info" if ok else "error", message=message,
+                     payload={"duration_s": run.duration_s})
         audit_record(access=None, workspace=run.workspace, action=f"run.{run.status}", target=run,
                      after={"status": run.status}, request_id=run.request_id)
     return run
+
+
+def run_cancel(*, access: Access, run: Run) -> Run:
+    """Cancel a run: pending phases end now; running ones learn it at their next heartbeat."""
+    access.require(Role.OPERATOR)
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.is_terminal:
+            raise ServiceError(f"Run {run.pk} has already ended ({locked.status}).", code="conflict")
+        if locked.cancel_requested:
+            return locked
+        locked.cancel_requested = True
+        locked.save(update_fields=["cancel_requested"])
+        now = timezone.now()
+        for phase in locked.phases.filter(state=PhaseState.PENDING):
+            if Phase.objects.filter(pk=phase.pk, state=PhaseState.PENDING).update(
+                state=PhaseState.CANCELLED, finished_at=now
+            ):
+                event_append(run=locked, phase=phase, type=EventType.PHASE_CANCELLED, level="warning",
+                             message=f"{phase.name} cancelled before it started")
+        audit_record(access=access, action="run.cancel", target=locked, before={"status": locked.status},
+                     after={"cancel_requested": True})
+    return run_settle(run_id=run.pk)

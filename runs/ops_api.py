@@ -1,0 +1,180 @@
+"""The executor contract over HTTP, under /api/v1/ops/ (the token names the workspace).
+
+Celery workers call the same services in-process; outside agents (CI, scripts, the
+standalone executor) use these endpoints. A stale lease token answers 409 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+
+from artifacts.services import artifact_register_blob
+from controlroom.access import Access
+from controlroom.api import api_view, json_body
+from controlroom.models import Role
+from controlroom.services import ServiceError
+from runs import selectors
+from runs.api import events_page, run_json, runs_page
+from runs.models import Phase, Run
+from runs.openapi import document
+from runs.services.events import events_append_batch
+from runs.services.leases import phase_claim_next, phase_heartbeat, phase_live
+from runs.services.phases import phase_complete
+from runs.services.runs import run_cancel, run_create
+
+MAX_WAIT_S = 30
+POLL_S = 0.25
+
+
+def openapi(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(document(request.build_absolute_uri("/api/v1/ops")))
+
+
+def _int(body: dict[str, Any], key: str, default: int | None = None) -> int | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ServiceError(f"'{key}' must be an integer.")
+    return value
+
+
+def _phase(access: Access, phase_id: int) -> Phase:
+    return get_object_or_404(Phase.objects.select_related("run"), pk=phase_id, run__workspace=access.workspace)
+
+
+def _token(body: dict[str, Any]) -> str:
+    token = body.get("lease_token")
+    if not isinstance(token, str) or not token:
+        raise ServiceError("'lease_token' is required.")
+    return token
+
+
+def runs_create(request: HttpRequest, access: Access) -> JsonResponse:
+    access.require(Role.OPERATOR)
+    body = json_body(request)
+    slug = body.get("job") or body.get("spec_slug")
+    if not isinstance(slug, str):
+        raise ServiceError("Name the job to run in 'job' (or 'spec_slug').")
+    job = selectors.job_get(access=access, slug=slug)
+    git_sha = body.get("git_sha")
+    if git_sha and (job.current_version is None or not job.current_version.git_sha.startswith(str(git_sha).lower())):
+        raise ServiceError(f"The current version of {slug} is not at git sha {git_sha}.", code="conflict")
+    for key in ("parameters", "input_manifest"):
+        if not isinstance(body.get(key) or {}, dict):
+            raise ServiceError(f"'{key}' must be a JSON object.")
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 200:
+        raise ServiceError("The Idempotency-Key header is limited to 200 characters.")
+    existed = key is not None and Run.objects.filter(workspace=access.workspace, idempotency_key=key).exists()
+    run = run_create(access=access, job=job, environment=str(body.get("environment") or "dev"),
+                     parameters=body.get("parameters") or {}, trigger=Run.Trigger.API, idempotency_key=key,
+                     input_manifest=body.get("input_manifest") or {})
+    return JsonResponse(run_json(run), status=200 if existed else 201)
+
+
+@api_view(("POST",), Role.OPERATOR)
+def claim(request: HttpRequest, access: Access) -> HttpResponse:
+    body = json_body(request)
+    executor, kinds = body.get("executor"), body.get("kinds")
+    if not isinstance(executor, str) or not executor.strip():
+        raise ServiceError("'executor' must name this executor.")
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
+        raise ServiceError("'kinds' must list the phase kinds this executor runs.")
+    run_id, wait = _int(body, "run"), _int(body, "wait", 0)
+    if not 0 <= wait <= MAX_WAIT_S:
+        raise ServiceError(f"'wait' must be between 0 and {MAX_WAIT_S} seconds.")
+    deadline = time.monotonic() + wait
+    while True:
+        got = phase_claim_next(workspace=access.workspace, worker=executor.strip(), kinds=kinds, run_id=run_id)
+        if got is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    if got is None:
+        return HttpResponse(status=204)
+    phase, token = got
+    return JsonResponse({
+        "phase": {"id": phase.pk, "name": phase.name, "kind": phase.kind, "config": phase.config,
+                  "attempt": phase.attempt, "max_attempts": phase.max_attempts, "timeout_s": phase.timeout_s},
+        "run": {"id": phase.run_id, "parameters": phase.run.parameters, "git_sha": phase.run.git_sha,
+                "input_manifest": phase.run.input_manifest, "environment": phase.run.environment.name},
+        "lease_token": token, "lease_expires_at": phase.lease_expires_at.isoformat(),
+    })
+
+
+@api_view(("POST",), Role.OPERATOR)
+def heartbeat(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
+    phase = _phase(access, phase_id)
+    cancel = phase_heartbeat(phase_id=phase.pk, lease_token=_token(json_body(request)))
+    phase.refresh_from_db(fields=["lease_expires_at"])
+    return JsonResponse({"cancel_requested": cancel, "lease_expires_at": phase.lease_expires_at.isoformat()})
+
+
+@api_view(("GET", "POST"), Role.VIEWER)
+def events_dispatch(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
+    """GET reads the run's events after a cursor; POST appends an executor's batch."""
+    if request.method == "GET":
+        return events_page(request, access, run_id)
+    access.require(Role.OPERATOR)
+    run = selectors.run_get(access=access, run_id=run_id)
+    result = events_append_batch(run=run, events=json_body(request).get("events"))
+    run.refresh_from_db(fields=["last_seq"])
+    return JsonResponse({**result, "last_seq": run.last_seq})
+
+
+@api_view(("POST",), Role.OPERATOR)
+def artifacts(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
+    """JSON {lease_token, name, sha256, size, media_type, location?} or a multipart upload
+    with the same fields and the bytes in 'file'."""
+    phase = _phase(access, phase_id)
+    upload = request.FILES.get("file")
+    body = request.POST.dict() if upload is not None or request.content_type == "multipart/form-data" \
+        else json_body(request)
+    live = phase_live(phase_id=phase.pk, lease_token=_token(body))
+    try:
+        size = int(body.get("size"))
+    except (TypeError, ValueError):
+        raise ServiceError("'size' must be the number of bytes.") from None
+    artifact = artifact_register_blob(
+        workspace=access.workspace, run=live.run, phase=live, name=str(body.get("name") or ""),
+        media_type=str(body.get("media_type") or ""), sha256=str(body.get("sha256") or ""), size=size,
+        location=str(body.get("location") or ""), upload=upload,
+    )
+    return JsonResponse({"id": artifact.pk, "name": artifact.name, "sha256": artifact.blob_id,
+                         "size": artifact.blob.size, "location": artifact.blob.location}, status=201)
+
+
+@api_view(("POST",), Role.OPERATOR)
+def complete(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
+    phase = _phase(access, phase_id)
+    body = json_body(request)
+    outcome, output = body.get("outcome"), body.get("output") or {}
+    if outcome not in ("succeeded", "failed", "cancelled"):
+        raise ServiceError("'outcome' must be succeeded, failed or cancelled.")
+    if not isinstance(output, dict):
+        raise ServiceError("'output' must be a JSON object.")
+    done = phase_complete(phase=phase, lease_token=_token(body), succeeded=outcome == "succeeded",
+                          cancelled=outcome == "cancelled", error=str(body.get("error") or ""), output=output)
+    run = Run.objects.get(pk=done.run_id)
+    return JsonResponse({"phase": {"id": done.pk, "state": done.state, "attempt": done.attempt},
+                         "run": {"id": run.pk, "status": run.status}})
+
+
+@api_view(("POST",), Role.OPERATOR)
+def cancel(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
+    run = run_cancel(access=access, run=selectors.run_get(access=access, run_id=run_id))
+    return JsonResponse(run_json(run))
+
+
+@api_view(("GET",), Role.VIEWER)
+def run_detail(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
+    return JsonResponse(run_json(selectors.run_get(access=access, run_id=run_id)))
+
+
+@api_view(("GET", "POST"), Role.VIEWER)
+def runs_collection(request: HttpRequest, access: Access) -> JsonResponse:
+    return runs_create(request, access) if request.method == "POST" else runs_page(request, access)

@@ -1,0 +1,96 @@
+"""Claims, leases and heartbeats: the fencing half of the run contract.
+
+A claim is a conditional UPDATE ... WHERE state='pending' (and, for "give me any work",
+candidates are picked with SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL), so exactly one
+caller wins a phase. Each claim raises ``attempt`` and issues a fresh lease token; every
+later write must present it, so a worker whose lease was taken over can write nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from controlroom.models import Workspace
+from runs.models import EventType, Phase, PhaseState, Run, RunStatus
+from runs.services.events import StaleLease, event_append
+
+ACTIVE_RUN = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def lease_ttl() -> timedelta:
+    return timedelta(seconds=settings.PHASE_LEASE_TTL_S)
+
+
+def _claimable(now) -> Q:
+    return Q(state=PhaseState.PENDING, blocked=False, run__status__in=ACTIVE_RUN, run__cancel_requested=False) & (
+        Q(not_before__isnull=True) | Q(not_before__lte=now)
+    )
+
+
+def _take(phase_id: int, worker: str, now) -> tuple[Phase, str] | None:
+    token = uuid.uuid4().hex
+    claimed = Phase.objects.filter(_claimable(now), pk=phase_id).update(
+        state=PhaseState.RUNNING, attempt=F("attempt") + 1, lease_token=token, worker=worker[:200],
+        lease_expires_at=now + lease_ttl(), heartbeat_at=now, started_at=now, finished_at=None, error="",
+    )
+    if claimed != 1:
+        return None
+    phase = Phase.objects.select_related("run").get(pk=phase_id)
+    Run.objects.filter(pk=phase.run_id, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING, started_at=now)
+    event_append(run=phase.run, phase=phase, type=EventType.PHASE_CLAIMED,
+                 message=f"{phase.name} claimed by {worker} (attempt {phase.attempt}/{phase.max_attempts})",
+                 payload={"attempt": phase.attempt, "worker": worker,
+                          "lease_expires_at": phase.lease_expires_at.isoformat()})
+    return phase, token
+
+
+def phase_claim(*, phase_id: int, worker: str) -> tuple[Phase, str] | None:
+    """Take this phase if it is claimable now; returns (phase, lease token) or None."""
+    with transaction.atomic():
+        return _take(phase_id, worker, timezone.now())
+
+
+def phase_claim_next(
+    *, workspace: Workspace, worker: str, kinds: Iterable[str], run_id: int | None = None
+) -> tuple[Phase, str] | None:
+    """Take the oldest claimable phase of these kinds (optionally of one run), or None."""
+    now = timezone.now()
+    candidates = Phase.objects.filter(_claimable(now), kind__in=list(kinds), run__workspace=workspace)
+    if run_id is not None:
+        candidates = candidates.filter(run_id=run_id)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            ids = list(candidates.select_for_update(skip_locked=True, of=("self",)).order_by("id")
+                       .values_list("id", flat=True)[:1])
+        else:  # SQLite serialises writers; the conditional UPDATE in _take is the guard
+            ids = list(candidates.order_by("id").values_list("id", flat=True)[:1])
+        return _take(ids[0], worker, now) if ids else None
+
+
+def phase_heartbeat(*, phase_id: int, lease_token: str) -> bool:
+    """Extend the lease; returns whether the run asked to cancel. StaleLease if not ours."""
+    now = timezone.now()
+    with transaction.atomic():
+        extended = Phase.objects.filter(pk=phase_id, lease_token=lease_token, state=PhaseState.RUNNING).update(
+            lease_expires_at=now + lease_ttl(), heartbeat_at=now
+        )
+        if extended != 1:
+            raise StaleLease(f"phase {phase_id}: lease token is no longer valid")
+        return Run.objects.filter(phases__pk=phase_id).values_list("cancel_requested", flat=True).get()
+
+
+def phase_live(*, phase_id: int, lease_token: str) -> Phase:
+    """The running phase if ``lease_token`` is its live lease; StaleLease otherwise."""
+    phase = Phase.objects.select_related("run").filter(
+        pk=phase_id, lease_token=lease_token, state=PhaseState.RUNNING
+    ).first()
+    if phase is None:
+        raise StaleLease(f"phase {phase_id}: lease token is no longer valid")
+    return phase
