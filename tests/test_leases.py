@@ -1,0 +1,106 @@
+"""Leases under real concurrency: racing claims, heartbeats carrying cancel, reaper timeouts."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from runs.models import Phase, PhaseState, Run, RunStatus
+from runs.services.jobs import job_create
+from runs.services.leases import phase_claim_next
+from runs.services.phases import phase_execute, phases_reap
+from runs.services.runs import run_cancel, run_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_run(world, spec_text: str, django_capture_on_commit_callbacks) -> Run:
+    job = job_create(access=world.access("operator"), spec_text=spec_text)
+    with django_capture_on_commit_callbacks(execute=False):
+        return run_create(access=world.access("operator"), job=job)
+
+
+def in_threads(count: int, fn) -> list:
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = fn(i)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_racing_executors_exactly_one_wins(world, django_capture_on_commit_callbacks):
+    for round_ in range(5):
+        make_run(world, f"name: race{round_}\nphases:\n  - {{name: a, kind: sql, config: {{sql: select 1}}}}\n",
+                 django_capture_on_commit_callbacks)
+        wins = in_threads(6, lambda i: phase_claim_next(workspace=world.workspace, worker=f"w{i}", kinds=["sql"]))
+        winners = [w for w in wins if w is not None]
+        assert len(winners) == 1, f"round {round_}: {len(winners)} winners"
+        phase = Phase.objects.get(pk=winners[0][0].pk)
+        assert phase.attempt == 1 and phase.lease_token == winners[0][1]
+        assert phase.run.events.filter(type="PHASE_CLAIMED").count() == 1
+
+
+def test_cancel_reaches_a_running_python_phase_through_its_heartbeat(world, settings,
+                                                                       django_capture_on_commit_callbacks):
+    settings.PHASE_LEASE_TTL_S = 1  # heartbeats every ~0.33 s
+    run = make_run(world, "name: slow\nphases:\n  - name: a\n    kind: python\n"
+                          "    config: {callable: sleep, args: {seconds: 30, steps: 300}}\n",
+                   django_capture_on_commit_callbacks)
+    phase = run.phases.get()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: (result.update(p=phase_execute(phase_id=phase.pk, worker="w")),
+                                              connections.close_all()))
+    thread.start()
+    while not run.events.filter(type="PHASE_LOG").exists():
+        thread.join(0.05)
+    run_cancel(access=world.access("operator"), run=run)
+    thread.join(20)
+    assert not thread.is_alive()
+    phase.refresh_from_db()
+    run.refresh_from_db()
+    assert (phase.state, run.status) == (PhaseState.CANCELLED, RunStatus.CANCELLED)
+    assert run.events.filter(type="PHASE_LOG").count() < 300  # stopped long before the end
+    assert list(run.events.values_list("type", flat=True))[-2:] == ["PHASE_CANCELLED", "RUN_CANCELLED"]
+
+
+def test_cancel_interrupts_a_running_duckdb_query(world, settings, django_capture_on_commit_callbacks):
+    settings.PHASE_LEASE_TTL_S = 1
+    run = make_run(world, "name: big\nphases:\n  - {name: a, kind: sql, timeout: 600, "
+                          "config: {sql: 'select count(*) from range(100000000000)'}}\n",
+                   django_capture_on_commit_callbacks)
+    phase = run.phases.get()
+    thread = threading.Thread(target=lambda: (phase_execute(phase_id=phase.pk, worker="w"), connections.close_all()))
+    thread.start()
+    while not run.events.filter(type="PHASE_STARTED").exists():
+        thread.join(0.05)
+    thread.join(0.5)
+    run_cancel(access=world.access("operator"), run=run)
+    thread.join(30)
+    assert not thread.is_alive()
+    phase.refresh_from_db()
+    assert phase.state == PhaseState.CANCELLED and phase.error == ""
+
+
+def test_reaper_fails_a_phase_that_overran_its_timeout(world, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr("runs.services.phases.retry_delay_s", lambda attempt: 0.0)
+    run = make_run(world, "name: t\nphases:\n  - {name: a, kind: sql, timeout: 5, config: {sql: select 1}}\n",
+                   django_capture_on_commit_callbacks)
+    phase, _ = phase_claim_next(workspace=world.workspace, worker="w", kinds=["sql"])
+    Phase.objects.filter(pk=phase.pk).update(started_at=timezone.now() - timedelta(seconds=60))
+    assert phases_reap() == [run.pk]
+    phase.refresh_from_db()
+    run.refresh_from_db()
+    assert phase.state == PhaseState.FAILED and phase.error == "timed out after 5 s"
+    assert run.status == RunStatus.FAILED
