@@ -15,14 +15,26 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from controlroom.models import MAX_DB_ID
 from controlroom.services import ServiceError, api_token_authenticate
 
 log = logging.getLogger(__name__)
+MAX_ID = MAX_DB_ID
 _STATUS = {"invalid": 400, "conflict": 409, "stale_lease": 409, "not_found": 404}
 
 
 def api_error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def cursor_param(request: HttpRequest, name: str) -> int | None:
+    """A non-negative integer query parameter (a pagination cursor), or None when absent."""
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise ServiceError(f"'{name}' must be a whole number up to {MAX_ID}.")
+    return int(raw)
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
@@ -57,6 +69,8 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
                 return api_error(401, "unauthenticated", "Send a valid API token as 'Authorization: Bearer …'.")
             if workspace is not None and access.workspace.slug != workspace:
                 return api_error(404, "not_found", "No such workspace.")
+            if any(isinstance(v, int) and not 0 < v <= MAX_ID for v in kwargs.values()):
+                return api_error(404, "not_found", "Not found.")
             try:
                 access.require(minimum)
                 return view(request, access, *args, **kwargs)

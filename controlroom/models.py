@@ -13,6 +13,8 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
 
 
+MAX_DB_ID = 2**63 - 1  # the largest id a database integer holds; a larger one names nothing
+
 ROLE_RANK = {Role.VIEWER: 1, Role.ANALYST: 2, Role.OPERATOR: 3, Role.ADMIN: 4}
 
 

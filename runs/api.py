@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 
 from controlroom.access import Access
-from controlroom.api import api_view, json_body
+from controlroom.api import api_view, cursor_param, json_body
 from controlroom.models import Role
 from controlroom.services import ServiceError
 from runs import selectors
@@ -98,11 +98,9 @@ def runs(request: HttpRequest, access: Access) -> JsonResponse:
 def runs_page(request: HttpRequest, access: Access) -> JsonResponse:
     """Newest first, 100 a page; ``before=<id>`` continues."""
     qs = selectors.run_list(access=access, status=request.GET.get("status", "")).prefetch_related("phases")
-    before = request.GET.get("before")
-    if before:
-        if not before.isdigit():
-            raise ServiceError("'before' must be a run id.")
-        qs = qs.filter(pk__lt=int(before))
+    before = cursor_param(request, "before")
+    if before is not None:
+        qs = qs.filter(pk__lt=before)
     page = list(qs[:PAGE])
     return JsonResponse({"runs": [run_json(r) for r in page],
                          "next_before": page[-1].pk if len(page) == PAGE else None})
@@ -121,9 +119,7 @@ def run_events(request: HttpRequest, access: Access, run_id: str) -> JsonRespons
 def events_page(request: HttpRequest, access: Access, run_id: str | int) -> JsonResponse:
     """Events after sequence ``after`` (a cursor), oldest first, 100 a page."""
     obj = selectors.run_get(access=access, run_id=run_id)
-    after = request.GET.get("after", "0")
-    if not after.isdigit():
-        raise ServiceError("'after' must be a sequence number.")
-    events = selectors.run_events(run=obj, after=int(after), limit=PAGE)
+    after = cursor_param(request, "after") or 0
+    events = selectors.run_events(run=obj, after=after, limit=PAGE)
     return JsonResponse({"events": [_event_json(e) for e in events], "status": obj.status,
-                         "next_after": events[-1].seq if events else int(after)})
+                         "next_after": events[-1].seq if events else after})

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from controlroom.access import Access
+from controlroom.models import MAX_DB_ID
 from runs.models import Job, Run, RunEvent
 
 LOG_TAIL_LIMIT = 500
@@ -36,6 +37,8 @@ def run_get(*, access: Access, run_id: int | str) -> Run:
         run_id = int(run_id)
     except (TypeError, ValueError):
         raise Http404("Unknown run id.") from None
+    if not 0 < run_id <= MAX_DB_ID:
+        raise Http404("Unknown run id.")
     run = run_list(access=access).filter(pk=run_id).first()
     if run is None:
         raise Http404(f"No run {run_id} in this workspace.")

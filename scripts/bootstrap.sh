@@ -19,5 +19,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   args=(); for lock in "${locks[@]}"; do args+=(-r "$lock"); done
   .venv/bin/python -m pip install --require-hashes --progress-bar on "${args[@]}"
+  # The project itself, editable, for its console script (controlroom-executor); setuptools
+  # comes with the venv, so this needs no download.
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi

@@ -193,7 +193,7 @@ def test_live_log_fragment_and_polling_stop(world, demo_job, django_capture_on_c
 def test_unknown_run_ids_are_404_in_ui_and_api(world, demo_job):
     assert world.client("viewer").get("/w/acme/runs/999999/").status_code == 404
     auth = {"HTTP_AUTHORIZATION": f"Bearer {world.token('viewer')}"}
-    for run_id in ("999999", "abc"):
+    for run_id in ("999999", "abc", "99999999999999999999999", "-3"):
         response = world.client("viewer").get(f"/api/v1/workspaces/acme/runs/{run_id}", **auth)
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 

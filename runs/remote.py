@@ -1,0 +1,232 @@
+"""The standalone executor: claims phases over the HTTP contract and runs them here.
+
+It needs no database: phases run through the same `sql` and `python` executors as in a
+Celery worker, with a context whose logs, heartbeats, artifacts and outcome go over HTTP.
+`sql` phases use DuckDB files in this machine's --warehouse directory.
+
+    controlroom-executor --url https://cr.example.com --token crt_… --kinds sql,python
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+log = logging.getLogger("controlroom.executor")
+
+
+class ContractError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"HTTP {status}: {body.get('error', {}).get('message', body)}")
+        self.status, self.body = status, body
+
+
+class ContractClient:
+    """JSON over HTTP with the bearer token; 204 answers None."""
+
+    def __init__(self, url: str, token: str) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"--url must be an http(s) URL, not {url!r}")
+        self.base, self.token = url.rstrip("/") + "/api/v1/ops", token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, data: bytes | None = None,
+             content_type: str = "application/json", timeout: float = 60) -> dict[str, Any] | None:
+        payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(f"{self.base}{path}", data=payload, method=method, headers={  # noqa: S310
+            "Authorization": f"Bearer {self.token}", "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) checked)
+                return None if response.status == 204 else json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read() or b"{}")
+            except ValueError:
+                detail = {}
+            raise ContractError(exc.code, detail) from None
+
+    def upload(self, phase_id: int, fields: dict[str, Any], path: Path) -> dict[str, Any] | None:
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                 for k, v in fields.items()]
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        return self.call("POST", f"/phases/{phase_id}/artifacts", data=b"".join(parts),
+                         content_type=f"multipart/form-data; boundary={boundary}")
+
+
+class RemotePhaseContext:
+    """What an executor sees of its phase, with every write going over the contract."""
+
+    def __init__(self, client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path) -> None:
+        self.client, self.claim = client, claim
+        self.lease_token = claim["lease_token"]
+        self.phase = SimpleNamespace(**claim["phase"], pk=claim["phase"]["id"])
+        self.run_id = claim["run"]["id"]
+        self.parameters = {**claim["run"]["parameters"], "datasets_dir": str(datasets), "run_id": self.run_id}
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run_id}-{self.phase.name}-"))
+        self.warehouse, self.datasets = warehouse, datasets
+        self.outputs: list[dict[str, Any]] = []
+        self.stopped = False
+        self._engines: list = []
+
+    def log(self, message: str, *, level: str = "info", **payload: Any) -> None:
+        event = {"event_id": str(uuid.uuid4()), "phase_id": self.phase.pk, "type": "PHASE_LOG",
+                 "lease_token": self.lease_token, "level": level, "message": message, "payload": payload}
+        self.client.call("POST", f"/runs/{self.run_id}/events", {"events": [event]})
+
+    def duckdb(self, name: str):
+        from sqlwarehouse.engines import DuckDBEngine
+
+        engine = DuckDBEngine(database=self.warehouse / f"{name}.duckdb", read_only=False,
+                              allowed_dirs=[self.datasets, self.scratch])
+        self._engines.append(engine)
+        if self.stopped:
+            engine.interrupt()
+        return engine
+
+    def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        fields = {"lease_token": self.lease_token, "name": name, "sha256": digest, "size": path.stat().st_size,
+                  "media_type": media_type}
+        self.client.upload(self.phase.pk, fields, path)
+        record = {"name": name, "sha256": digest, "size": fields["size"], "media_type": media_type}
+        self.outputs.append(record)
+        self.log(f"artifact {name} uploaded ({record['size']} bytes, sha256 {digest[:12]})")
+        return record
+
+    def stop(self) -> None:
+        self.stopped = True
+        for engine in list(self._engines):
+            engine.interrupt()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _heartbeat(ctx: RemotePhaseContext, halt: threading.Event, state: dict[str, bool], interval: float) -> None:
+    while not halt.wait(interval):
+        try:
+            answer = ctx.client.call("POST", f"/phases/{ctx.phase.pk}/heartbeat", {"lease_token": ctx.lease_token})
+        except ContractError as exc:
+            if exc.status == 409:
+                state["lost"] = True
+                ctx.stop()
+                return
+            log.warning("heartbeat refused: %s", exc)
+            continue
+        except OSError as exc:  # the server is unreachable for now; the lease may still hold
+            log.warning("heartbeat failed: %s", exc)
+            continue
+        if answer and answer.get("cancel_requested"):
+            state["cancelled"] = True
+            ctx.stop()
+            return
+
+
+def run_one(client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path) -> str:
+    """Execute one claimed phase and report its outcome; returns the outcome sent."""
+    from runs.executors import EXECUTORS, PhaseFailure
+
+    ctx = RemotePhaseContext(client, claim, warehouse, datasets)
+    halt, state = threading.Event(), {"cancelled": False, "lost": False}
+    beat = threading.Thread(target=_heartbeat, args=(ctx, halt, state, 5.0), daemon=True)
+    beat.start()
+    outcome, error, output = "succeeded", "", {}
+    try:
+        output = EXECUTORS[ctx.phase.kind].execute(ctx) or {}
+    except PhaseFailure as exc:
+        outcome, error = "failed", str(exc)
+    except Exception as exc:
+        log.exception("phase %s crashed", ctx.phase.name)
+        outcome, error = "failed", f"internal error in the {ctx.phase.kind} executor ({type(exc).__name__})"
+    finally:
+        halt.set()
+        beat.join()
+        ctx.cleanup()
+    if state["lost"]:
+        return "lost"
+    if state["cancelled"]:
+        outcome, error = "cancelled", ""
+    if ctx.outputs:
+        output = {**output, "artifacts": ctx.outputs}
+    try:
+        client.call("POST", f"/phases/{ctx.phase.pk}/complete",
+                    {"lease_token": ctx.lease_token, "outcome": outcome, "error": error, "output": output})
+    except ContractError as exc:
+        if exc.status != 409:
+            raise
+        return "lost"
+    return outcome
+
+
+def serve(*, url: str, token: str, kinds: list[str], warehouse: Path, datasets: Path, name: str = "",
+          until_idle: bool = False, wait: int = 20) -> int:
+    """Claim and run phases until stopped (or, with until_idle, until nothing is runnable)."""
+    client = ContractClient(url, token)
+    executor = name or f"executor@{socket.gethostname()}"
+    done = 0
+    while True:
+        try:
+            claim = client.call("POST", "/claim", {"executor": executor, "kinds": kinds,
+                                                   "wait": 0 if until_idle else wait}, timeout=wait + 30)
+        except (ContractError, OSError) as exc:
+            log.warning("claim failed: %s; retrying", exc)
+            time.sleep(2)
+            continue
+        if claim is None:
+            if until_idle:
+                return done
+            continue
+        outcome = run_one(client, claim, warehouse, datasets)
+        log.info("phase %s of run %s: %s", claim["phase"]["name"], claim["run"]["id"], outcome)
+        done += 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Run Control Room phases on this machine over the HTTP contract.")
+    parser.add_argument("--url", required=True, help="Control Room base URL")
+    parser.add_argument("--token", required=True, help="an operator API token of the workspace")
+    parser.add_argument("--kinds", default="sql,python", help="comma-separated phase kinds (default: sql,python)")
+    parser.add_argument("--warehouse", default="./executor-warehouse", help="DuckDB files for sql phases")
+    parser.add_argument("--datasets", default=None, help="directory SQL may read files from")
+    parser.add_argument("--name", default="", help="executor name shown on leases")
+    parser.add_argument("--until-idle", action="store_true", help="exit when nothing is runnable")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlroom.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    warehouse = Path(args.warehouse).resolve()
+    warehouse.mkdir(parents=True, exist_ok=True)
+    datasets = Path(args.datasets).resolve() if args.datasets else settings.DATASETS_DIR
+    count = serve(url=args.url, token=args.token, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+                  warehouse=warehouse, datasets=datasets, name=args.name, until_idle=args.until_idle)
+    log.info("ran %d phase(s)", count)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
