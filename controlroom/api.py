@@ -46,7 +46,22 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise ServiceError("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ServiceError("The request body must be a JSON object.")
+    _refuse_nul(body)
     return body
+
+
+def _refuse_nul(value: Any) -> None:
+    # PostgreSQL text cannot hold NUL; refuse it at the edge rather than fail in the database.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ServiceError("Text must not contain NUL (\\u0000) characters.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key)
+            _refuse_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item)
 
 
 def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
@@ -72,6 +87,9 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
             if any(isinstance(v, int) and not 0 < v <= MAX_ID for v in kwargs.values()):
                 return api_error(404, "not_found", "Not found.")
             try:
+                _refuse_nul(dict(request.GET.items()))
+                if request.content_type == "multipart/form-data":
+                    _refuse_nul(dict(request.POST.items()))
                 access.require(minimum)
                 return view(request, access, *args, **kwargs)
             except SpecError as exc:

@@ -41,6 +41,8 @@ def query_run(
     access.require(Role.ANALYST)
     if not sql.strip():
         raise ServiceError("Write a SQL statement first.")
+    if "\x00" in sql:
+        raise ServiceError("The SQL contains a NUL character; remove it and run again.")
     if connection is None or connection.workspace_id != access.workspace.pk:
         raise ServiceError("Choose a connection of this workspace.")
     # Analysts read; operators and admins may write (prod write rules come with the warehouse work).

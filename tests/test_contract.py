@@ -184,6 +184,9 @@ def test_contract_input_errors_are_4xx_json(world, agent):
     assert agent.post("/phases/1/complete", {"outcome": "done"}).status_code in (400, 404)
     assert Client().post(f"{OPS}/claim").status_code == 401
     assert agent.get("/claim").status_code == 405
+    nul = agent.post("/claim", {"executor": "a\x00b", "kinds": ["sql"]})  # PostgreSQL text cannot hold NUL
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]["message"]
+    assert agent.get("/runs?status=x%00").status_code == 400
 
 
 def test_openapi_document_is_served_and_matches_the_routes(agent):

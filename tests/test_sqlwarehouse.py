@@ -49,6 +49,7 @@ def test_sql_error_is_one_clear_message(world):
 
 def test_bad_input_gets_a_message_and_no_execution(world):
     assert run_sql(world, "analyst", "   ") is None
+    assert run_sql(world, "analyst", "select 1\x00") is None
     response = world.client("analyst").post(EDITOR, {"sql": "select 1", "run": "1"})
     assert "Choose a connection of this workspace." in response.content.decode()
     foreign = Connection.objects.get(workspace=world.other)
