@@ -25,6 +25,7 @@ def role_at_least(role: str, minimum: str) -> bool:
 class Workspace(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
+    max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

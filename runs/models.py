@@ -18,6 +18,7 @@ class Job(models.Model):
     current_version = models.ForeignKey(
         "JobVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -86,6 +87,8 @@ class Run(Timed, models.Model):
         UI = "ui", "UI"
         API = "api", "API"
         SCHEDULE = "schedule", "Schedule"
+        GIT = "git", "Git push"
+        RERUN = "rerun", "Rerun"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="runs")
@@ -107,6 +110,11 @@ class Run(Timed, models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     input_manifest = models.JSONField(default=dict, blank=True)
     output_manifest = models.JSONField(default=dict, blank=True)
+    rerun_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns")
+    rerun_mode = models.CharField(max_length=16, blank=True, default="")  # "retry" (failed only) or "rebuild"
+    schedule = models.ForeignKey("JobSchedule", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    scheduled_for = models.DateTimeField(null=True, blank=True)  # the cron tick this run belongs to
+    late = models.BooleanField(default=False)  # started too long after its tick
 
     class Meta:
         ordering = ["-id"]
@@ -207,3 +215,47 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.type}"
+
+
+class JobSchedule(models.Model):
+    """A cron schedule of a job in one environment, run by django-celery-beat."""
+
+    class Missed(models.TextChoices):
+        SKIP = "skip", "Skip missed ticks (run once, now)"
+        CATCH_UP = "catch_up", "Catch up (one run per missed tick)"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="schedules")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(max_length=100, help_text="minute hour day-of-month month day-of-week")
+    timezone = models.CharField(max_length=64, default="UTC")
+    parameters = models.JSONField(default=dict, blank=True)
+    missed_policy = models.CharField(max_length=16, choices=Missed.choices, default=Missed.SKIP)
+    late_after_s = models.PositiveIntegerField(default=300)
+    enabled = models.BooleanField(default=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", on_delete=models.SET_NULL, null=True,
+                                         blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "environment"], name="uniq_schedule_per_env")]
+
+    def __str__(self) -> str:
+        return f"{self.job.slug}@{self.environment.name}: {self.cron}"
+
+
+class GitSource(models.Model):
+    """A git repository folder whose job specs a workspace imports (on sync or on a signed push)."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="git_source")
+    url = models.CharField(max_length=500, help_text="Anything `git clone` accepts.")
+    branch = models.CharField(max_length=200, default="main")
+    folder = models.CharField(max_length=500, default="jobs", blank=True)
+    webhook_secret = models.ForeignKey("connections.SecretRef", on_delete=models.PROTECT, null=True, blank=True)
+    run_on_push = models.BooleanField(default=False)
+    last_synced_sha = models.CharField(max_length=40, blank=True, default="")
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.url}#{self.branch}:{self.folder}"
