@@ -12,4 +12,6 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/log/", views.run_log, name="run_log"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="run_cancel"),
+    path("runs/<int:run_id>/rerun/", views.run_rerun_view, name="run_rerun"),
 ]

@@ -16,8 +16,10 @@ from controlroom.services import ServiceError
 from runs import selectors
 from runs.forms import JobSpecForm
 from runs.models import Run, RunStatus
+from runs.services.admission import run_wait_reason
 from runs.services.jobs import job_create, job_update
-from runs.services.runs import run_create
+from runs.services.reruns import rebuild_comparison, run_rerun
+from runs.services.runs import run_cancel, run_create
 from runs.spec import SpecError
 
 NEW_JOB_TEMPLATE = """name: my_job
@@ -128,7 +130,9 @@ def run_list(request: HttpRequest, workspace: str) -> HttpResponse:
 def run_detail(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
     access = workspace_access(user=request.user, slug=workspace)
     run = selectors.run_get(access=access, run_id=run_id)
-    context = {"access": access, "workspace": access.workspace, "run": run, "phases": run.phases.all()}
+    context = {"access": access, "workspace": access.workspace, "run": run, "phases": run.phases.all(),
+               "wait_reason": run_wait_reason(run), "can_operate": access.can(Role.OPERATOR),
+               "comparison": rebuild_comparison(run)}
     if request.htmx:
         response = render(request, "runs/run_detail.html#run-status", context)
         return _stop_polling(response) if run.is_terminal else response
@@ -162,3 +166,30 @@ def _stop_polling(response: HttpResponse) -> HttpResponse:
     stopped.content = response.content
     stopped["Content-Type"] = response["Content-Type"]
     return stopped
+
+
+@login_required
+@require_POST
+def run_cancel_view(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace, minimum=Role.OPERATOR)
+    run = selectors.run_get(access=access, run_id=run_id)
+    try:
+        run_cancel(access=access, run=run)
+        messages.success(request, "Cancel requested: pending phases stopped; running ones stop at their next "
+                                  "heartbeat.")
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_rerun_view(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace, minimum=Role.OPERATOR)
+    run = selectors.run_get(access=access, run_id=run_id)
+    try:
+        new = run_rerun(access=access, run=run, mode=request.POST.get("mode", ""))
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)
+    return redirect("runs:run_detail", workspace=workspace, run_id=new.pk)

@@ -236,7 +236,7 @@ def test_list_pages_and_api_have_bounded_query_counts(world, demo_job, django_ca
     client.get("/w/acme/runs/")  # warm the session
     with django_assert_max_num_queries(8):
         page = client.get("/w/acme/runs/")
-    assert page.content.decode().count('class="badge queued"') == 30
+    assert page.content.decode().count('class="badge running"') == 30
     with django_assert_max_num_queries(8):
         assert client.get("/w/acme/jobs/").status_code == 200
     with django_assert_max_num_queries(10):

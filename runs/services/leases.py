@@ -21,15 +21,13 @@ from controlroom.models import Workspace
 from runs.models import EventType, Phase, PhaseState, Run, RunStatus
 from runs.services.events import StaleLease, event_append
 
-ACTIVE_RUN = (RunStatus.QUEUED, RunStatus.RUNNING)
-
 
 def lease_ttl() -> timedelta:
     return timedelta(seconds=settings.PHASE_LEASE_TTL_S)
 
 
 def _claimable(now) -> Q:
-    return Q(state=PhaseState.PENDING, blocked=False, run__status__in=ACTIVE_RUN, run__cancel_requested=False) & (
+    return Q(state=PhaseState.PENDING, blocked=False, run__status=RunStatus.RUNNING, run__cancel_requested=False) & (
         Q(not_before__isnull=True) | Q(not_before__lte=now)
     )
 
@@ -43,7 +41,6 @@ def _take(phase_id: int, worker: str, now) -> tuple[Phase, str] | None:
     if claimed != 1:
         return None
     phase = Phase.objects.select_related("run").get(pk=phase_id)
-    Run.objects.filter(pk=phase.run_id, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING, started_at=now)
     event_append(run=phase.run, phase=phase, type=EventType.PHASE_CLAIMED,
                  message=f"{phase.name} claimed by {worker} (attempt {phase.attempt}/{phase.max_attempts})",
                  payload={"attempt": phase.attempt, "worker": worker,
@@ -61,6 +58,9 @@ def phase_claim_next(
     *, workspace: Workspace, worker: str, kinds: Iterable[str], run_id: int | None = None
 ) -> tuple[Phase, str] | None:
     """Take the oldest claimable phase of these kinds (optionally of one run), or None."""
+    from runs.services.admission import runs_admit
+
+    runs_admit(workspace_id=workspace.pk)
     now = timezone.now()
     candidates = Phase.objects.filter(_claimable(now), kind__in=list(kinds), run__workspace=workspace)
     if run_id is not None:

@@ -12,7 +12,7 @@ from controlroom.audit import audit_record
 from controlroom.models import Environment, Role
 from controlroom.request_id import get_request_id
 from controlroom.services import ServiceError
-from runs.models import TERMINAL_PHASE, EventType, Job, Phase, PhaseState, Run, RunStatus
+from runs.models import TERMINAL_PHASE, EventType, Job, JobVersion, Phase, PhaseState, Run, RunStatus
 from runs.services.events import event_append
 from runs.spec import phases_of, resolve_parameters
 
@@ -37,27 +37,43 @@ def run_create(
         raise ServiceError(f"Unknown environment '{environment}'; use dev, stage or prod.")
     resolved = resolve_parameters(version.spec, parameters)
     with transaction.atomic():
-        run = Run.objects.create(
-            workspace=access.workspace, environment=env, job=job, job_version=version, parameters=resolved,
-            git_sha=version.git_sha, trigger=trigger, created_by=access.user if access.token is None else None,
-            created_by_label=access.label, request_id=get_request_id() or "",
-            idempotency_key=idempotency_key or None, input_manifest=input_manifest or {},
-        )
-        Phase.objects.bulk_create(
-            Phase(run=run, name=p.name, position=i, kind=p.kind, config=p.config, depends_on=list(p.depends_on),
-                  max_attempts=p.max_attempts, timeout_s=p.timeout_s, blocked=bool(p.depends_on))
-            for i, p in enumerate(phases_of(version.spec))
-        )
-        event_append(run=run, type=EventType.RUN_CREATED,
-                     message=f"run of {job.slug} v{version.number} in {env.name} by {access.label}",
-                     payload={"parameters": resolved, "version": version.number, "git_sha": version.git_sha})
-        audit_record(access=access, action="run.create", target=run,
-                     after={"job": job.slug, "version": version.number, "environment": env.name,
-                            "parameters": resolved, "trigger": trigger})
-        from runs.tasks import run_dispatch
-
-        transaction.on_commit(lambda: run_dispatch.delay(run.pk))
+        run = run_insert(access=access, version=version, environment=env, parameters=resolved, trigger=trigger,
+                         idempotency_key=idempotency_key or None, input_manifest=input_manifest or {})
+    _admit_and_dispatch(workspace_id=run.workspace_id)
+    run.refresh_from_db()
     return run
+
+
+def run_insert(*, access: Access, version: JobVersion, environment: Environment, parameters: dict[str, Any],
+               trigger: str, **fields: Any) -> Run:
+    """Write a run of ``version`` with its pending phases, its RUN_CREATED event and its audit
+    event. Call inside a transaction; parameters must already be resolved."""
+    job = version.job
+    run = Run.objects.create(
+        workspace=access.workspace, environment=environment, job=job, job_version=version, parameters=parameters,
+        git_sha=version.git_sha, trigger=trigger, created_by=access.user if access.token is None else None,
+        created_by_label=access.label, request_id=get_request_id() or "", **fields,
+    )
+    Phase.objects.bulk_create(
+        Phase(run=run, name=p.name, position=i, kind=p.kind, config=p.config, depends_on=list(p.depends_on),
+              max_attempts=p.max_attempts, timeout_s=p.timeout_s, blocked=bool(p.depends_on))
+        for i, p in enumerate(phases_of(version.spec))
+    )
+    event_append(run=run, type=EventType.RUN_CREATED,
+                 message=f"run of {job.slug} v{version.number} in {environment.name} by {access.label}",
+                 payload={"parameters": parameters, "version": version.number, "git_sha": version.git_sha})
+    audit_record(access=access, action="run.create", target=run,
+                 after={"job": job.slug, "version": version.number, "environment": environment.name,
+                        "parameters": parameters, "trigger": trigger})
+    return run
+
+
+def _admit_and_dispatch(*, workspace_id: int) -> None:
+    from runs.services.admission import runs_admit
+    from runs.tasks import run_dispatch
+
+    for run_id in runs_admit(workspace_id=workspace_id):
+        transaction.on_commit(lambda run_id=run_id: run_dispatch.delay(run_id))
 
 
 def run_settle(*, run_id: int) -> Run:
@@ -93,7 +109,8 @@ def run_settle(*, run_id: int) -> Run:
         run.started_at = run.started_at or run.finished_at
         failed = [p for p in phases if p.state == PhaseState.FAILED]
         run.error = "" if ok else "; ".join(f"{p.name}: {p.error}" for p in failed)[:2000]
-        run.save(update_fields=["status", "finished_at", "started_at", "error"])
+        run.output_manifest = {"artifacts": dict(run.artifacts.order_by("id").values_list("name", "blob_id"))}
+        run.save(update_fields=["status", "finished_at", "started_at", "error", "output_manifest"])
         kind = {RunStatus.SUCCEEDED: EventType.RUN_SUCCEEDED, RunStatus.CANCELLED: EventType.RUN_CANCELLED,
                 RunStatus.FAILED: EventType.RUN_FAILED}[run.status]
         message = {RunStatus.SUCCEEDED: "run succeeded", RunStatus.CANCELLED: "run cancelled",
@@ -102,6 +119,7 @@ def run_settle(*, run_id: int) -> Run:
                      payload={"duration_s": run.duration_s})
         audit_record(access=None, workspace=run.workspace, action=f"run.{run.status}", target=run,
                      after={"status": run.status}, request_id=run.request_id)
+    _admit_and_dispatch(workspace_id=run.workspace_id)  # a slot is free: start who waits
     return run
 
 

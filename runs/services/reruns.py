@@ -1,0 +1,84 @@
+"""Reruns: retry from failed (succeeded phases are kept, not run again) and rebuild (all
+again, same version, inputs and git sha, then the output hashes are compared)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from artifacts.models import Artifact
+from controlroom.access import Access
+from controlroom.models import Role
+from controlroom.services import ServiceError
+from runs.models import EventType, PhaseState, Run, RunStatus
+from runs.services.events import event_append
+from runs.services.runs import _admit_and_dispatch, run_insert
+
+MODES = ("retry", "rebuild")
+
+
+def run_rerun(*, access: Access, run: Run, mode: str) -> Run:
+    """A new run linked to ``run``: "retry" re-runs only failed, skipped and cancelled phases
+    (a failed or cancelled run only); "rebuild" re-runs every phase of an ended run."""
+    access.require(Role.OPERATOR)
+    if mode not in MODES:
+        raise ServiceError("The rerun mode must be retry or rebuild.")
+    if not run.is_terminal:
+        raise ServiceError(f"Run {run.pk} has not ended yet; cancel it or wait.", code="conflict")
+    if mode == "retry" and run.status == RunStatus.SUCCEEDED:
+        raise ServiceError(f"Run {run.pk} succeeded; there is nothing to retry (rebuild runs it all again).",
+                           code="conflict")
+    with transaction.atomic():
+        new = run_insert(access=access, version=run.job_version, environment=run.environment,
+                         parameters=run.parameters, trigger=Run.Trigger.RERUN, input_manifest=run.input_manifest,
+                         rerun_of=run, rerun_mode=mode)
+        if mode == "retry":
+            _keep_succeeded(original=run, new=new)
+    _admit_and_dispatch(workspace_id=new.workspace_id)
+    new.refresh_from_db()
+    return new
+
+
+def _keep_succeeded(*, original: Run, new: Run) -> None:
+    done = {p.name: p for p in original.phases.filter(state=PhaseState.SUCCEEDED)}
+    phases = list(new.phases.all())
+    for phase in phases:
+        kept = done.get(phase.name)
+        if kept is None:
+            continue
+        phase.state, phase.attempt = PhaseState.SUCCEEDED, 0
+        phase.output = {**kept.output, "kept_from_run": original.pk}
+        phase.started_at, phase.finished_at = kept.started_at, kept.finished_at
+        phase.save()
+        for artifact in Artifact.objects.filter(run=original, phase=kept):  # same blob, now also this run's
+            Artifact.objects.create(workspace=new.workspace, run=new, phase=phase, name=artifact.name,
+                                    media_type=artifact.media_type, blob_id=artifact.blob_id)
+        event_append(run=new, phase=phase, type=EventType.PHASE_SUCCEEDED,
+                     message=f"{phase.name} kept from run {original.pk} (it succeeded there)",
+                     payload={"kept_from_run": original.pk})
+    succeeded = set(done)
+    for phase in phases:
+        if phase.name not in succeeded and phase.blocked and set(phase.depends_on) <= succeeded:
+            phase.blocked = False
+            phase.save(update_fields=["blocked"])
+
+
+@dataclass(frozen=True)
+class OutputDifference:
+    name: str
+    original: str | None
+    rebuilt: str | None
+
+    @property
+    def same(self) -> bool:
+        return self.original == self.rebuilt
+
+
+def rebuild_comparison(run: Run) -> list[OutputDifference] | None:
+    """For an ended rebuild: every output artifact with its hash in both runs (None otherwise)."""
+    if run.rerun_mode != "rebuild" or run.rerun_of is None or not run.is_terminal:
+        return None
+    before = (run.rerun_of.output_manifest or {}).get("artifacts", {})
+    after = (run.output_manifest or {}).get("artifacts", {})
+    return [OutputDifference(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after))]
