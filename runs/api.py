@@ -33,6 +33,8 @@ def _job_json(job: Job) -> dict[str, Any]:
 
 def run_json(run: Run) -> dict[str, Any]:
     return {
+        "rerun_of": run.rerun_of_id, "rerun_mode": run.rerun_mode, "cancel_requested": run.cancel_requested,
+        "output_manifest": run.output_manifest,
         "id": run.pk, "job": run.job.slug, "version": run.job_version.number, "environment": run.environment.name,
         "status": run.status, "parameters": run.parameters, "git_sha": run.git_sha, "trigger": run.trigger,
         "created_at": run.created_at.isoformat(), "started_at": run.started_at and run.started_at.isoformat(),

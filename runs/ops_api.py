@@ -24,6 +24,7 @@ from runs.openapi import document
 from runs.services.events import events_append_batch
 from runs.services.leases import phase_claim_next, phase_heartbeat, phase_live
 from runs.services.phases import phase_complete
+from runs.services.reruns import run_rerun
 from runs.services.runs import run_cancel, run_create
 
 MAX_WAIT_S = 30
@@ -168,6 +169,14 @@ def complete(request: HttpRequest, access: Access, phase_id: int) -> JsonRespons
 def cancel(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
     run = run_cancel(access=access, run=selectors.run_get(access=access, run_id=run_id))
     return JsonResponse(run_json(run))
+
+
+@api_view(("POST",), Role.OPERATOR)
+def rerun(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
+    """{"mode": "retry"} re-runs failed and skipped phases; {"mode": "rebuild"} runs all again."""
+    original = selectors.run_get(access=access, run_id=run_id)
+    new = run_rerun(access=access, run=original, mode=str(json_body(request).get("mode") or ""))
+    return JsonResponse(run_json(new), status=201)
 
 
 @api_view(("GET",), Role.VIEWER)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass, fields
+from urllib.parse import urlencode
+
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, QueryDict
 
 from controlroom.access import Access
 from controlroom.models import MAX_DB_ID
-from runs.models import Job, Run, RunEvent
+from runs.models import Job, Run, RunEvent, RunStatus
 
 LOG_TAIL_LIMIT = 500
 
@@ -54,3 +58,57 @@ def run_events_tail(*, run: Run, limit: int = LOG_TAIL_LIMIT) -> list[RunEvent]:
     """The newest ``limit`` events, oldest first: what a log tail opens on."""
     newest = list(run.events.select_related("phase").order_by("-seq")[:limit])
     return newest[::-1]
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    status: str = ""
+    job: str = ""
+    environment: str = ""
+    trigger: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    before: int | None = None
+
+    @classmethod
+    def from_query(cls, query: QueryDict) -> tuple[RunFilters, str]:
+        """Filters from a query string; unknown values are dropped with one message."""
+        error = ""
+        dates: dict[str, dt.date | None] = {}
+        for key in ("from", "to"):
+            try:
+                dates[key] = dt.date.fromisoformat(query[key]) if query.get(key) else None
+            except ValueError:
+                dates[key], error = None, "Dates are YYYY-MM-DD; that filter was ignored."
+        before = query.get("before", "")
+        status = query.get("status", "")
+        trigger = query.get("trigger", "")
+        return cls(
+            status=status if status in RunStatus.values else "", job=query.get("job", "")[:64],
+            environment=query.get("environment", "")[:16], trigger=trigger if trigger in Run.Trigger.values else "",
+            date_from=dates["from"], date_to=dates["to"],
+            before=int(before) if before.isdigit() and int(before) <= MAX_DB_ID else None,
+        ), error
+
+    def query_string(self) -> str:
+        """The filters (not the cursor) as a query string, for the next-page link."""
+        names = {"date_from": "from", "date_to": "to"}
+        pairs = {names.get(f.name, f.name): getattr(self, f.name) for f in fields(self) if f.name != "before"}
+        return urlencode({k: v for k, v in pairs.items() if v})
+
+
+def run_history(*, access: Access, filters: RunFilters) -> QuerySet[Run]:
+    runs = run_list(access=access, status=filters.status)
+    if filters.job:
+        runs = runs.filter(job__slug=filters.job)
+    if filters.environment:
+        runs = runs.filter(environment__name=filters.environment)
+    if filters.trigger:
+        runs = runs.filter(trigger=filters.trigger)
+    if filters.date_from:
+        runs = runs.filter(created_at__date__gte=filters.date_from)
+    if filters.date_to:
+        runs = runs.filter(created_at__date__lte=filters.date_to)
+    if filters.before:
+        runs = runs.filter(pk__lt=filters.before)
+    return runs

@@ -9,6 +9,7 @@ urlpatterns = [
     path("jobs/<slug:job>/", views.job_detail, name="job_detail"),
     path("jobs/<slug:job>/edit/", views.job_edit, name="job_edit"),
     path("jobs/<slug:job>/trigger/", views.job_trigger, name="job_trigger"),
+    path("jobs/<slug:job>/versions/<int:number>/", views.job_version, name="job_version"),
     path("runs/", views.run_list, name="run_list"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/log/", views.run_log, name="run_log"),

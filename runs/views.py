@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -14,6 +15,7 @@ from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
 from runs import selectors
+from runs.dag import dag_layout
 from runs.forms import JobSpecForm
 from runs.models import Run, RunStatus
 from runs.services.admission import run_wait_reason
@@ -22,6 +24,7 @@ from runs.services.reruns import rebuild_comparison, run_rerun
 from runs.services.runs import run_cancel, run_create
 from runs.spec import SpecError
 
+RUN_PAGE = 50
 NEW_JOB_TEMPLATE = """name: my_job
 description: What this job does.
 parameters:
@@ -116,13 +119,33 @@ def job_trigger(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
 
 @login_required
 def run_list(request: HttpRequest, workspace: str) -> HttpResponse:
+    """Run history with filters; keyset pages (before=<id>) stay fast however many runs exist."""
     access = workspace_access(user=request.user, slug=workspace)
-    status = request.GET.get("status", "")
-    status = status if status in RunStatus.values else ""
-    page = Paginator(selectors.run_list(access=access, status=status), 50).get_page(request.GET.get("page"))
+    filters, error = selectors.RunFilters.from_query(request.GET)
+    runs = list(selectors.run_history(access=access, filters=filters)[: RUN_PAGE + 1])
+    page, more = runs[:RUN_PAGE], len(runs) > RUN_PAGE
     return render(request, "runs/run_list.html", {
-        "access": access, "workspace": access.workspace, "page": page, "status": status,
-        "statuses": RunStatus.choices,
+        "access": access, "workspace": access.workspace, "runs": page, "filters": filters, "error": error,
+        "next_before": page[-1].pk if more else None, "query": filters.query_string(),
+        "statuses": RunStatus.choices, "triggers": Run.Trigger.choices, "environments": Environment.Name.values,
+        "jobs": selectors.job_list(access=access).values_list("slug", flat=True)[:500],
+    })
+
+
+@login_required
+def job_version(request: HttpRequest, workspace: str, job: str, number: int) -> HttpResponse:
+    access = workspace_access(user=request.user, slug=workspace)
+    obj = selectors.job_get(access=access, slug=job)
+    version = obj.versions.filter(number=number).first()
+    if version is None:
+        raise Http404(f"{obj.slug} has no version {number}.")
+    previous = obj.versions.filter(number__lt=number).order_by("-number").first()
+    diff = difflib.unified_diff(
+        (previous.spec_text if previous else "").splitlines(), version.spec_text.splitlines(),
+        f"v{previous.number}" if previous else "(none)", f"v{version.number}", lineterm="")
+    return render(request, "runs/job_version.html", {
+        "access": access, "workspace": access.workspace, "job": obj, "version": version, "previous": previous,
+        "diff": list(diff)[2:],
     })
 
 
@@ -130,7 +153,8 @@ def run_list(request: HttpRequest, workspace: str) -> HttpResponse:
 def run_detail(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
     access = workspace_access(user=request.user, slug=workspace)
     run = selectors.run_get(access=access, run_id=run_id)
-    context = {"access": access, "workspace": access.workspace, "run": run, "phases": run.phases.all(),
+    phases = list(run.phases.all())
+    context = {"access": access, "workspace": access.workspace, "run": run, "phases": phases, "dag": dag_layout(phases),
                "wait_reason": run_wait_reason(run), "can_operate": access.can(Role.OPERATOR),
                "comparison": rebuild_comparison(run)}
     if request.htmx:

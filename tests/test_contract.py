@@ -211,3 +211,14 @@ def test_openapi_document_is_served_and_matches_the_routes(agent):
                 assert response.status_code != 405, (method, path)
             else:
                 assert response.status_code == 405, (method, path)
+
+
+def test_rerun_over_http(agent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        run_id = agent.post("/runs", {"job": "diamond"}).json()["id"]
+        claim = agent.claim().json()
+        agent.complete(claim, outcome="failed", error="boom")
+        assert agent.get(f"/runs/{run_id}").json()["status"] == "failed"
+        rerun = agent.post(f"/runs/{run_id}/rerun", {"mode": "retry"})
+    assert rerun.status_code == 201 and rerun.json()["rerun_of"] == run_id and rerun.json()["rerun_mode"] == "retry"
+    assert agent.post(f"/runs/{run_id}/rerun", {"mode": "sideways"}).status_code == 400
