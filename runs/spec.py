@@ -19,6 +19,7 @@ import yaml
 PHASE_KINDS = ("sql", "python")
 PARAM_TYPES = ("string", "integer", "number", "boolean", "date")
 RESERVED_PARAMETERS = ("datasets_dir", "run_id")
+MAX_SPEC_BYTES = 256 * 1024
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
 SPEC_SCHEMA: dict[str, Any] = {
@@ -208,7 +209,14 @@ def parse_spec(text: str) -> dict[str, Any]:
     """Parse and validate YAML spec text; return the spec as plain data or raise SpecError."""
     if not text or not text.strip():
         raise SpecError(["the spec is empty"])
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([f"the spec is larger than {MAX_SPEC_BYTES // 1024} KiB"])
     try:
+        # Aliases could expand a few hundred bytes into gigabytes ("billion laughs"): refuse them.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1
+                raise SpecError([f"line {line}: YAML aliases (*name) are not allowed in job specs"])
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:

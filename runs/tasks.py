@@ -37,3 +37,6 @@ def phase_execute(phase_id: int) -> None:
 def reap_expired_leases() -> None:
     for run_id in phases_reap():
         run_dispatch(run_id)
+
+
+from runs import schedule_tasks  # noqa: E402, F401

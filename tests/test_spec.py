@@ -88,3 +88,13 @@ def test_resolve_parameters_types_defaults_and_errors():
     with pytest.raises(SpecError) as info:
         resolve_parameters(spec, {"min_amount": "lots", "nope": 1})
     assert info.value.errors == ["unknown parameter(s): nope", "parameter min_amount must be a number, not 'lots'"]
+
+
+def test_yaml_alias_bombs_are_refused_quickly():
+    bomb = "name: x\nphases:\n  - name: a\n    kind: python\n    config:\n      callable: sleep\n      args:\n"
+    bomb += "        a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        bomb += f"        {level}: &{level} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"
+    assert errors_of(bomb) == ["line 9: YAML aliases (*name) are not allowed in job specs"]
+    assert errors_of("name: x\n" + "#" * (300 * 1024)) == ["the spec is larger than 256 KiB"]

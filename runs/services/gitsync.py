@@ -1,0 +1,274 @@
+"""Importing job specs from a workspace's git repository folder (on demand or on a signed push).
+
+Each sync is a fresh shallow clone into a temporary directory that is removed afterwards: no
+cache to lock between concurrent syncs, to go stale after a force-push, or to grow on disk;
+the price is one ``--depth 1`` download of the branch tip per sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from controlroom.access import Access
+from controlroom.audit import audit_record
+from controlroom.models import Role
+from controlroom.services import ServiceError
+from runs.models import GitSource, Job, Run
+from runs.services.jobs import job_create, job_update
+from runs.services.runs import run_create
+from runs.spec import SpecError, parse_spec, spec_hash
+
+log = logging.getLogger(__name__)
+
+GIT_TIMEOUT_S = 120
+MAX_SPEC_FILES = 200
+MAX_SPEC_BYTES = 1_000_000
+SPEC_SUFFIXES = (".yaml", ".yml")
+# Remote helpers that run local commands or use local file descriptors; git refuses ext:: by
+# default (protocol.ext.allow), we refuse both before git ever sees the URL.
+REFUSED_TRANSPORTS = ("ext::", "fd::")
+
+
+@dataclass(frozen=True)
+class SyncedJob:
+    slug: str
+    path: str
+    version: int
+    outcome: str  # "created", "updated" or "unchanged"
+
+
+@dataclass(frozen=True)
+class FileError:
+    path: str
+    errors: list[str]
+
+
+@dataclass
+class SyncResult:
+    sha: str
+    jobs: list[SyncedJob] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for j in self.jobs if j.outcome == outcome)
+
+    @property
+    def changed(self) -> list[SyncedJob]:
+        return [j for j in self.jobs if j.outcome != "unchanged"]
+
+
+def git_url_check(url: str) -> str:
+    """The URL stripped, or ServiceError if git could read it as an option or a command."""
+    url = (url or "").strip()
+    if not url:
+        raise ServiceError("The git source has no URL.")
+    if url.startswith("-"):
+        raise ServiceError("A git URL must not start with '-' (git would read it as an option).")
+    if url.lower().startswith(REFUSED_TRANSPORTS):
+        raise ServiceError("Git URLs using the ext:: or fd:: remote helpers are refused (they run local commands).")
+    return url
+
+
+def git_url_display(url: str) -> str:
+    """The URL without a password or token, fit for versions, audit events and messages."""
+    parts = urlsplit(url)
+    if parts.password is None and not (parts.username and parts.scheme in ("http", "https")):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+def _redact(text: str, url: str) -> str:
+    parts = urlsplit(url)
+    for secret in (parts.password, parts.username if parts.scheme in ("http", "https") else None):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _git(args: list[str], *, cwd: Path | None, url: str) -> str:
+    """Run git without a shell or a terminal; its own session so a timeout kills helpers too."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    command = ["git", "-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never", *args]
+    try:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except FileNotFoundError:
+        raise ServiceError("git is not installed on this server.", code="git_failed") from None
+    try:
+        out, err = proc.communicate(timeout=GIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ServiceError(f"git {args[0]} did not finish within {GIT_TIMEOUT_S} s.", code="git_failed") from None
+    if proc.returncode != 0:
+        detail = _redact(err.strip(), url)
+        log.warning("git %s failed (%s): %s", args[0], proc.returncode, detail)
+        last = detail.splitlines()[-1] if detail else f"exit status {proc.returncode}"
+        raise ServiceError(f"git {args[0]} failed: {last}", code="git_failed")
+    return out.strip()
+
+
+def _spec_files(root: Path, folder: str) -> tuple[list[Path], list[FileError]]:
+    base = (root / folder).resolve()
+    if not base.is_relative_to(root):
+        raise ServiceError(f"The folder '{folder}' points outside the repository.")
+    if not base.is_dir():
+        raise ServiceError(f"The folder '{folder or '.'}' does not exist in the repository.")
+    files, errors = [], []
+    for path in sorted(p for p in base.iterdir() if p.suffix in SPEC_SUFFIXES):
+        rel = path.relative_to(root).as_posix()
+        # A symlink could point at a file on this server; never read one.
+        if path.is_symlink() or not path.is_file():
+            errors.append(FileError(rel, ["not a regular file (symbolic links are not followed)"]))
+        elif path.stat().st_size > MAX_SPEC_BYTES:
+            errors.append(FileError(rel, [f"larger than {MAX_SPEC_BYTES // 1000} kB"]))
+        elif len(files) >= MAX_SPEC_FILES:
+            errors.append(FileError(rel, [f"skipped: a sync imports at most {MAX_SPEC_FILES} files"]))
+        else:
+            files.append(path)
+    return files, errors
+
+
+def _refuse_aliases(text: str) -> None:
+    # parse_spec expands aliases when it converts to JSON, so a few hundred bytes of nested
+    # aliases ("billion laughs") would exhaust memory; anyone who can push could send them.
+    try:
+        alias = next((t for t in yaml.scan(text, Loader=yaml.SafeLoader) if isinstance(t, yaml.AliasToken)), None)
+    except yaml.YAMLError:
+        return  # parse_spec reports the syntax error with its line
+    if alias is not None:
+        raise SpecError([f"line {alias.start_mark.line + 1}: YAML aliases (*{alias.value}) are not accepted"])
+
+
+def _import_file(*, access: Access, text: str, rel: str, repo: str, sha: str) -> SyncedJob:
+    _refuse_aliases(text)
+    spec = parse_spec(text)
+    slug = slugify(spec["name"])
+    git = {"git_repo": repo, "git_sha": sha, "git_path": rel}
+    job = Job.objects.filter(workspace=access.workspace, slug=slug).select_related("current_version").first()
+    if job is None:
+        job_create(access=access, spec_text=text, **git)
+        return SyncedJob(slug, rel, 1, "created")
+    current = job.current_version
+    # A job whose spec did not change keeps the version of the commit that last changed it,
+    # so a push touching one file neither versions nor runs every other job.
+    if current and current.spec_hash == spec_hash(spec) and (current.git_repo, current.git_path) == (repo, rel):
+        return SyncedJob(slug, rel, current.number, "unchanged")
+    version, created = job_update(access=access, job=job, spec_text=text, **git)
+    return SyncedJob(slug, rel, version.number, "updated" if created else "unchanged")
+
+
+def git_sync(*, access: Access, source: GitSource) -> SyncResult:
+    """Clone the source's branch and import every *.yaml/*.yml directly in its folder.
+
+    A file whose spec is invalid is reported (path and error lines) and leaves nothing behind;
+    the other files are still imported. Raises ServiceError (after recording it on the source)
+    when the repository cannot be read at all."""
+    access.require(Role.ADMIN)
+    if source.workspace_id != access.workspace.pk:
+        raise PermissionDenied("This git source belongs to another workspace.")
+    try:
+        url = git_url_check(source.url)
+        if source.branch.startswith("-") or not source.branch.strip():
+            raise ServiceError("The branch name must not be empty or start with '-'.")
+        with tempfile.TemporaryDirectory(prefix="controlroom-git-") as tmp:
+            root = Path(tmp).resolve() / "repo"
+            _git(["clone", "--quiet", "--depth", "1", "--no-tags", "--branch", source.branch, "--", url, str(root)],
+                 cwd=None, url=url)
+            sha = _git(["rev-parse", "HEAD"], cwd=root, url=url).lower()
+            if len(sha) != 40:
+                raise ServiceError("Only SHA-1 repositories are supported (commit ids of 40 hex digits).")
+            files, errors = _spec_files(root, source.folder.strip().strip("/"))
+            texts = {}
+            for path in files:
+                rel = path.relative_to(root).as_posix()
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    text = "\x00"
+                if "\x00" in text:  # PostgreSQL text cannot hold NUL
+                    errors.append(FileError(rel, ["not UTF-8 text (or it contains NUL characters)"]))
+                else:
+                    texts[rel] = text
+    except ServiceError as exc:
+        _record_failure(access=access, source=source, message=str(exc))
+        raise
+    return _import_all(access=access, source=source, repo=git_url_display(url), sha=sha, texts=texts, errors=errors)
+
+
+def _import_all(*, access: Access, source: GitSource, repo: str, sha: str, texts: dict[str, str],
+                errors: list[FileError]) -> SyncResult:
+    result = SyncResult(sha=sha, errors=errors)
+    seen: dict[str, str] = {}
+    with transaction.atomic():
+        GitSource.objects.select_for_update().filter(pk=source.pk).first()  # one sync writes at a time
+        for rel, text in texts.items():
+            try:
+                with transaction.atomic():
+                    synced = _import_file(access=access, text=text, rel=rel, repo=repo, sha=sha)
+                    if synced.slug in seen:
+                        raise ServiceError(f"job '{synced.slug}' is already defined by {seen[synced.slug]}")
+            except SpecError as exc:
+                result.errors.append(FileError(rel, exc.errors))
+            except ServiceError as exc:
+                result.errors.append(FileError(rel, [str(exc)]))
+            else:
+                seen[synced.slug] = rel
+                result.jobs.append(synced)
+        result.errors.sort(key=lambda e: e.path)
+        summary = "\n".join(f"{e.path}: {'; '.join(e.errors)}" for e in result.errors)[:4000]
+        now = timezone.now()
+        GitSource.objects.filter(pk=source.pk).update(last_synced_sha=sha, last_synced_at=now, last_error=summary)
+        source.last_synced_sha, source.last_synced_at, source.last_error = sha, now, summary
+        audit_record(access=access, action="git.sync", target=source,
+                     after={"repo": repo, "branch": source.branch, "sha": sha, "created": result.count("created"),
+                            "updated": result.count("updated"), "unchanged": result.count("unchanged"),
+                            "failed": len(result.errors)})
+    return result
+
+
+def _record_failure(*, access: Access, source: GitSource, message: str) -> None:
+    with transaction.atomic():
+        GitSource.objects.filter(pk=source.pk).update(last_error=message)
+        source.last_error = message
+        audit_record(access=access, action="git.sync", target=source,
+                     after={"branch": source.branch, "error": message})
+
+
+@dataclass
+class PushResult:
+    sync: SyncResult
+    run_ids: list[int] = field(default_factory=list)
+    run_errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def git_push_receive(*, access: Access, source: GitSource) -> PushResult:
+    """Sync after a verified push; with ``run_on_push``, run each job this sync versioned."""
+    result = PushResult(sync=git_sync(access=access, source=source))
+    if not source.run_on_push:
+        return result
+    changed = {j.slug for j in result.sync.changed}
+    for job in Job.objects.filter(workspace=access.workspace, slug__in=changed).select_related("current_version"):
+        try:
+            run = run_create(access=access, job=job, environment="dev", trigger=Run.Trigger.GIT)
+        except (SpecError, ServiceError) as exc:
+            result.run_errors.append({"job": job.slug, "message": str(exc)})
+        else:
+            result.run_ids.append(run.pk)
+    return result
