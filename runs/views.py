@@ -97,6 +97,7 @@ def job_detail(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
     return render(request, "runs/job_detail.html", {
         "access": access, "workspace": access.workspace, "job": obj,
         "versions": obj.versions.all()[:20], "runs": selectors.run_list(access=access, job=obj)[:20],
+        "schedules": obj.schedules.select_related("environment").filter(enabled=True),
         "parameters": (obj.current_version.spec.get("parameters") or {}) if obj.current_version else {},
         "environments": Environment.Name.values, "can_operate": access.can(Role.OPERATOR),
     })

@@ -20,6 +20,7 @@ from runs.spec import phases_of, resolve_parameters
 def run_create(
     *, access: Access, job: Job, environment: str = "dev", parameters: dict[str, Any] | None = None,
     trigger: str = Run.Trigger.UI, idempotency_key: str | None = None, input_manifest: dict | None = None,
+    **fields: Any,
 ) -> Run:
     """Create a run of the job's current version with its phases, then wake a worker.
 
@@ -38,7 +39,7 @@ def run_create(
     resolved = resolve_parameters(version.spec, parameters)
     with transaction.atomic():
         run = run_insert(access=access, version=version, environment=env, parameters=resolved, trigger=trigger,
-                         idempotency_key=idempotency_key or None, input_manifest=input_manifest or {})
+                         idempotency_key=idempotency_key or None, input_manifest=input_manifest or {}, **fields)
     _admit_and_dispatch(workspace_id=run.workspace_id)
     run.refresh_from_db()
     return run
@@ -59,9 +60,14 @@ def run_insert(*, access: Access, version: JobVersion, environment: Environment,
               max_attempts=p.max_attempts, timeout_s=p.timeout_s, blocked=bool(p.depends_on))
         for i, p in enumerate(phases_of(version.spec))
     )
+    origin: dict[str, Any] = {}
+    if run.schedule_id:
+        origin = {"schedule": run.schedule_id, "scheduled_for": run.scheduled_for.isoformat(), "late": run.late}
+    if run.rerun_of_id:
+        origin = {"rerun_of": run.rerun_of_id, "rerun_mode": run.rerun_mode}
     event_append(run=run, type=EventType.RUN_CREATED,
                  message=f"run of {job.slug} v{version.number} in {environment.name} by {access.label}",
-                 payload={"parameters": parameters, "version": version.number, "git_sha": version.git_sha})
+                 payload={"parameters": parameters, "version": version.number, "git_sha": version.git_sha, **origin})
     audit_record(access=access, action="run.create", target=run,
                  after={"job": job.slug, "version": version.number, "environment": environment.name,
                         "parameters": parameters, "trigger": trigger})

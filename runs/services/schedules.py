@@ -19,7 +19,7 @@ from controlroom.access import Access, system_access
 from controlroom.audit import audit_record
 from controlroom.models import Environment, Role
 from controlroom.services import ServiceError
-from runs.models import EventType, Job, JobSchedule, Run, RunEvent
+from runs.models import Job, JobSchedule, Run
 from runs.services.runs import run_create
 from runs.spec import SpecError, resolve_parameters
 
@@ -211,13 +211,8 @@ def _tick_run(*, schedule: JobSchedule, tick: dt.datetime, now: dt.datetime) -> 
     try:
         with transaction.atomic():
             run = run_create(access=access, job=schedule.job, environment=schedule.environment.name,
-                             parameters=schedule.parameters, trigger=Run.Trigger.SCHEDULE)
-            Run.objects.filter(pk=run.pk).update(schedule=schedule, scheduled_for=tick, late=late)
-            # run_create cannot name the tick yet; amend its creation event before anyone sees it.
-            event = RunEvent.objects.get(run_id=run.pk, type=EventType.RUN_CREATED)
-            event.payload = {**event.payload, "schedule": schedule.pk, "scheduled_for": tick.isoformat(),
-                             "late": late}
-            event.save(update_fields=["payload"])
+                             parameters=schedule.parameters, trigger=Run.Trigger.SCHEDULE, schedule=schedule,
+                             scheduled_for=tick, late=late)
     except (ServiceError, SpecError) as exc:
         # A job edited since the schedule was saved may refuse its parameters: record it and move
         # on, or every later tick would fail the same way without a trace.
