@@ -8,8 +8,10 @@ import socket
 from celery import shared_task
 from django.utils import timezone
 
+from runs.models import Run, RunStatus
+from runs.services.admission import runs_admit
 from runs.services.phases import phase_execute as phase_execute_service
-from runs.services.phases import phases_reap, runnable_phases
+from runs.services.phases import phases_reap, runnable_phases, runs_stalled
 
 
 def worker_id() -> str:
@@ -35,7 +37,11 @@ def phase_execute(phase_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def reap_expired_leases() -> None:
-    for run_id in phases_reap():
+    """Beat, every few seconds: requeue lost work and wake what a lost message left asleep."""
+    touched = set(phases_reap()) | set(runs_stalled())
+    for workspace_id in Run.objects.filter(status=RunStatus.QUEUED).values_list("workspace_id", flat=True).distinct():
+        touched |= set(runs_admit(workspace_id=workspace_id))
+    for run_id in sorted(touched):
         run_dispatch(run_id)
 
 

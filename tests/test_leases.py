@@ -104,3 +104,20 @@ def test_reaper_fails_a_phase_that_overran_its_timeout(world, monkeypatch, djang
     run.refresh_from_db()
     assert phase.state == PhaseState.FAILED and phase.error == "timed out after 5 s"
     assert run.status == RunStatus.FAILED
+
+
+def test_the_reaper_wakes_runs_whose_message_was_lost(world, eager_celery, monkeypatch,
+                                                      django_capture_on_commit_callbacks):
+    from runs import tasks
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks.run_dispatch, "delay", lambda run_id: None)  # the broker lost this wake-up
+        run = make_run(world, "name: lost\nphases:\n  - {name: a, kind: sql, config: {sql: select 1}}\n",
+                       django_capture_on_commit_callbacks)
+    reap_expired_leases = tasks.reap_expired_leases
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
+    reap_expired_leases.apply()
+    assert Run.objects.get(pk=run.pk).status == RunStatus.RUNNING  # quiet for less than 30 s: left alone
+    run.events.update(ts=timezone.now() - timedelta(minutes=1))
+    reap_expired_leases.apply()
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED

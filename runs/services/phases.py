@@ -182,3 +182,24 @@ def phases_reap() -> list[int]:
     for run_id in touched:
         run_settle(run_id=run_id)
     return sorted(touched)
+
+
+def runs_stalled(*, quiet_s: int = 30) -> list[int]:
+    """Admitted runs with a claimable phase and no event for ``quiet_s``: their wake-up message
+    was probably lost (a broker restart), so they need another."""
+    from django.db.models import Q
+
+    from runs.models import RunEvent, RunStatus
+
+    now = timezone.now()
+    candidates = set(
+        Phase.objects.filter(state=PhaseState.PENDING, blocked=False, run__status=RunStatus.RUNNING,
+                             run__cancel_requested=False)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .values_list("run_id", flat=True).distinct()[:1000]
+    )
+    if not candidates:
+        return []
+    recent = set(RunEvent.objects.filter(run_id__in=candidates, ts__gte=now - timedelta(seconds=quiet_s))
+                 .values_list("run_id", flat=True).distinct())
+    return sorted(candidates - recent)
