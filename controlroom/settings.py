@@ -153,6 +153,8 @@ DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(BASE_DIR / "demo" / 
 SQL_EDITOR_ROW_CAP = env_int("SQL_EDITOR_ROW_CAP", 10_000)
 # A claimed phase's lease lasts this long unless a heartbeat renews it (workers beat at a third).
 PHASE_LEASE_TTL_S = env_int("PHASE_LEASE_TTL_S", 30)
+# An admitted run with runnable phases and no event for this long gets another wake-up.
+RUN_STALL_S = env_int("RUN_STALL_S", 30)
 # Modules whose @phase_callable functions may run as `python` phases.
 PHASE_CALLABLE_MODULES = env_list("PHASE_CALLABLE_MODULES", ["runs.builtin_callables"])
 

@@ -121,3 +121,16 @@ def test_the_reaper_wakes_runs_whose_message_was_lost(world, eager_celery, monke
     run.events.update(ts=timezone.now() - timedelta(minutes=1))
     reap_expired_leases.apply()
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+
+
+def test_racing_claims_of_one_phase_by_id_exactly_one_wins(world, django_capture_on_commit_callbacks):
+    """The Celery path claims by id; a duplicate message must not make a second winner."""
+    from runs.services.leases import phase_claim
+
+    for round_ in range(5):
+        run = make_run(world, f"name: byid{round_}\nphases:\n  - {{name: a, kind: sql, config: {{sql: select 1}}}}\n",
+                       django_capture_on_commit_callbacks)
+        phase_id = run.phases.get().pk
+        wins = in_threads(6, lambda i, phase_id=phase_id: phase_claim(phase_id=phase_id, worker=f"w{i}"))
+        assert sum(w is not None for w in wins) == 1, f"round {round_}"
+        assert Phase.objects.get(pk=phase_id).attempt == 1

@@ -245,3 +245,26 @@ def test_list_pages_and_api_have_bounded_query_counts(world, demo_job, django_ca
     with django_assert_max_num_queries(6):
         listed = client.get("/api/v1/workspaces/acme/runs", **auth).json()["runs"]
     assert len(listed) == 30 and all(len(r["phases"]) == 5 for r in listed)
+
+
+def test_a_database_blip_while_reporting_success_is_retried(world, eager_celery, monkeypatch,
+                                                            django_capture_on_commit_callbacks):
+    from django.db import OperationalError
+
+    from runs.services import phases as phase_services
+
+    real, calls = phase_services.phase_complete, {"n": 0}
+
+    def flaky(**kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    monkeypatch.setattr(phase_services, "phase_complete", flaky)
+    monkeypatch.setattr(phase_services.time, "sleep", lambda s: None)
+    monkeypatch.setattr(phase_services.connections["default"], "close", lambda: None)  # keep the test's transaction
+    run = trigger(world, spec(sql_phase("a", "select 1")), django_capture_on_commit_callbacks)
+    phase = run.phases.get()
+    assert (run.status, phase.state, phase.attempt, phase.error) == (RunStatus.SUCCEEDED, "succeeded", 1, "")
+    assert calls["n"] == 2

@@ -26,15 +26,23 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=settings.PHASE_LEASE_TTL_S)
 
 
+def _due(now) -> Q:
+    return Q(not_before__isnull=True) | Q(not_before__lte=now)
+
+
 def _claimable(now) -> Q:
-    return Q(state=PhaseState.PENDING, blocked=False, run__status=RunStatus.RUNNING, run__cancel_requested=False) & (
-        Q(not_before__isnull=True) | Q(not_before__lte=now)
-    )
+    return Q(state=PhaseState.PENDING, blocked=False, run__status=RunStatus.RUNNING,
+             run__cancel_requested=False) & _due(now)
 
 
 def _take(phase_id: int, worker: str, now) -> tuple[Phase, str] | None:
+    # The UPDATE's conditions must all be on the phase row itself: PostgreSQL re-checks them
+    # after waiting for a competing claim (READ COMMITTED), whereas a join would turn the filter
+    # into "id IN (subquery)", which is not re-checked, and every waiter would win.
+    if not Run.objects.filter(phases__pk=phase_id, status=RunStatus.RUNNING, cancel_requested=False).exists():
+        return None
     token = uuid.uuid4().hex
-    claimed = Phase.objects.filter(_claimable(now), pk=phase_id).update(
+    claimed = Phase.objects.filter(_due(now), pk=phase_id, state=PhaseState.PENDING, blocked=False).update(
         state=PhaseState.RUNNING, attempt=F("attempt") + 1, lease_token=token, worker=worker[:200],
         lease_expires_at=now + lease_ttl(), heartbeat_at=now, started_at=now, finished_at=None, error="",
     )

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
-from django.db import close_old_connections, connections, transaction
+from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from runs.models import EventType, Phase, PhaseState
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
 TIMEOUT_GRACE_S = 5
+REPORT_RETRIES = 6
 
 
 def runnable_phases(*, run_id: int) -> list[Phase]:
@@ -117,7 +119,8 @@ class _Heartbeat(threading.Thread):
 
 
 def phase_execute(*, phase_id: int, worker: str) -> Phase | None:
-    """Claim and run one phase in this process. Returns None if another worker has it."""
+    """Claim and run one phase in this process. Returns None if another worker has it or the
+    lease was lost; the outcome is written only under the live lease."""
     from runs.executors import PhaseContext, PhaseFailure, execute
 
     claim = phase_claim(phase_id=phase_id, worker=worker)
@@ -129,29 +132,47 @@ def phase_execute(*, phase_id: int, worker: str) -> Phase | None:
     event_append(run=phase.run, phase=phase, type=EventType.PHASE_STARTED,
                  message=f"{phase.name} started ({phase.kind})")
     heartbeat.start()
+    outcome: dict[str, Any] = {"succeeded": True}
     try:
-        try:
-            output = execute(ctx)
-        finally:
-            heartbeat.halt.set()
-            heartbeat.join()
-        if heartbeat.cancelled:
-            return phase_complete(phase=phase, lease_token=token, succeeded=False, cancelled=True)
-        output = {**output, "artifacts": ctx.outputs} if ctx.outputs else output
-        return phase_complete(phase=phase, lease_token=token, succeeded=True, output=output)
+        output = execute(ctx)
+        outcome["output"] = {**output, "artifacts": ctx.outputs} if ctx.outputs else output
     except StaleLease:
+        outcome = {"lost": True}
+    except PhaseFailure as exc:
+        outcome = {"succeeded": False, "error": str(exc)}
+    except Exception as exc:  # an executor bug: the detail goes to the log, the user gets one line
+        log.exception("phase executor crashed", extra={"phase_id": phase_id, "run_id": phase.run_id})
+        outcome = {"succeeded": False, "error": f"internal error in the {phase.kind} executor "
+                                                f"({type(exc).__name__}); see the worker log"}
+    finally:
+        heartbeat.halt.set()
+        heartbeat.join()
+        ctx.cleanup()
+    if heartbeat.cancelled:
+        outcome = {"succeeded": False, "cancelled": True}
+    if outcome.pop("lost", False) or heartbeat.lost:
         log.warning("lease lost while running phase", extra={"phase_id": phase_id, "run_id": phase.run_id})
         return None
-    except PhaseFailure as exc:
-        cancelled = heartbeat.cancelled
-        return phase_complete(phase=phase, lease_token=token, succeeded=False, cancelled=cancelled,
-                              error="" if cancelled else str(exc))
-    except Exception as exc:  # an executor bug: keep the detail in the log, tell the user briefly
-        log.exception("phase executor crashed", extra={"phase_id": phase_id, "run_id": phase.run_id})
-        error = f"internal error in the {phase.kind} executor ({type(exc).__name__}); see the worker log"
-        return phase_complete(phase=phase, lease_token=token, succeeded=False, error=error)
-    finally:
-        ctx.cleanup()
+    return _report(phase, token, outcome)
+
+
+def _report(phase: Phase, token: str, outcome: dict[str, Any]) -> Phase | None:
+    """Write the outcome, retrying database blips while the lease may still be ours: work that
+    succeeded must not be recorded as failed because a connection dropped."""
+    for attempt in range(REPORT_RETRIES):
+        try:
+            return phase_complete(phase=phase, lease_token=token, **outcome)
+        except StaleLease:
+            log.warning("lease lost before the outcome was written", extra={"phase_id": phase.pk})
+            return None
+        except DatabaseError:
+            if attempt == REPORT_RETRIES - 1:
+                raise
+            log.warning("writing the outcome failed; retrying", exc_info=True, extra={"phase_id": phase.pk})
+            close_old_connections()
+            connections["default"].close()
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+    return None
 
 
 def phases_reap() -> list[int]:
@@ -184,13 +205,15 @@ def phases_reap() -> list[int]:
     return sorted(touched)
 
 
-def runs_stalled(*, quiet_s: int = 30) -> list[int]:
+def runs_stalled(*, quiet_s: int | None = None) -> list[int]:
     """Admitted runs with a claimable phase and no event for ``quiet_s``: their wake-up message
     was probably lost (a broker restart), so they need another."""
+    from django.conf import settings
     from django.db.models import Q
 
     from runs.models import RunEvent, RunStatus
 
+    quiet_s = settings.RUN_STALL_S if quiet_s is None else quiet_s
     now = timezone.now()
     candidates = set(
         Phase.objects.filter(state=PhaseState.PENDING, blocked=False, run__status=RunStatus.RUNNING,
