@@ -105,7 +105,8 @@ TEMPLATES = [
 ]
 
 _db_url = _required_in_production("DATABASE_URL", f"sqlite:///{DATA_DIR / 'controlroom.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+                                             conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL plus IMMEDIATE transactions let the web server and worker processes share the file:
     # writers queue on the lock instead of failing with "database is locked" mid-transaction.

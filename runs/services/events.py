@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from controlroom.services import ServiceError
@@ -25,13 +24,20 @@ def event_append(
 ) -> RunEvent:
     """Append one event with the run's next sequence number (atomic per run)."""
     with transaction.atomic():
-        # The UPDATE takes the run's row lock, so concurrent appends get distinct numbers.
-        Run.objects.filter(pk=run.pk).update(last_seq=F("last_seq") + 1)
-        seq = Run.objects.filter(pk=run.pk).values_list("last_seq", flat=True).get()
+        seq = _reserve(run.pk, 1)
         return RunEvent.objects.create(
             run_id=run.pk, phase=phase, seq=seq, type=type, level=level, message=message[:10_000],
             payload=payload or {}, ts=timezone.now(), event_id=event_id or uuid.uuid4(),
         )
+
+
+def _reserve(run_id: int, count: int) -> int:
+    """Reserve ``count`` sequence numbers of a run; returns the last. The UPDATE takes the run's
+    row lock until commit, so concurrent appends get distinct, gap-free numbers."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Run._meta.db_table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
+                       [count, run_id])
+        return cursor.fetchone()[0]
 
 
 def phase_log(
@@ -57,33 +63,42 @@ def events_append_batch(*, run: Run, events: list[dict[str, Any]]) -> dict[str, 
     if not isinstance(events, list) or not events or len(events) > 1000:
         raise ServiceError("Send 'events' as a list of 1 to 1000 events.")
     phases = {p.pk: p for p in run.phases.all()}
-    appended = duplicates = 0
+    parsed: list[tuple[uuid.UUID, Phase, dict[str, Any]]] = []
+    for index, raw in enumerate(events):
+        if not isinstance(raw, dict):
+            raise ServiceError(f"events[{index}] must be an object.")
+        if raw.get("type") not in EXECUTOR_EVENT_TYPES:
+            raise ServiceError(f"events[{index}].type must be one of {', '.join(EXECUTOR_EVENT_TYPES)} "
+                               "(outcomes go through complete).")
+        try:
+            event_id = uuid.UUID(str(raw.get("event_id")))
+        except ValueError:
+            raise ServiceError(f"events[{index}].event_id must be a UUID.") from None
+        phase = phases.get(raw.get("phase_id"))
+        if phase is None:
+            raise ServiceError(f"events[{index}].phase_id is not a phase of run {run.pk}.")
+        if raw.get("level", "info") not in LEVELS or not isinstance(raw.get("payload") or {}, dict):
+            raise ServiceError(f"events[{index}]: level must be one of {', '.join(LEVELS)}, payload an object.")
+        parsed.append((event_id, phase, raw))
     with transaction.atomic():
-        for index, raw in enumerate(events):
-            if not isinstance(raw, dict):
-                raise ServiceError(f"events[{index}] must be an object.")
-            kind = raw.get("type")
-            if kind not in EXECUTOR_EVENT_TYPES:
-                raise ServiceError(f"events[{index}].type must be one of {', '.join(EXECUTOR_EVENT_TYPES)} "
-                                   "(outcomes go through complete).")
-            try:
-                event_id = uuid.UUID(str(raw.get("event_id")))
-            except ValueError:
-                raise ServiceError(f"events[{index}].event_id must be a UUID.") from None
-            phase = phases.get(raw.get("phase_id"))
-            if phase is None:
-                raise ServiceError(f"events[{index}].phase_id is not a phase of run {run.pk}.")
-            if RunEvent.objects.filter(event_id=event_id).exists():
-                duplicates += 1
-                continue
-            level = raw.get("level", "info")
-            payload = raw.get("payload") or {}
-            if level not in LEVELS or not isinstance(payload, dict):
-                raise ServiceError(f"events[{index}]: level must be one of {', '.join(LEVELS)}, payload an object.")
-            if not Phase.objects.filter(pk=phase.pk, lease_token=str(raw.get("lease_token") or "-"),
-                                        state=PhaseState.RUNNING).exists():
-                raise StaleLease(f"events[{index}]: the lease token of phase {phase.name} is not the live one.")
-            event_append(run=run, phase=phase, type=kind, level=level, message=str(raw.get("message", "")),
-                         payload=payload, event_id=event_id)
-            appended += 1
+        # One lease check per (phase, token) pair, not per event: the batch is all or nothing.
+        for phase_id, token in {(p.pk, str(raw.get("lease_token") or "-")) for _, p, raw in parsed}:
+            if not Phase.objects.filter(pk=phase_id, lease_token=token, state=PhaseState.RUNNING).exists():
+                raise StaleLease(f"the lease token of phase {phases[phase_id].name} is not the live one.")
+        seen = set(RunEvent.objects.filter(event_id__in=[e for e, _, _ in parsed]).values_list("event_id", flat=True))
+        fresh, ids = [], set()
+        for event_id, phase, raw in parsed:
+            if event_id not in seen and event_id not in ids:
+                ids.add(event_id)
+                fresh.append((event_id, phase, raw))
+        duplicates, appended = len(parsed) - len(fresh), len(fresh)
+        if fresh:
+            first = _reserve(run.pk, len(fresh)) - len(fresh) + 1
+            now = timezone.now()
+            RunEvent.objects.bulk_create(
+                RunEvent(run_id=run.pk, phase=phase, seq=first + i, event_id=event_id, type=raw["type"],
+                         level=raw.get("level", "info"), message=str(raw.get("message", ""))[:10_000],
+                         payload=raw.get("payload") or {}, ts=now)
+                for i, (event_id, phase, raw) in enumerate(fresh)
+            )
     return {"appended": appended, "duplicates": duplicates}

@@ -68,7 +68,8 @@ def phase_claim_next(
     """Take the oldest claimable phase of these kinds (optionally of one run), or None."""
     from runs.services.admission import runs_admit
 
-    runs_admit(workspace_id=workspace.pk)
+    if Run.objects.filter(workspace=workspace, status=RunStatus.QUEUED).exists():  # cheap: no lock
+        runs_admit(workspace_id=workspace.pk)
     now = timezone.now()
     candidates = Phase.objects.filter(_claimable(now), kind__in=list(kinds), run__workspace=workspace)
     if run_id is not None:

@@ -78,14 +78,16 @@ def phase_complete(
 ) -> Phase:
     """Record the outcome under the live lease; retry if attempts remain; settle the run."""
     with transaction.atomic():
-        current = Phase.objects.select_for_update().select_related("run").filter(
+        current = Phase.objects.select_for_update(of=("self",)).select_related("run").filter(
             pk=phase.pk, lease_token=lease_token, state=PhaseState.RUNNING
         ).first()
         if current is None:
             raise StaleLease(f"phase {phase.pk}: lease token is no longer valid")
         outcome = PhaseState.CANCELLED if cancelled else PhaseState.SUCCEEDED if succeeded else PhaseState.FAILED
         _end_attempt(current, outcome=outcome, error=error, output=output, now=timezone.now())
-    run_settle(run_id=current.run_id)
+    unfinished = Phase.objects.filter(run_id=current.run_id, state__in=(PhaseState.PENDING, PhaseState.RUNNING))
+    if current.state != PhaseState.SUCCEEDED or not unfinished.exists() or current.run.cancel_requested:
+        run_settle(run_id=current.run_id)
     return current
 
 
