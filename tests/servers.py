@@ -28,6 +28,8 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 REDIS_VAR = "CONTROLROOM_TEST_REDIS_URL"
+# The CLI's pid: a test sends it SIGUSR1 to restart the PostgreSQL server under the suite.
+SERVERS_PID_VAR = "CONTROLROOM_TEST_SERVERS_PID"
 _LIVE: set[_Server] = set()
 
 
@@ -181,6 +183,7 @@ class PostgresServer(_Server):
         self._proc = None
         postgres = [str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets), "-h", HOST, "-p", str(self.port)]
         postgres += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self._postmaster = (postgres, common)
         self._spawn(postgres, **common)
         self._wait_ready()
         createdb = [str(bin_dir / "createdb"), *self._client_args(), self.database]
@@ -188,6 +191,16 @@ class PostgresServer(_Server):
         if done.returncode:
             raise RuntimeError(f"createdb failed: {done.stderr.decode().strip()}")
         return f"postgres://{self.user}@{HOST}:{self.port}/{self.database}"
+
+    def restart(self) -> None:
+        """Stop the server (fast shutdown) and start it again on the same data and port."""
+        proc = self._proc
+        assert proc is not None, "postgres is not running"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(STOP_TIMEOUT)
+        command, kwargs = self._postmaster
+        self._spawn(command, **kwargs)
+        self._wait_ready()
 
     def _client_args(self) -> list[str]:
         return ["-h", HOST, "-p", str(self.port), "-U", self.user]
@@ -260,7 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise SystemExit(128 + signum)
 
+    def on_sigusr1(_signum: int, _frame: object) -> None:
+        for server, _ in wanted:
+            if isinstance(server, PostgresServer):
+                server.restart()
+                print("postgres restarted", file=err)
+
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGUSR1, on_sigusr1)
+    env[SERVERS_PID_VAR] = str(os.getpid())
     try:
         for server, variable in wanted:
             env[variable] = server.start()

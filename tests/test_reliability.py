@@ -17,7 +17,9 @@ journal. Per run, event ``seq`` runs 1..N without gaps or duplicates.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sqlite3
 import time
 from collections import Counter, defaultdict
@@ -26,13 +28,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.db import connection
+from django.db import DatabaseError, connection, connections
 
 from runs.models import EventType, Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services.jobs import job_create
 from runs.services.runs import run_create
 from runs.tasks import phase_execute, reap_expired_leases
-from tests.servers import REDIS_VAR, RedisServer
+from tests.servers import REDIS_VAR, SERVERS_PID_VAR, RedisServer
 from tests.workers import WorkerPool, celery_broker, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -234,6 +236,31 @@ def terminate_other_backends() -> int:
         return cursor.fetchone()[0]
 
 
+def restart_postgres() -> int:
+    """Restart the suite's PostgreSQL server (the `python -m tests.servers` CLI does it on
+    SIGUSR1) and wait until it serves again; returns 1. Without the CLI (a developer's own
+    DATABASE_URL) the workers' connections are terminated instead, the nearest thing."""
+    pid = os.environ.get(SERVERS_PID_VAR)
+    if not pid:
+        return terminate_other_backends()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time()")
+        before = cursor.fetchone()[0]
+    os.kill(int(pid), signal.SIGUSR1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        connections.close_all()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_postmaster_start_time()")
+                if cursor.fetchone()[0] != before:
+                    return 1
+        except DatabaseError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("PostgreSQL did not come back within 60 s")
+
+
 # --- tests ----------------------------------------------------------------------------------
 
 
@@ -331,7 +358,7 @@ def test_runs_finish_after_a_redis_restart_and_dropped_database_connections(worl
             wait_for(running_and_started(run_ids, 2), timeout=30, what="two phases running", run_ids=run_ids,
                      pool=pool, reaping=False)
             server.restart()
-            terminated = terminate_other_backends() if postgres else 0
+            terminated = restart_postgres() if postgres else 0
 
             # Only what production does on its own: the worker reconnects; beat's reaper requeues
             # expired leases and wakes runs whose messages Redis lost.

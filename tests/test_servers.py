@@ -135,3 +135,12 @@ def test_cli_exports_urls_and_propagates_exit_code() -> None:
     assert "redis ready at 127.0.0.1:" in done.stderr
     for url in (database_url, redis_url):  # servers are gone afterwards
         assert not is_listening(port_of(url))
+
+
+def test_postgres_restart_keeps_data_and_port(postgres: PostgresServer) -> None:
+    assert postgres.url is not None
+    pg_query(postgres.url, "CREATE TABLE IF NOT EXISTS survives (x int); INSERT INTO survives VALUES (7)")
+    before = pg_query(postgres.url, "SELECT pg_postmaster_start_time()")
+    postgres.restart()
+    assert pg_query(postgres.url, "SELECT pg_postmaster_start_time()") != before
+    assert pg_query(postgres.url, "SELECT max(x) FROM survives") == "7"
