@@ -23,7 +23,7 @@ def event_append(
     payload: dict[str, Any] | None = None, event_id: uuid.UUID | None = None,
 ) -> RunEvent:
     """Append one event with the run's next sequence number (atomic per run)."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # two statements; no savepoint round trips
         seq = _reserve(run.pk, 1)
         return RunEvent.objects.create(
             run_id=run.pk, phase=phase, seq=seq, type=type, level=level, message=message[:10_000],

@@ -40,9 +40,12 @@ def retry_delay_s(attempt: int) -> float:
 
 
 def _unblock_dependents(phase: Phase) -> None:
-    siblings = list(Phase.objects.filter(run_id=phase.run_id))
-    done = {p.name for p in siblings if p.state == PhaseState.SUCCEEDED}
-    ready = [p.pk for p in siblings if p.blocked and phase.name in p.depends_on and set(p.depends_on) <= done]
+    waiting = [p for p in Phase.objects.filter(run_id=phase.run_id, blocked=True).only("id", "depends_on")
+               if phase.name in p.depends_on]
+    if not waiting:
+        return
+    done = set(Phase.objects.filter(run_id=phase.run_id, state=PhaseState.SUCCEEDED).values_list("name", flat=True))
+    ready = [p.pk for p in waiting if set(p.depends_on) <= done]
     if ready:
         Phase.objects.filter(pk__in=ready).update(blocked=False)
 
