@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,18 @@ from controlroom.services import api_token_create, workspace_create
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """The suite's Redis (``python -m tests.servers --redis``) or one of our own."""
+    from tests.servers import REDIS_VAR, RedisServer
+
+    if os.environ.get(REDIS_VAR):
+        yield os.environ[REDIS_VAR]
+        return
+    with RedisServer() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from runs.models import EventType, Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services.jobs import job_create
 from runs.services.runs import run_create
 from runs.tasks import phase_execute, reap_expired_leases
-from tests.servers import REDIS_VAR, SERVERS_PID_VAR, RedisServer
+from tests.servers import SERVERS_PID_VAR, RedisServer
 from tests.workers import WorkerPool, celery_broker, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -48,18 +48,6 @@ TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server_url() -> Iterator[str]:
-    """The suite's Redis (``python -m tests.servers --redis``) or one of our own."""
-    import os
-
-    if os.environ.get(REDIS_VAR):
-        yield os.environ[REDIS_VAR]
-        return
-    with RedisServer() as url:
-        yield url
 
 
 @pytest.fixture
