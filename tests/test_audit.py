@@ -1,7 +1,9 @@
 """The audit log: same transaction as the change, hash-chained, carrying the request id."""
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 from django.db import transaction
@@ -65,45 +67,40 @@ def test_request_id_round_trip_and_reaches_audit(world):
     assert minted != "bad id with spaces" and len(minted) == 32
 
 
-def test_json_log_lines_carry_the_request_id(world):
-    lines: list[str] = []
+@contextlib.contextmanager
+def json_lines(logger_name: str) -> Iterator[list[dict]]:
+    """Collect what ``logger_name`` logs, formatted at emit time by the JSON formatter."""
+    lines: list[dict] = []
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
+            lines.append(json.loads(self.format(record)))
 
     handler = Collect()
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("controlroom.test")
+    logger = logging.getLogger(logger_name)
     logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_json_log_lines_carry_the_request_id(world):
+    logger = logging.getLogger("controlroom.test")
 
     def view(request):
         logger.warning("inside the view", extra={"run_id": 7})
         return HttpResponse("ok")
 
-    try:
+    with json_lines("controlroom.test") as lines:
         RequestIdMiddleware(view)(RequestFactory().get("/", HTTP_X_REQUEST_ID="rid-42"))
-    finally:
-        logger.removeHandler(handler)
-    line = json.loads(lines[-1])
+    line = lines[-1]
     assert line["request_id"] == "rid-42" and line["message"] == "inside the view" and line["run_id"] == 7
 
 
 def test_django_error_log_lines_carry_the_request_id(world):
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    handler = Collect()
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("django.request")
-    logger.addHandler(handler)
-    try:
+    with json_lines("django.request") as lines:
         response = world.client("outsider").get("/w/acme/jobs/", HTTP_X_REQUEST_ID="rid-404")
-    finally:
-        logger.removeHandler(handler)
     assert response.status_code == 404
-    line = json.loads(lines[-1])
-    assert line["request_id"] == "rid-404" and line["status_code"] == 404
+    assert lines[-1]["request_id"] == "rid-404" and lines[-1]["status_code"] == 404
