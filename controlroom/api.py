@@ -19,7 +19,6 @@ from controlroom.models import MAX_DB_ID
 from controlroom.services import ServiceError, api_token_authenticate
 
 log = logging.getLogger(__name__)
-MAX_ID = MAX_DB_ID
 _STATUS = {"invalid": 400, "conflict": 409, "stale_lease": 409, "not_found": 404}
 
 
@@ -32,8 +31,8 @@ def cursor_param(request: HttpRequest, name: str) -> int | None:
     raw = request.GET.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) > MAX_ID:
-        raise ServiceError(f"'{name}' must be a whole number up to {MAX_ID}.")
+    if not raw.isdigit() or int(raw) > MAX_DB_ID:
+        raise ServiceError(f"'{name}' must be a whole number up to {MAX_DB_ID}.")
     return int(raw)
 
 
@@ -84,7 +83,7 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
                 return api_error(401, "unauthenticated", "Send a valid API token as 'Authorization: Bearer …'.")
             if workspace is not None and access.workspace.slug != workspace:
                 return api_error(404, "not_found", "No such workspace.")
-            if any(isinstance(v, int) and not 0 < v <= MAX_ID for v in kwargs.values()):
+            if any(isinstance(v, int) and not 0 < v <= MAX_DB_ID for v in kwargs.values()):
                 return api_error(404, "not_found", "Not found.")
             try:
                 _refuse_nul(dict(request.GET.items()))

@@ -14,8 +14,8 @@ from django.shortcuts import get_object_or_404
 
 from artifacts.services import artifact_register_blob
 from controlroom.access import Access
-from controlroom.api import MAX_ID, api_view, json_body
-from controlroom.models import Role
+from controlroom.api import api_view, json_body
+from controlroom.models import MAX_DB_ID, Role
 from controlroom.services import ServiceError
 from runs import selectors
 from runs.api import events_page, run_json, runs_page
@@ -39,7 +39,7 @@ def _int(body: dict[str, Any], key: str, default: int | None = None) -> int | No
     value = body.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DB_ID:
         raise ServiceError(f"'{key}' must be a whole number.")
     return value
 

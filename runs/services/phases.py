@@ -14,10 +14,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from runs.models import EventType, Phase, PhaseState
+from runs.models import EventType, Phase, PhaseState, RunEvent, RunStatus
 from runs.services.events import StaleLease, event_append
 from runs.services.leases import lease_ttl, phase_claim, phase_heartbeat
 from runs.services.runs import run_settle
@@ -213,11 +215,6 @@ def phases_reap() -> list[int]:
 def runs_stalled(*, quiet_s: int | None = None) -> list[int]:
     """Admitted runs with a claimable phase and no event for ``quiet_s``: their wake-up message
     was probably lost (a broker restart), so they need another."""
-    from django.conf import settings
-    from django.db.models import Q
-
-    from runs.models import RunEvent, RunStatus
-
     quiet_s = settings.RUN_STALL_S if quiet_s is None else quiet_s
     now = timezone.now()
     candidates = set(
