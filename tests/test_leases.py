@@ -134,3 +134,34 @@ def test_racing_claims_of_one_phase_by_id_exactly_one_wins(world, django_capture
         wins = in_threads(6, lambda i, phase_id=phase_id: phase_claim(phase_id=phase_id, worker=f"w{i}"))
         assert sum(w is not None for w in wins) == 1, f"round {round_}"
         assert Phase.objects.get(pk=phase_id).attempt == 1
+
+
+def test_phases_ending_together_unblock_their_dependent_and_settle_the_run(world,
+                                                                           django_capture_on_commit_callbacks):
+    """Two phases of one run succeed at the same instant, round after round. Each completion
+    reads the DAG under its own snapshot; neither may miss the other: the dependent that needs
+    both must be unblocked, and when they are the last two the run must end."""
+    from runs.services.phases import phase_complete
+
+    dag = ("phases:\n  - {name: a, kind: sql, config: {sql: select 1}}\n"
+           "  - {name: b, kind: sql, config: {sql: select 1}, depends_on: []}\n")
+    for round_ in range(12):
+        with_c = round_ % 2 == 0
+        spec = f"name: pair{round_}\n{dag}" + (
+            "  - {name: c, kind: sql, config: {sql: select 1}, depends_on: [a, b]}\n" if with_c else "")
+        run = make_run(world, spec, django_capture_on_commit_callbacks)
+        claims = [phase_claim_next(workspace=world.workspace, worker=f"w{i}", kinds=["sql"], run_id=run.pk)
+                  for i in range(2)]
+        assert all(claims) and {p.name for p, _ in claims} == {"a", "b"}
+        in_threads(2, lambda i, claims=claims: phase_complete(phase=claims[i][0], lease_token=claims[i][1],
+                                                              succeeded=True))
+        if with_c:
+            c = Phase.objects.get(run=run, name="c")
+            assert not c.blocked, f"round {round_}: c stayed blocked after a and b succeeded together"
+            phase, token = phase_claim_next(workspace=world.workspace, worker="w", kinds=["sql"], run_id=run.pk)
+            assert phase.name == "c"
+            phase_complete(phase=phase, lease_token=token, succeeded=True)
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED, f"round {round_}: run left {run.status}"
+        seqs = list(run.events.values_list("seq", flat=True))
+        assert seqs == list(range(1, len(seqs) + 1))

@@ -68,18 +68,25 @@ def phase_claim_next(
     """Take the oldest claimable phase of these kinds (optionally of one run), or None."""
     from runs.services.admission import runs_admit
 
+    now = timezone.now()
+    if connection.vendor == "postgresql":  # one statement, no lock held across round trips
+        from runs.services import pgclaim
+
+        for _ in range(2):
+            got, queued = pgclaim.claim_next(workspace_id=workspace.pk, worker=worker, kinds=list(kinds),
+                                             run_id=run_id, now=now, ttl=lease_ttl())
+            # Runs waiting for admission: admit them (the safety net behind run create and settle),
+            # and look again if this claim came back empty.
+            if not queued or not runs_admit(workspace_id=workspace.pk) or got is not None:
+                return got
+        return got
     if Run.objects.filter(workspace=workspace, status=RunStatus.QUEUED).exists():  # cheap: no lock
         runs_admit(workspace_id=workspace.pk)
-    now = timezone.now()
     candidates = Phase.objects.filter(_claimable(now), kind__in=list(kinds), run__workspace=workspace)
     if run_id is not None:
         candidates = candidates.filter(run_id=run_id)
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            ids = list(candidates.select_for_update(skip_locked=True, of=("self",)).order_by("id")
-                       .values_list("id", flat=True)[:1])
-        else:  # SQLite serialises writers; the conditional UPDATE in _take is the guard
-            ids = list(candidates.order_by("id").values_list("id", flat=True)[:1])
+    with transaction.atomic():  # SQLite serialises writers; the conditional UPDATE in _take is the guard
+        ids = list(candidates.order_by("id").values_list("id", flat=True)[:1])
         return _take(ids[0], worker, now) if ids else None
 
 

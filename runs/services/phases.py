@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -72,9 +72,11 @@ def _end_attempt(current: Phase, *, outcome: str, error: str, output: dict[str, 
         event = (EventType.PHASE_FAILED, "error", f"{current.name} failed: {error}")
     current.error, current.finished_at, current.lease_token, current.lease_expires_at = error[:4000], now, "", None
     current.save()
+    # The event first: its seq UPDATE takes the run's row lock, so two phases of one run ending
+    # together serialise here, and the later one's dependency check sees the earlier success.
+    event_append(run=current.run, phase=current, type=event[0], level=event[1], message=event[2], payload=payload)
     if current.state == PhaseState.SUCCEEDED:
         _unblock_dependents(current)
-    event_append(run=current.run, phase=current, type=event[0], level=event[1], message=event[2], payload=payload)
 
 
 def phase_complete(
@@ -82,6 +84,17 @@ def phase_complete(
     cancelled: bool = False,
 ) -> Phase:
     """Record the outcome under the live lease; retry if attempts remain; settle the run."""
+    if succeeded and not cancelled and connection.vendor == "postgresql":  # one statement, then the follow-ups
+        from runs.services import pgclaim
+
+        done = pgclaim.complete_succeeded(phase_id=phase.pk, run_id=phase.run_id, name=phase.name,
+                                          lease_token=lease_token, output=output or {}, now=timezone.now())
+        if done is None:
+            raise StaleLease(f"phase {phase.pk}: lease token is no longer valid")
+        current, unfinished, cancel_requested = done
+        if not unfinished or cancel_requested:
+            run_settle(run_id=current.run_id)
+        return current
     with transaction.atomic():
         current = Phase.objects.select_for_update(of=("self",)).select_related("run").filter(
             pk=phase.pk, lease_token=lease_token, state=PhaseState.RUNNING
