@@ -64,7 +64,7 @@ def _push_of(shape: str, request: HttpRequest, body: bytes) -> tuple[str, str] |
 def _push_json(push: PushResult, pushed_sha: str) -> dict[str, Any]:
     sync = push.sync
     return {
-        "sha": sync.sha, "pushed_sha": pushed_sha,
+        "sha": sync.sha, "pushed_sha": pushed_sha, "stale": sync.stale,
         "jobs": [{"job": j.slug, "path": j.path, "version": j.version, "outcome": j.outcome} for j in sync.jobs],
         "errors": [{"file": e.path, "errors": e.errors} for e in sync.errors],
         "runs": push.run_ids, "run_errors": push.run_errors,
@@ -102,7 +102,7 @@ def git_push(request: HttpRequest, workspace: str) -> JsonResponse:
     if pushed_sha == ZERO_SHA:
         return JsonResponse({"ignored": f"branch {source.branch} was deleted"}, status=202)
     try:
-        result = git_push_receive(access=system_access(source.workspace), source=source)
+        result = git_push_receive(access=system_access(source.workspace), source=source, sha=pushed_sha or None)
     except ServiceError as exc:
         return api_error(_SYNC_STATUS.get(exc.code, 422), "sync_failed", str(exc))
     except PermissionDenied as exc:

@@ -271,3 +271,35 @@ def test_yaml_alias_bombs_are_refused_before_parsing(world, repo, source):
     assert [(e.path, e.errors) for e in result.errors] == [
         ("jobs/bomb.yaml", ["line 9: YAML aliases (*a0) are not accepted"])]
     assert [j.slug for j in result.jobs] == ["hello"]
+
+
+def test_push_syncs_and_runs_the_pushed_commit_and_ignores_late_older_pushes(
+        world, repo, source, client, django_capture_on_commit_callbacks):
+    """Webhooks can arrive after later pushes. Each runs at its own commit, not at the branch
+    tip; one delivered after a newer commit was synced does not roll the job back."""
+    source.run_on_push = True
+    source.save()
+    first = repo.commit({"jobs/hello.yaml": VALID})
+    second = repo.commit({"jobs/hello.yaml": VALID.replace("first", "second")})
+    with django_capture_on_commit_callbacks(execute=False):
+        early = github_post(client, {"ref": "refs/heads/main", "after": first})
+    assert early.status_code == 200, early.content
+    assert early.json()["sha"] == first and not early.json()["stale"]
+    run = Run.objects.get(pk=early.json()["runs"][0])
+    assert run.git_sha == first and run.job_version.spec["description"] == "first"
+    with django_capture_on_commit_callbacks(execute=False):
+        late = github_post(client, {"ref": "refs/heads/main", "after": second})
+    run = Run.objects.get(pk=late.json()["runs"][0])
+    assert run.git_sha == second and run.job_version.spec["description"] == "second"
+    with django_capture_on_commit_callbacks(execute=False):
+        replay = github_post(client, {"ref": "refs/heads/main", "after": first})
+    assert replay.status_code == 200 and replay.json()["stale"] and replay.json()["runs"] == []
+    assert Job.objects.get().current_version.git_sha == second and Run.objects.count() == 2
+
+
+def test_push_naming_a_commit_the_repository_lacks_is_one_clear_error(world, repo, source, client):
+    repo.commit({"jobs/hello.yaml": VALID})
+    response = github_post(client, {"ref": "refs/heads/main", "after": "ab" * 20})
+    assert response.status_code in (422, 502), response.content
+    assert "cannot be fetched" in response.json()["error"]["message"]
+    assert not Job.objects.exists()

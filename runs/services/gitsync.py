@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -34,6 +35,9 @@ from runs.spec import SpecError, parse_spec, spec_hash
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT_S = 120
+SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
+# How much history a push sync fetches to tell a late webhook (an older commit) from a new one.
+HISTORY_DEPTH = 200
 MAX_SPEC_FILES = 200
 MAX_SPEC_BYTES = 1_000_000
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -61,6 +65,7 @@ class SyncResult:
     sha: str
     jobs: list[SyncedJob] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
+    stale: bool = False  # the pushed commit is older than the one already synced: nothing imported
 
     def count(self, outcome: str) -> int:
         return sum(1 for j in self.jobs if j.outcome == outcome)
@@ -174,8 +179,36 @@ def _import_file(*, access: Access, text: str, rel: str, repo: str, sha: str) ->
     return SyncedJob(slug, rel, version.number, "updated" if created else "unchanged")
 
 
-def git_sync(*, access: Access, source: GitSource) -> SyncResult:
-    """Clone the source's branch and import every *.yaml/*.yml directly in its folder.
+def _git_ok(args: list[str], *, cwd: Path, url: str) -> bool:
+    """Whether a git query command answers yes (exit status 0)."""
+    try:
+        _git(args, cwd=cwd, url=url)
+    except ServiceError:
+        return False
+    return True
+
+
+def _checkout_pushed(root: Path, *, url: str, branch: str, sha: str, last_synced: str) -> bool:
+    """Fetch the pushed commit (with recent history of it and of the branch) into ``root`` and
+    check it out. Returns False when the source already synced a newer commit that contains it:
+    a webhook delivered late must not roll the jobs back."""
+    _git(["init", "--quiet", str(root)], cwd=None, url=url)
+    try:
+        _git(["fetch", "--quiet", "--no-tags", f"--depth={HISTORY_DEPTH}", "--", url, sha,
+              f"refs/heads/{branch}"], cwd=root, url=url)
+    except ServiceError as exc:
+        raise ServiceError(f"The pushed commit {sha[:12]} cannot be fetched from branch {branch}: {exc}",
+                           code="git_failed") from None
+    _git(["checkout", "--quiet", "--detach", sha], cwd=root, url=url)
+    if last_synced and last_synced != sha and _git_ok(["cat-file", "-e", f"{last_synced}^{{commit}}"],
+                                                      cwd=root, url=url):
+        return not _git_ok(["merge-base", "--is-ancestor", sha, last_synced], cwd=root, url=url)
+    return True
+
+
+def git_sync(*, access: Access, source: GitSource, sha: str | None = None) -> SyncResult:
+    """Clone the source's branch (or fetch the commit ``sha``, as a push webhook names it) and
+    import every *.yaml/*.yml directly in its folder.
 
     A file whose spec is invalid is reported (path and error lines) and leaves nothing behind;
     the other files are still imported. Raises ServiceError (after recording it on the source)
@@ -189,8 +222,15 @@ def git_sync(*, access: Access, source: GitSource) -> SyncResult:
             raise ServiceError("The branch name must not be empty or start with '-'.")
         with tempfile.TemporaryDirectory(prefix="controlroom-git-") as tmp:
             root = Path(tmp).resolve() / "repo"
-            _git(["clone", "--quiet", "--depth", "1", "--no-tags", "--branch", source.branch, "--", url, str(root)],
-                 cwd=None, url=url)
+            if sha is None:
+                _git(["clone", "--quiet", "--depth", "1", "--no-tags", "--branch", source.branch, "--", url,
+                      str(root)], cwd=None, url=url)
+            else:
+                if not SHA_RE.fullmatch(sha):
+                    raise ServiceError("The pushed commit id must be 40 hex digits.")
+                if not _checkout_pushed(root, url=url, branch=source.branch, sha=sha.lower(),
+                                        last_synced=source.last_synced_sha):
+                    return SyncResult(sha=sha.lower(), errors=[], stale=True)
             sha = _git(["rev-parse", "HEAD"], cwd=root, url=url).lower()
             if len(sha) != 40:
                 raise ServiceError("Only SHA-1 repositories are supported (commit ids of 40 hex digits).")
@@ -258,10 +298,11 @@ class PushResult:
     run_errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def git_push_receive(*, access: Access, source: GitSource) -> PushResult:
-    """Sync after a verified push; with ``run_on_push``, run each job this sync versioned."""
-    result = PushResult(sync=git_sync(access=access, source=source))
-    if not source.run_on_push:
+def git_push_receive(*, access: Access, source: GitSource, sha: str | None = None) -> PushResult:
+    """Sync at the pushed commit after a verified push; with ``run_on_push``, run each job this
+    sync versioned, at that commit."""
+    result = PushResult(sync=git_sync(access=access, source=source, sha=sha))
+    if not source.run_on_push or result.sync.stale:
         return result
     changed = {j.slug for j in result.sync.changed}
     for job in Job.objects.filter(workspace=access.workspace, slug__in=changed).select_related("current_version"):
