@@ -30,6 +30,7 @@ class SecretRef(models.Model):
 class Connection(models.Model):
     class Kind(models.TextChoices):
         DUCKDB = "duckdb", "DuckDB (embedded)"
+        TRINO = "trino", "Trino"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connections")
     environment = models.ForeignKey(
@@ -38,6 +39,9 @@ class Connection(models.Model):
     )
     name = models.SlugField(max_length=64)
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # trino: {"host", "port", "http_scheme" (http|https), "user" (the service user that
+    # impersonates end users), "catalog", "schema", "verify" (TLS)}; password in password_ref.
+    # duckdb: {"database": path (optional)}.
     config = models.JSONField(default=dict, blank=True)
     password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

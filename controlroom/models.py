@@ -26,6 +26,9 @@ class Workspace(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    sql_row_cap = models.PositiveIntegerField(
+        default=1_000_000, help_text="Rows a SQL editor result keeps; the rest is cut (and the page says so).")
+    sql_timeout_s = models.PositiveIntegerField(default=300, help_text="Statement timeout of the SQL editor.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

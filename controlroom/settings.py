@@ -152,6 +152,9 @@ ARTIFACT_STORE_URL = env_str("ARTIFACT_STORE_URL", (DATA_DIR / "artifacts").as_u
 WAREHOUSE_DIR = Path(env_str("CONTROLROOM_WAREHOUSE_DIR", str(DATA_DIR / "warehouse"))).resolve()
 DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(BASE_DIR / "demo" / "data"))).resolve()
 SQL_EDITOR_ROW_CAP = env_int("SQL_EDITOR_ROW_CAP", 10_000)
+# The parser's read-only check (sqlcheck) in front of the engine's; switched off only by the
+# tests that prove the engine refuses writes on its own.
+SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)
 # A claimed phase's lease lasts this long unless a heartbeat renews it (workers beat at a third).
 PHASE_LEASE_TTL_S = env_int("PHASE_LEASE_TTL_S", 30)
 # An admitted run with runnable phases and no event for this long gets another wake-up.
@@ -177,6 +180,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"sqlwarehouse.tasks.query_execute": {"queue": "sql"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

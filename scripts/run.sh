@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 setsid .venv/bin/gunicorn controlroom.wsgi:application --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
   --graceful-timeout 10 --access-logfile - --log-level warning & pids+=($!)
-setsid .venv/bin/celery -A controlroom worker --loglevel INFO --queues default --concurrency 2 \
+setsid .venv/bin/celery -A controlroom worker --loglevel INFO --queues default,sql --concurrency 2 \
   --prefetch-multiplier 1 --hostname "worker@%h" & pids+=($!)
 setsid .venv/bin/celery -A controlroom beat --loglevel INFO \
   --scheduler django_celery_beat.schedulers:DatabaseScheduler --pidfile= & pids+=($!)

@@ -1,20 +1,34 @@
-"""Saved queries and the history of every execution."""
+"""Saved queries (versioned), and the history of every execution with its stored result."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 
+from artifacts.models import Blob
 from connections.models import Connection
-from controlroom.models import Workspace
+from controlroom.models import Environment, Workspace
 
 
 class SavedQuery(models.Model):
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "Only me"
+        WORKSPACE = "workspace", "The workspace"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="saved_queries")
     title = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    tags = models.JSONField(default=list, blank=True)
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.WORKSPACE)
     sql = models.TextField()
+    # [{"name": "since", "type": "date", "default": "2024-01-01"}]; the SQL says :since.
+    parameters = models.JSONField(default=list, blank=True)
+    chart = models.JSONField(default=dict, blank=True)  # {"type": "bar", "x": "col", "y": ["col2"]}
     connection = models.ForeignKey(Connection, on_delete=models.SET_NULL, null=True, blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
+    version = models.PositiveIntegerField(default=1)
+    last_execution = models.ForeignKey("QueryExecution", on_delete=models.SET_NULL, null=True, blank=True,
+                                       related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -25,24 +39,60 @@ class SavedQuery(models.Model):
         return self.title
 
 
+class SavedQueryVersion(models.Model):
+    """One save of a saved query; never changed afterwards."""
+
+    saved_query = models.ForeignKey(SavedQuery, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    sql = models.TextField()
+    parameters = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["saved_query", "number"], name="uniq_saved_query_version")]
+
+    def __str__(self) -> str:
+        return f"{self.saved_query_id} v{self.number}"
+
+
 class QueryExecution(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="query_executions")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
     connection = models.ForeignKey(Connection, on_delete=models.SET_NULL, null=True)
+    # The environment the query ran for: it decides who may write (in prod only admins).
+    environment = models.ForeignKey(Environment, on_delete=models.SET_NULL, null=True, blank=True)
     saved_query = models.ForeignKey(SavedQuery, on_delete=models.SET_NULL, null=True, blank=True)
     sql = models.TextField()
+    parameters = models.JSONField(default=dict, blank=True)
     engine = models.CharField(max_length=16)
-    status = models.CharField(max_length=16, choices=Status.choices)
+    read_only = models.BooleanField(default=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True, default="")
-    columns = models.JSONField(default=list)
-    rows = models.JSONField(default=list)
-    row_count = models.PositiveIntegerField(default=0)
-    truncated = models.BooleanField(default=False)
-    started_at = models.DateTimeField()
+    engine_query_id = models.CharField(max_length=200, blank=True, default="")
+    # {"state", "completed_splits", "total_splits", "rows", "statement", "statements"}
+    progress = models.JSONField(default=dict, blank=True)
+    columns = models.JSONField(default=list)  # [{"name", "type"}]
+    rows = models.JSONField(default=list)  # a preview: the first rows, JSON-safe
+    row_count = models.BigIntegerField(default=0)
+    truncated = models.BooleanField(default=False)  # cut at the workspace's row cap
+    result = models.ForeignKey(Blob, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    manifest = models.JSONField(default=dict, blank=True)  # columns, types, rows, bytes, sha256
+    started_at = models.DateTimeField()  # submitted
+    finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -51,3 +101,23 @@ class QueryExecution(models.Model):
 
     def __str__(self) -> str:
         return f"execution {self.pk}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class SchemaSnapshot(models.Model):
+    """A connection's catalogs, schemas, tables and columns as last read from the engine: the
+    schema browser and editor completion read this, and a refresh replaces it."""
+
+    connection = models.OneToOneField(Connection, on_delete=models.CASCADE, related_name="schema_snapshot")
+    # {"catalog": {"schema": {"table": [["column", "type"], ...]}}}
+    namespace = models.JSONField(default=dict)
+    tables = models.PositiveIntegerField(default=0)
+    fetched_at = models.DateTimeField()
+    fetch_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"schema of {self.connection_id}"

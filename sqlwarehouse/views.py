@@ -1,25 +1,35 @@
-"""The SQL editor, its results, history and saved queries."""
+"""The SQL editor, execution pages (live status, cancel, stored result pages, export) and history."""
 
 from __future__ import annotations
 
+import json
+import math
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
 
 from connections.models import Connection
 from connections.services import connections_for
 from controlroom.access import Access
-from controlroom.models import Role
+from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
+from sqlwarehouse import params
+from sqlwarehouse.execution import query_cancel, query_submit
 from sqlwarehouse.models import QueryExecution, SavedQuery
-from sqlwarehouse.services import query_run, saved_query_save
+from sqlwarehouse.results import read_page, result_path
+from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, saved_query_get, saved_query_save
+from sqlwarehouse.streams import dialect_of
 
 RESULT_PAGE = 100
+ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
 
 
 def _connection(access: Access, raw: str | None) -> Connection | None:
@@ -27,12 +37,11 @@ def _connection(access: Access, raw: str | None) -> Connection | None:
 
 
 def _saved(access: Access, raw: str | None) -> SavedQuery | None:
-    if not raw:
-        return None
-    saved = SavedQuery.objects.filter(workspace=access.workspace, pk=raw).first() if raw.isdigit() else None
-    if saved is None:
-        raise Http404("No such saved query.")
-    return saved
+    return saved_query_get(access=access, saved_id=raw) if raw else None
+
+
+def _values(request: HttpRequest, names: list[str]) -> dict[str, str]:
+    return {name: request.POST.get(f"param.{name}", "") for name in names}
 
 
 @login_required
@@ -42,36 +51,152 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
     data = request.POST if request.method == "POST" else request.GET
     saved = _saved(access, data.get("saved"))
     sql = data.get("sql", saved.sql if saved else "")
-    connection = _connection(access, data.get("connection")) or (saved.connection if saved else None)
+    connections = connections_for(workspace=access.workspace)
+    if request.method == "POST" or "connection" in data:  # a foreign or unknown id is refused on submit
+        connection = _connection(access, data.get("connection"))
+    else:
+        connection = (saved.connection if saved else None) or (connections[0] if connections else None)
+    spec_text = data.get("parameters", format_parameter_spec(saved.parameters) if saved else "")
+    environment = access.workspace.environments.filter(name=data.get("environment") or "dev").first()
     if request.method == "POST":
         try:
+            declared = parse_parameter_spec(spec_text)
             if "save" in request.POST:
-                saved = saved_query_save(access=access, title=request.POST.get("title", ""), sql=sql,
-                                         connection=connection, saved_query=saved)
-                messages.success(request, f"Saved “{saved.title}”.")
+                saved = saved_query_save(
+                    access=access, title=request.POST.get("title", ""), sql=sql, connection=connection,
+                    saved_query=saved, description=request.POST.get("description", ""),
+                    tags=request.POST.get("tags", ""), visibility=request.POST.get("visibility", "workspace"),
+                    parameters=declared)
+                messages.success(request, f"Saved “{saved.title}” (version {saved.version}).")
                 return redirect(f"{request.path}?saved={saved.pk}")
-            execution = query_run(access=access, connection=connection, sql=sql, saved_query=saved)
+            if "explain" in request.POST:
+                sql = f"EXPLAIN {sql.strip().rstrip(';')}"
+            used = params.names(sql, dialect_of(connection))
+            execution = query_submit(access=access, connection=connection, sql=sql, saved_query=saved,
+                                     parameters=_values(request, used), environment=environment)
             return redirect("sqlwarehouse:execution", workspace=workspace, execution_id=execution.pk)
         except ServiceError as exc:
             messages.error(request, str(exc))
-    connections = connections_for(workspace=access.workspace)
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+    dialect = dialect_of(connection)
+    declared_defaults = {p["name"]: p.get("default") for p in (saved.parameters if saved else [])}
     return render(request, "sqlwarehouse/editor.html", {
         "access": access, "workspace": access.workspace, "sql": sql, "saved": saved, "connections": connections,
-        "connection_id": (connection or (connections[0] if connections else None)) and
-        (connection or connections[0]).pk,
+        "connection_id": connection.pk if connection else None, "dialect": dialect,
+        "parameters_spec": spec_text, "environments": Environment.Name.values,
+        "environment": environment.name if environment else "dev",
+        "param_fields": [(n, data.get(f"param.{n}", declared_defaults.get(n) or ""))
+                         for n in params.names(sql, dialect)],
+        "draft_key": f"{access.workspace.slug}:{f'saved:{saved.pk}' if saved else 'new'}",
+        "schema_url": reverse("sqlwarehouse:schema_completion", args=[workspace, connection.pk]) if connection
+        else "",
+        "visibilities": SavedQuery.Visibility.choices,
     })
+
+
+def _execution_for(request: HttpRequest, workspace: str, execution_id: int) -> tuple[Access, QueryExecution]:
+    """Your own executions; and, for anyone who can see the saved query, its last result."""
+    access = workspace_access(user=request.user, slug=workspace, minimum=Role.VIEWER)
+    obj = QueryExecution.objects.select_related("connection", "result", "saved_query").filter(
+        workspace=access.workspace, pk=execution_id).first()
+    if obj is None:
+        raise Http404("No such query execution.")
+    if obj.user_id == request.user.pk and access.can(Role.ANALYST):
+        return access, obj
+    shared = SavedQuery.objects.filter(Q(visibility=SavedQuery.Visibility.WORKSPACE) | Q(owner=request.user),
+                                       workspace=access.workspace, last_execution=obj).exists()
+    if not shared:
+        raise Http404("No such query execution in your history.")
+    return access, obj
+
+
+def _sort(request: HttpRequest, execution: QueryExecution) -> tuple[str | None, bool]:
+    sort = request.GET.get("sort") or None
+    if sort and sort not in [c["name"] for c in execution.columns]:
+        sort = None
+    return sort, request.GET.get("dir") == "desc"
 
 
 @login_required
 def execution(request: HttpRequest, workspace: str, execution_id: int) -> HttpResponse:
-    access = workspace_access(user=request.user, slug=workspace, minimum=Role.ANALYST)
-    obj = QueryExecution.objects.filter(workspace=access.workspace, user=request.user, pk=execution_id).first()
-    if obj is None:
-        raise Http404("No such query execution in your history.")
-    page = Paginator(obj.rows, RESULT_PAGE).get_page(request.GET.get("page"))
+    access, obj = _execution_for(request, workspace, execution_id)
+    sort, descending = _sort(request, obj)
+    pages = max(1, math.ceil(obj.row_count / RESULT_PAGE))
+    try:
+        number = min(max(1, int(request.GET.get("page", 1))), pages)
+    except ValueError:
+        number = 1
+    rows = obj.rows[:RESULT_PAGE] if number == 1 and not sort else []
+    if obj.result_id and obj.status == QueryExecution.Status.SUCCEEDED and (sort or number > 1 or
+                                                                            obj.row_count > len(obj.rows)):
+        rows = read_page(obj.result, offset=(number - 1) * RESULT_PAGE, limit=RESULT_PAGE, sort=sort,
+                         descending=descending)
+    saved = obj.saved_query
+    can_chart = saved is not None and (saved.owner_id == request.user.pk or access.can(Role.ADMIN))
     return render(request, "sqlwarehouse/execution.html", {
-        "access": access, "workspace": access.workspace, "execution": obj, "page": page,
+        "access": access, "workspace": access.workspace, "execution": obj, "rows": rows, "number": number,
+        "pages": pages, "sort": sort, "descending": descending, "first_row": (number - 1) * RESULT_PAGE,
+        "chart_json": json.dumps(saved.chart) if saved and saved.chart else "",
+        "chart_save_url": reverse("sqlwarehouse:saved_chart", args=[workspace, saved.pk]) if can_chart else "",
+        "can_cancel": not obj.is_terminal and (obj.user_id == request.user.pk or access.can(Role.ADMIN)),
     })
+
+
+@login_required
+def execution_status(request: HttpRequest, workspace: str, execution_id: int) -> HttpResponse:
+    """The live status fragment; HTTP 286 (htmx: stop polling) once the execution has ended,
+    with a redirect header so the page reloads into the result."""
+    access, obj = _execution_for(request, workspace, execution_id)
+    response = render(request, "sqlwarehouse/_execution_status.html", {
+        "workspace": access.workspace, "execution": obj,
+        "can_cancel": not obj.is_terminal and (obj.user_id == request.user.pk or access.can(Role.ADMIN)),
+    })
+    if obj.is_terminal:
+        response.status_code = 286
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def execution_cancel(request: HttpRequest, workspace: str, execution_id: int) -> HttpResponse:
+    access, obj = _execution_for(request, workspace, execution_id)
+    try:
+        query_cancel(access=access, execution=obj)
+    except (ServiceError, PermissionDenied) as exc:
+        messages.error(request, str(exc))
+    return redirect("sqlwarehouse:execution", workspace=workspace, execution_id=execution_id)
+
+
+@login_required
+def execution_rows(request: HttpRequest, workspace: str, execution_id: int) -> JsonResponse:
+    """The first rows of a stored result as JSON (for charts), read from the result file."""
+    _, obj = _execution_for(request, workspace, execution_id)
+    rows = obj.rows
+    if obj.result_id and obj.row_count > len(rows):
+        rows = read_page(obj.result, offset=0, limit=ROWS_JSON_LIMIT)
+    return JsonResponse({"columns": obj.columns, "rows": rows, "row_count": obj.row_count,
+                         "truncated": obj.truncated or obj.row_count > len(rows)})
+
+
+@login_required
+def execution_export(request: HttpRequest, workspace: str, execution_id: int, fmt: str) -> HttpResponse:
+    """CSV or Parquet of the stored result, streamed (flat memory whatever the size)."""
+    from sqlwarehouse.results import csv_chunks
+
+    _, obj = _execution_for(request, workspace, execution_id)
+    if obj.result_id is None:
+        raise Http404("This execution has no stored result.")
+    name = f"query-{obj.pk}"
+    if fmt == "parquet":
+        return FileResponse(result_path(obj.result).open("rb"), as_attachment=True, filename=f"{name}.parquet",
+                            content_type="application/vnd.apache.parquet")
+    if fmt == "csv":
+        response = StreamingHttpResponse(csv_chunks(obj.result), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+        return response
+    raise Http404("Export as csv or parquet.")
 
 
 @login_required
@@ -81,21 +206,14 @@ def history(request: HttpRequest, workspace: str) -> HttpResponse:
     q = request.GET.get("q", "").strip()
     if q:
         qs = qs.filter(sql__icontains=q)
-    page = Paginator(qs.defer("rows", "columns"), 50).get_page(request.GET.get("page"))
+    status = request.GET.get("status", "")
+    if status in QueryExecution.Status.values:
+        qs = qs.filter(status=status)
+    engine = request.GET.get("engine", "")
+    if engine in Connection.Kind.values:
+        qs = qs.filter(engine=engine)
+    page = Paginator(qs.defer("rows", "columns", "manifest"), 50).get_page(request.GET.get("page"))
     return render(request, "sqlwarehouse/history.html", {
-        "access": access, "workspace": access.workspace, "page": page, "q": q,
-    })
-
-
-@login_required
-def saved_list(request: HttpRequest, workspace: str) -> HttpResponse:
-    access = workspace_access(user=request.user, slug=workspace)
-    qs = SavedQuery.objects.filter(workspace=access.workspace).select_related("owner", "connection")
-    q = request.GET.get("q", "").strip()
-    if q:
-        qs = qs.filter(Q(title__icontains=q) | Q(sql__icontains=q))
-    page = Paginator(qs, 50).get_page(request.GET.get("page"))
-    return render(request, "sqlwarehouse/saved_list.html", {
-        "access": access, "workspace": access.workspace, "page": page, "q": q,
-        "can_run": access.can(Role.ANALYST),
+        "access": access, "workspace": access.workspace, "page": page, "q": q, "status": status,
+        "engine": engine, "statuses": QueryExecution.Status.choices, "engines": Connection.Kind.choices,
     })

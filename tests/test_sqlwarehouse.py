@@ -1,6 +1,12 @@
-"""The SQL editor on DuckDB: results, pagination, history, saved queries, sandbox, audit."""
+"""The SQL editor on DuckDB: async execution, stored results and their pages, export, history,
+saved queries, sandbox, read-only by parser and by engine, audit."""
 
+import csv
+import io
+
+import pyarrow.parquet as pq
 import pytest
+from django.test import TestCase
 
 from connections.models import Connection
 from controlroom.models import AuditEvent
@@ -10,9 +16,20 @@ pytestmark = pytest.mark.django_db
 EDITOR = "/w/acme/sql/"
 
 
+@pytest.fixture(autouse=True)
+def _eager(eager_celery):
+    """The worker's part runs in-process when the submit commits (see ``post``)."""
+
+
+def post(client, data: dict):
+    """POST to the editor; the commit hooks (the queued worker task) run before it returns."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(EDITOR, data)
+
+
 def run_sql(world, persona: str, sql: str, **extra) -> QueryExecution | None:
     connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
-    response = world.client(persona).post(EDITOR, {"sql": sql, "connection": connection.pk, "run": "1", **extra})
+    response = post(world.client(persona), {"sql": sql, "connection": connection.pk, "run": "1", **extra})
     assert response.status_code in (200, 302)
     return QueryExecution.objects.order_by("-id").first() if response.status_code == 302 else None
 
@@ -42,9 +59,11 @@ def test_every_execution_is_audited(world):
 
 
 def test_sql_error_is_one_clear_message(world):
-    execution = run_sql(world, "analyst", "SELEC 1")
-    page = world.client("analyst").get(f"/w/acme/sql/executions/{execution.pk}/").content.decode()
+    execution = run_sql(world, "operator", "SELEC 1")  # the engine's own message
+    page = world.client("operator").get(f"/w/acme/sql/executions/{execution.pk}/").content.decode()
     assert execution.status == "failed" and "Parser Error: syntax error at or near" in page
+    refused = run_sql(world, "analyst", "SELEC 1")  # read-only: what cannot be parsed cannot be checked
+    assert refused.status == "failed" and "could not be parsed" in refused.error
 
 
 def test_bad_input_gets_a_message_and_no_execution(world):
@@ -81,13 +100,15 @@ def test_the_sandbox_holds_even_for_operators(world, sql):
     assert any(word in execution.error for word in ("Permission Error", "disabled", "Cannot change"))
 
 
-def test_big_numbers_keep_their_digits_and_row_cap_is_reported(world, settings):
+def test_big_numbers_keep_their_digits_and_row_cap_is_reported(world):
     execution = run_sql(world, "analyst", "SELECT 9007199254740993::BIGINT AS big, 12345678901234.56::DECIMAL(18,2) d")
     assert execution.rows == [["9007199254740993", "12345678901234.56"]]
-    settings.SQL_EDITOR_ROW_CAP = 50
+    world.workspace.sql_row_cap = 50
+    world.workspace.save()
     capped = run_sql(world, "analyst", "SELECT * FROM range(1000)")
-    assert capped.row_count == 50 and capped.truncated
-    assert "cut at the row cap" in world.client("analyst").get(f"/w/acme/sql/executions/{capped.pk}/").content.decode()
+    assert capped.row_count == 50 and capped.truncated and capped.manifest["rows"] == 50
+    page = world.client("analyst").get(f"/w/acme/sql/executions/{capped.pk}/").content.decode()
+    assert "Cut at the workspace's row cap of 50 rows." in page
 
 
 def test_save_find_and_reopen_a_query(world):
@@ -108,3 +129,79 @@ def test_save_find_and_reopen_a_query(world):
     no_title = client.post(EDITOR, {"sql": "SELECT 3", "title": "", "connection": connection.pk, "save": "1"})
     assert "Give the query a title." in no_title.content.decode() and SavedQuery.objects.count() == 1
     assert world.client("analyst").get(f"{EDITOR}?saved=999").status_code == 404
+
+
+def test_result_is_stored_as_parquet_and_pages_sort_and_export_from_it(world, monkeypatch):
+    execution = run_sql(world, "analyst", "SELECT range AS n, (range * 7) % 250 AS m, 'r' || range AS label "
+                                          "FROM range(250)")
+    manifest = execution.manifest
+    assert manifest["rows"] == 250 and manifest["sha256"] == execution.result_id
+    assert [c["name"] for c in manifest["columns"]] == ["n", "m", "label"] and manifest["bytes"] > 0
+    client = world.client("analyst")
+    # From here on no engine may run: every page and export reads the stored file.
+    import sqlwarehouse.streams
+
+    monkeypatch.setattr(sqlwarehouse.streams, "open_engine", lambda *a, **k: pytest.fail("engine was asked again"))
+    sorted_desc = client.get(f"/w/acme/sql/executions/{execution.pk}/?sort=m&dir=desc").content.decode()
+    assert sorted_desc.index("<td>249</td>") < sorted_desc.index("<td>248</td>")
+    last = client.get(f"/w/acme/sql/executions/{execution.pk}/?page=3").content.decode()
+    assert "<td>r249</td>" in last and "<td>r199</td>" not in last
+    exported = client.get(f"/w/acme/sql/executions/{execution.pk}/export.csv")
+    rows = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    assert rows[0] == ["n", "m", "label"] and len(rows) == 251 and rows[250] == ["249", str(249 * 7 % 250), "r249"]
+    parquet = client.get(f"/w/acme/sql/executions/{execution.pk}/export.parquet")
+    table = pq.read_table(io.BytesIO(b"".join(parquet.streaming_content)))
+    assert table.num_rows == 250 and table.column_names == ["n", "m", "label"]
+    chart_rows = client.get(f"/w/acme/sql/executions/{execution.pk}/rows.json").json()
+    assert len(chart_rows["rows"]) == 250 and chart_rows["columns"][1]["name"] == "m"
+
+
+def test_statements_run_in_order_and_parameters_are_bound_as_values(world):
+    made = run_sql(world, "operator", "CREATE TABLE p AS SELECT range AS n FROM range(10); "
+                                      "INSERT INTO p VALUES (100); SELECT count(*) AS c, max(n) AS top FROM p")
+    assert made.status == "succeeded", made.error
+    assert made.rows == [[11, 100]]
+    bound = run_sql(world, "analyst", "SELECT n FROM p WHERE n >= :low ORDER BY n", **{"param.low": "8"})
+    assert bound.status == "succeeded" and bound.rows == [[8], [9], [100]] and bound.parameters == {"low": "8"}
+    # A value is data, never SQL: a quote in it cannot change the statement.
+    sneaky = run_sql(world, "analyst", "SELECT :name AS v", **{"param.name": "x' OR 1=1 --"})
+    assert sneaky.rows == [["x' OR 1=1 --"]]
+    missing = run_sql(world, "analyst", "SELECT :nothing AS v")
+    assert missing.status == "failed" and "needs a value" in missing.error
+
+
+def test_explain_shows_the_plan(world):
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    post(world.client("analyst"), {"sql": "SELECT 1 AS one", "connection": connection.pk, "explain": "1"})
+    plan = QueryExecution.objects.get()
+    assert plan.sql.startswith("EXPLAIN ") and plan.status == "succeeded" and plan.rows
+
+
+def test_engine_refuses_writes_for_analysts_even_without_the_parser(world, settings):
+    settings.SQL_PARSER_CHECK = False
+    denied = run_sql(world, "analyst", "CREATE TABLE sneaky AS SELECT 1 AS x")
+    assert denied.status == "failed" and "read-only" in denied.error.lower()
+
+
+def test_prod_writes_need_an_admin(world):
+    denied = run_sql(world, "operator", "CREATE TABLE prod_t AS SELECT 1 AS x", environment="prod")
+    assert denied.status == "failed" and denied.read_only
+    allowed = run_sql(world, "admin", "CREATE TABLE prod_t AS SELECT 1 AS x", environment="prod")
+    assert allowed.status == "succeeded" and not allowed.read_only
+
+
+def test_cancel_before_start_and_history_filters(world, django_capture_on_commit_callbacks):
+    from sqlwarehouse.execution import query_cancel, query_submit
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    with django_capture_on_commit_callbacks(execute=False):  # no worker picks it up
+        queued = query_submit(access=world.access("analyst"), connection=connection, sql="SELECT 1")
+    assert queued.status == "queued"
+    cancelled = query_cancel(access=world.access("analyst"), execution=queued)
+    assert cancelled.status == "cancelled" and cancelled.finished_at
+    from sqlwarehouse.execution import query_execute
+
+    assert query_execute(execution_id=queued.pk) is None  # a late message runs nothing
+    run_sql(world, "analyst", "SELECT 2 AS two")
+    history = world.client("analyst").get("/w/acme/sql/history/?status=cancelled").content.decode()
+    assert f"/w/acme/sql/executions/{queued.pk}/" in history and "SELECT 2 AS two" not in history

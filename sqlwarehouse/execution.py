@@ -1,0 +1,203 @@
+"""Asynchronous SQL execution: submit (returns at once), execute on the Celery ``sql`` queue,
+cancel. The row is the truth; the Celery message only wakes a worker.
+
+Who may write: analysts never; operators and admins in dev and stage; in prod only admins.
+Read-only is checked twice: by the parser (sqlcheck) before anything runs, and by the engine,
+which receives a read-only identity (Trino ``<user>~ro``, DuckDB opened read-only).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from connections.models import Connection
+from controlroom.access import Access
+from controlroom.audit import audit_record
+from controlroom.models import Environment, Role
+from controlroom.services import ServiceError
+from sqlwarehouse.engines import EngineError
+from sqlwarehouse.models import QueryExecution, SavedQuery
+from sqlwarehouse.params import ParameterError, bind
+from sqlwarehouse.results import store_stream
+from sqlwarehouse.sqlcheck import SqlCheckError, check_read_only, split_statements
+from sqlwarehouse.streams import dialect_of, open_engine
+
+log = logging.getLogger(__name__)
+WATCH_S = 0.25  # how often the worker looks for a cancel and saves progress
+
+
+def may_write(access: Access, environment: Environment | None) -> bool:
+    if environment is not None and environment.name == Environment.Name.PROD:
+        return access.can(Role.ADMIN)
+    return access.can(Role.OPERATOR)
+
+
+def query_submit(
+    *, access: Access, connection: Connection | None, sql: str, parameters: dict[str, Any] | None = None,
+    saved_query: SavedQuery | None = None, environment: Environment | None = None,
+) -> QueryExecution:
+    """Record the execution and queue it; refused SQL is recorded (failed) and audited too."""
+    access.require(Role.ANALYST)
+    if not sql.strip():
+        raise ServiceError("Write a SQL statement first.")
+    if "\x00" in sql:
+        raise ServiceError("The SQL contains a NUL character; remove it and run again.")
+    if connection is None or connection.workspace_id != access.workspace.pk:
+        raise ServiceError("Choose a connection of this workspace.")
+    environment = connection.environment or environment
+    read_only = not may_write(access, environment)
+    execution = QueryExecution(
+        workspace=access.workspace, user=access.user, connection=connection, saved_query=saved_query,
+        environment=environment, sql=sql, parameters=parameters or {}, engine=connection.kind,
+        read_only=read_only, started_at=timezone.now(),
+    )
+    dialect = dialect_of(connection)
+    try:
+        declared = saved_query.parameters if saved_query is not None else None
+        # Fails early on missing values; the check reads the SQL as the engine will (with ?).
+        bound, _ = bind(sql, parameters or {}, dialect=dialect, declared=declared)
+        if not split_statements(bound, dialect):
+            raise SqlCheckError("There is no SQL statement to run.")
+        if read_only and settings.SQL_PARSER_CHECK:
+            check_read_only(bound, dialect)
+    except (SqlCheckError, ParameterError) as exc:
+        execution.status, execution.error = QueryExecution.Status.FAILED, str(exc)
+        execution.finished_at = timezone.now()
+    with transaction.atomic():
+        execution.save()
+        if execution.status == QueryExecution.Status.FAILED:
+            _audit(execution, access=access)
+        else:
+            from sqlwarehouse.tasks import query_execute
+
+            transaction.on_commit(lambda: query_execute.apply_async((execution.pk,), queue="sql"))
+    return execution
+
+
+def query_cancel(*, access: Access, execution: QueryExecution) -> QueryExecution:
+    """Queued: cancelled now. Running: the worker stops the engine's query within a moment."""
+    if execution.workspace_id != access.workspace.pk:
+        raise ServiceError("No such execution in this workspace.")
+    if execution.user_id != access.user.pk and not access.can(Role.ADMIN):
+        access.require(Role.ADMIN)
+    now = timezone.now()
+    with transaction.atomic():
+        if QueryExecution.objects.filter(pk=execution.pk, status=QueryExecution.Status.QUEUED).update(
+                status=QueryExecution.Status.CANCELLED, cancel_requested=True, finished_at=now,
+                error="The query was cancelled before it started."):
+            execution.refresh_from_db()
+            _audit(execution, access=access)
+        else:
+            QueryExecution.objects.filter(pk=execution.pk, status=QueryExecution.Status.RUNNING).update(
+                cancel_requested=True)
+    execution.refresh_from_db()
+    return execution
+
+
+def _audit(execution: QueryExecution, *, access: Access | None) -> None:
+    connection = execution.connection
+    audit_record(
+        access=access, workspace=execution.workspace, action="sql.execute", target=execution,
+        after={"user": execution.user.username if execution.user else "", "connection": connection.name
+               if connection else "", "engine": execution.engine, "sql": execution.sql[:10_000],
+               "parameters": execution.parameters, "read_only": execution.read_only, "status": execution.status,
+               "rows": execution.row_count, "error": execution.error[:1000]},
+    )
+
+
+class _Watch(threading.Thread):
+    """Saves progress and looks for a cancel request while the worker runs the query."""
+
+    def __init__(self, execution_id: int, engine) -> None:
+        super().__init__(daemon=True, name=f"sql-watch-{execution_id}")
+        self.execution_id, self.engine = execution_id, engine
+        self.halt, self.rows, self.statement = threading.Event(), 0, (1, 1)
+        self.cancelled = False
+
+    def run(self) -> None:
+        try:
+            while not self.halt.wait(WATCH_S):
+                try:
+                    progress = {**self.engine.progress(), "stored_rows": self.rows,
+                                "statement": self.statement[0], "statements": self.statement[1]}
+                    qs = QueryExecution.objects.filter(pk=self.execution_id)
+                    qs.update(progress=progress, engine_query_id=self.engine.query_id or "")
+                    if not self.cancelled and qs.filter(cancel_requested=True).exists():
+                        self.cancelled = True
+                        self.engine.cancel()
+                except Exception:  # a database blip: the query goes on; the next look may work
+                    log.warning("saving query progress failed", exc_info=True)
+                    close_old_connections()
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+
+
+def query_execute(*, execution_id: int) -> QueryExecution | None:
+    """Run a queued execution in this process (the Celery task calls this). A duplicate message
+    finds it no longer queued and does nothing."""
+    if not QueryExecution.objects.filter(pk=execution_id, status=QueryExecution.Status.QUEUED).update(
+            status=QueryExecution.Status.RUNNING):
+        return None
+    execution = QueryExecution.objects.select_related("connection", "user", "workspace", "saved_query").get(
+        pk=execution_id)
+    clock = time.monotonic()
+    workspace, dialect = execution.workspace, dialect_of(execution.connection)
+    engine = watch = None
+    try:
+        if execution.connection is None:
+            raise EngineError("The connection of this query was deleted.")
+        user = execution.user.username if execution.user else "controlroom"
+        engine = open_engine(execution.connection, user=user, read_only=execution.read_only)
+        declared = execution.saved_query.parameters if execution.saved_query else None
+        statements = split_statements(execution.sql, dialect)
+        watch = _Watch(execution.pk, engine)
+        watch.start()
+        stored = None
+        for number, statement in enumerate(statements, start=1):
+            watch.statement = (number, len(statements))
+            text, values = bind(statement, execution.parameters, dialect=dialect, declared=declared)
+            stream = engine.run(text, values, workspace.sql_timeout_s)
+            if stream is not None:
+                result = store_stream(stream, row_cap=workspace.sql_row_cap,
+                                      on_rows=lambda n: setattr(watch, "rows", n))
+                stored = result  # the last statement that returns rows is the result shown
+        execution.status = QueryExecution.Status.SUCCEEDED
+        if stored is not None:
+            execution.result, execution.columns, execution.rows = stored.blob, stored.columns, stored.preview
+            execution.row_count, execution.truncated, execution.manifest = (stored.row_count, stored.truncated,
+                                                                            stored.manifest)
+    except (EngineError, SqlCheckError, ParameterError) as exc:
+        cancelled = watch is not None and watch.cancelled
+        execution.status = QueryExecution.Status.CANCELLED if cancelled else QueryExecution.Status.FAILED
+        execution.error = "The query was cancelled." if cancelled else str(exc)
+    except Exception as exc:
+        log.exception("SQL execution crashed", extra={"execution_id": execution_id})
+        execution.status = QueryExecution.Status.FAILED
+        execution.error = f"Internal error while running the query ({type(exc).__name__}); see the worker log."
+    finally:
+        if watch is not None:
+            watch.halt.set()
+            watch.join()
+        if engine is not None:
+            engine.close()
+    execution.engine_query_id = (engine.query_id if engine is not None else "") or execution.engine_query_id
+    execution.finished_at = timezone.now()
+    execution.duration_ms = int((time.monotonic() - clock) * 1000)
+    final_progress = dict(execution.progress or {})
+    final_progress.update(state=execution.status.upper(), stored_rows=execution.row_count)
+    execution.progress = final_progress
+    with transaction.atomic():
+        execution.save()
+        if execution.saved_query_id and execution.status == QueryExecution.Status.SUCCEEDED:
+            SavedQuery.objects.filter(pk=execution.saved_query_id).update(last_execution=execution)
+        _audit(execution, access=Access(workspace=workspace, role=Role.VIEWER, user=execution.user))
+    return execution

@@ -1,0 +1,146 @@
+"""Stored results: a statement's Arrow batches streamed into Parquet in the artifact store, then
+paged, sorted and exported from that file alone (the engine is never asked again).
+
+Memory stays bounded by one batch on the way in (the writer flushes row groups) and on the way
+out (CSV and Parquet downloads stream the file batch by batch).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import io
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from django.conf import settings
+
+from artifacts.models import Blob
+from artifacts.storage import get_store
+from sqlwarehouse.streams import StatementStream
+
+PREVIEW_ROWS = 100
+ROW_GROUP_ROWS = 100_000
+CSV_BATCH_ROWS = 20_000
+MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+def cell(value: Any) -> Any:
+    """JSON-safe cell; big integers and decimals become strings so no digit is lost."""
+    if value is None or isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else str(value)
+    if isinstance(value, (decimal.Decimal, dt.date, dt.time, dt.datetime, dt.timedelta, uuid.UUID)):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+@dataclass
+class StoredResult:
+    blob: Blob | None
+    columns: list[dict[str, str]]
+    row_count: int
+    truncated: bool
+    preview: list[list[Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def store_stream(stream: StatementStream, *, row_cap: int, on_rows=None) -> StoredResult:
+    """Write the stream to Parquet (at most ``row_cap`` rows) and keep it in the artifact store."""
+    columns = [{"name": n, "type": t} for n, t in zip(stream.columns, stream.types, strict=True)]
+    tmp_dir = Path(settings.DATA_DIR) / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    rows, truncated, preview = 0, False, []
+    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="result-") as tmp:
+        path = Path(tmp) / "result.parquet"
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in stream.batches:
+                if rows + batch.num_rows > row_cap:
+                    batch, truncated = batch.slice(0, row_cap - rows), True
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+                if batch.num_rows:
+                    writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+                if len(preview) < PREVIEW_ROWS:
+                    head = batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist()
+                    preview += [[cell(v) for v in row.values()] for row in head]
+                rows += batch.num_rows
+                if on_rows is not None:
+                    on_rows(rows)
+                if truncated:
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no batch at all: an empty result still gets a file with its columns
+            schema = pa.schema([pa.field(c["name"] or f"_col{i}", pa.string()) for i, c in enumerate(columns)])
+            pq.write_table(schema.empty_table(), path)
+        sha, size = get_store().put_file(path)
+    blob, _ = Blob.objects.get_or_create(sha256=sha, defaults={"size": size})
+    manifest = {"columns": columns, "rows": rows, "bytes": size, "sha256": sha, "media_type": MEDIA_TYPE,
+                "truncated": truncated}
+    return StoredResult(blob, columns, rows, truncated, preview, manifest)
+
+
+def result_path(blob: Blob) -> Path:
+    return get_store().path_for(blob.sha256)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def read_page(blob: Blob, *, offset: int, limit: int, sort: str | None = None,
+              descending: bool = False) -> list[list[Any]]:
+    """Rows ``offset``..``offset+limit`` of a stored result, optionally sorted by one column.
+    DuckDB reads the Parquet file (sorting spills to disk if it must); no engine is involved."""
+    path = str(result_path(blob))
+    order = ""
+    if sort:
+        names = pq.read_schema(path).names
+        if sort not in names:
+            raise ValueError(f"There is no column {sort!r} in this result.")
+        order = f"ORDER BY {_quoted(sort)} {'DESC' if descending else 'ASC'} NULLS LAST"
+    con = duckdb.connect(config={"memory_limit": "256MB", "threads": 1})
+    try:
+        table = con.sql(f"SELECT * FROM read_parquet($path) {order} LIMIT $limit OFFSET $offset",
+                        params={"path": path, "limit": limit, "offset": offset}).to_arrow_table()
+    finally:
+        con.close()
+    return [[cell(v) for v in row.values()] for row in table.to_pylist()]
+
+
+def csv_chunks(blob: Blob) -> Iterator[bytes]:
+    """The stored result as CSV, one batch at a time (header first)."""
+    parquet = pq.ParquetFile(result_path(blob))
+    header = True
+    for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+        out = io.BytesIO()
+        pacsv.write_csv(batch, out, write_options=pacsv.WriteOptions(include_header=header))
+        header = False
+        yield out.getvalue()
+    if header:  # no rows: still the header
+        out = io.BytesIO()
+        pacsv.write_csv(parquet.schema_arrow.empty_table(), out)
+        yield out.getvalue()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as src:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,204 @@
+"""A connection's schema (catalogs, schemas, tables, columns) read from its engine and kept as a
+``SchemaSnapshot``, for the schema browser and the editor's completion.
+
+The engine is read as the user's read-only identity, so a snapshot never shows more than a
+read-only query of that user could; it is shared by everyone who uses the connection and
+replaced by a refresh. Reads of a stored snapshot never touch the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from connections.models import Connection
+from sqlwarehouse.engines import EngineError
+from sqlwarehouse.models import SchemaSnapshot
+from sqlwarehouse.streams import QueryEngine, open_engine
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_S = 120  # per statement; metadata of a large catalog can take a while
+SKIPPED_CATALOGS = frozenset({"system"})  # Trino's own runtime tables: noise in a browser
+TRINO_COLUMNS_SQL = (
+    "SELECT table_schema, table_name, column_name, data_type FROM {catalog}.information_schema.columns "
+    "WHERE table_schema <> 'information_schema' ORDER BY 1, 2, ordinal_position"
+)
+DUCKDB_COLUMNS_SQL = (
+    "SELECT table_catalog, table_schema, table_name, column_name, data_type FROM information_schema.columns "
+    "WHERE table_catalog = current_database() AND table_schema <> 'information_schema' "
+    "ORDER BY 1, 2, 3, ordinal_position"
+)
+
+Namespace = dict[str, dict[str, dict[str, list[list[str]]]]]
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def schema_fetch(*, connection: Connection, user: AbstractBaseUser) -> SchemaSnapshot:
+    """Read the connection's schema from its engine as ``user``'s read-only identity and store it,
+    replacing the previous snapshot.
+
+    A Trino catalog that cannot be read is left out and named in ``error``; the others are kept.
+    Raises ``EngineError`` (and keeps the stored snapshot) when the engine cannot be read at all.
+    """
+    began = time.monotonic()
+    engine = open_engine(connection, user=user.username, read_only=True)
+    try:
+        if connection.kind == Connection.Kind.TRINO:
+            namespace, errors = _read_trino(engine, connection)
+        else:
+            namespace, errors = _read_duckdb(engine), []
+    except EngineError:
+        raise
+    except Exception as exc:  # the client's own failures (connection refused, TLS, HTTP)
+        log.warning("schema fetch failed", exc_info=True, extra={"connection_id": connection.pk})
+        raise EngineError(
+            f"The engine of connection '{connection.name}' could not be reached ({type(exc).__name__}).") from exc
+    finally:
+        engine.close()
+    tables = sum(len(schema) for catalog in namespace.values() for schema in catalog.values())
+    snapshot, _ = SchemaSnapshot.objects.update_or_create(connection=connection, defaults={
+        "namespace": namespace, "tables": tables, "fetched_at": timezone.now(),
+        "fetch_ms": int((time.monotonic() - began) * 1000), "error": "\n".join(errors),
+    })
+    snapshot.connection = connection  # spares a query for whoever reads its config next
+    return snapshot
+
+
+def _read_trino(engine: QueryEngine, connection: Connection) -> tuple[Namespace, list[str]]:
+    stream = engine.run("SHOW CATALOGS", [], FETCH_TIMEOUT_S)
+    catalogs = sorted(name for batch in (stream.batches if stream else []) for name in batch.column(0).to_pylist()
+                      if name not in SKIPPED_CATALOGS)
+    namespace: Namespace = {}
+    errors: list[str] = []
+    for catalog in catalogs:
+        namespace[catalog] = {}
+        try:
+            stream = engine.run(TRINO_COLUMNS_SQL.format(catalog=quote_identifier(catalog)), [], FETCH_TIMEOUT_S)
+            for batch in stream.batches if stream else []:
+                _add_rows(namespace, [catalog] * batch.num_rows, *(batch.column(i).to_pylist() for i in range(4)))
+        except EngineError as exc:
+            # One broken catalog (a database down, access denied) must not hide the others.
+            log.warning("schema fetch: catalog %s failed: %s", catalog, exc,
+                        extra={"connection_id": connection.pk, "catalog": catalog})
+            errors.append(f"{catalog}: {' '.join(str(exc).split())}")
+            del namespace[catalog]  # a part of a catalog would look complete
+    return namespace, errors
+
+
+def _read_duckdb(engine: QueryEngine) -> Namespace:
+    namespace: Namespace = {}
+    stream = engine.run(DUCKDB_COLUMNS_SQL, [], FETCH_TIMEOUT_S)
+    for batch in stream.batches if stream else []:
+        _add_rows(namespace, *(batch.column(i).to_pylist() for i in range(5)))
+    return namespace
+
+
+def _add_rows(namespace: Namespace, catalogs: list, schemas: list, tables: list, columns: list, types: list) -> None:
+    """Add one batch of (catalog, schema, table, column, type) rows; batches are dropped after this."""
+    for catalog, schema, table, column, type_ in zip(catalogs, schemas, tables, columns, types, strict=True):
+        namespace.setdefault(catalog, {}).setdefault(schema, {}).setdefault(table, []).append([column, type_])
+
+
+def schema_get(*, connection: Connection, user: AbstractBaseUser, max_age_s: int | None = None) -> SchemaSnapshot:
+    """The stored snapshot of ``connection``; read from the engine (as ``user``) only when there is
+    none, or when it is older than ``max_age_s``. A stale snapshot is returned as it is when the
+    refresh fails."""
+    snapshot = SchemaSnapshot.objects.filter(connection=connection).first()
+    if snapshot is None:
+        return schema_fetch(connection=connection, user=user)
+    snapshot.connection = connection
+    if max_age_s is not None and snapshot.fetched_at < timezone.now() - timedelta(seconds=max_age_s):
+        try:
+            return schema_fetch(connection=connection, user=user)
+        except EngineError:
+            log.warning("schema refresh failed; serving the stored snapshot", exc_info=True,
+                        extra={"connection_id": connection.pk})
+    return snapshot
+
+
+def default_location(snapshot: SchemaSnapshot) -> tuple[str, str]:
+    """(catalog, schema) that unqualified names resolve to: the connection's configured ones, else
+    the engine's own default (DuckDB: its database, ``main``), else the first of each."""
+    namespace, config = snapshot.namespace or {}, snapshot.connection.config or {}
+    catalog = str(config.get("catalog") or "")
+    if not catalog:
+        catalog = min(namespace, default="")
+    schemas = namespace.get(catalog) or {}
+    schema = str(config.get("schema") or "")
+    if not schema:
+        engine_default = "main" if snapshot.connection.kind == Connection.Kind.DUCKDB else ""
+        schema = engine_default if engine_default in schemas else min(schemas, default="")
+    return catalog, schema
+
+
+def completion_json(snapshot: SchemaSnapshot) -> dict[str, Any]:
+    """What the editor's completion loads: ``{"namespace": {catalog: {schema: {table: [column,
+    ...]}}}, "default_catalog", "default_schema"}`` (column names only)."""
+    catalog, schema = default_location(snapshot)
+    namespace = {
+        c: {s: {t: [column[0] for column in columns] for t, columns in tables.items()} for s, tables in schemas.items()}
+        for c, schemas in (snapshot.namespace or {}).items()
+    }
+    return {"namespace": namespace, "default_catalog": catalog, "default_schema": schema}
+
+
+@dataclass(frozen=True)
+class SchemaNode:
+    name: str
+    tables: int
+
+
+@dataclass(frozen=True)
+class CatalogNode:
+    name: str
+    schemas: list[SchemaNode]
+    more_schemas: int  # left out beyond the limit
+    tables: int
+
+
+def schema_tree(snapshot: SchemaSnapshot | None, *, schema_limit: int = 500) -> list[CatalogNode]:
+    """Catalogs and their schemas with table counts, sorted (no tables: those load per schema)."""
+    tree = []
+    for catalog, schemas in sorted(((snapshot.namespace if snapshot else None) or {}).items()):
+        names = sorted(schemas)
+        tree.append(CatalogNode(
+            name=catalog, schemas=[SchemaNode(name, len(schemas[name])) for name in names[:schema_limit]],
+            more_schemas=max(0, len(names) - schema_limit), tables=sum(len(t) for t in schemas.values()),
+        ))
+    return tree
+
+
+@dataclass(frozen=True)
+class TableNode:
+    name: str
+    columns: list[list[str]]  # [[name, type], ...]
+
+
+def schema_tables(snapshot: SchemaSnapshot, *, catalog: str, schema: str, q: str = "",
+                  limit: int = 500) -> tuple[list[TableNode], int] | None:
+    """Tables of one schema whose name contains ``q`` (case-insensitive), sorted, at most ``limit``;
+    with the number that matched. None when the snapshot has no such schema."""
+    tables = ((snapshot.namespace or {}).get(catalog) or {}).get(schema)
+    if tables is None:
+        return None
+    needle = q.strip().lower()
+    names = sorted(name for name in tables if needle in name.lower())
+    return [TableNode(name, tables[name]) for name in names[:limit]], len(names)
+
+
+def failed_catalogs(snapshot: SchemaSnapshot | None) -> list[tuple[str, str]]:
+    """(catalog, the engine's message) for each catalog the last fetch could not read."""
+    if snapshot is None or not snapshot.error:
+        return []
+    return [tuple(line.split(": ", 1)) if ": " in line else (line, "") for line in snapshot.error.splitlines()]

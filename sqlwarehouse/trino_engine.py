@@ -1,0 +1,162 @@
+"""Trino through its Python client, as the end user.
+
+The connection's service user authenticates (password from a secret reference) and every query
+runs as the end user: ``<username>`` when the user may write, ``<username>~ro`` when not. The
+access-control rules shipped in compose/trino/rules.json let the service user impersonate only
+names of that shape and give ``~ro`` identities SELECT only, so the engine enforces read-only
+even if the parser check were bypassed.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import trino
+from trino.exceptions import TrinoQueryError, TrinoUserError
+
+from connections.models import Connection
+from connections.services import SecretUnavailable, secret_resolve
+from sqlwarehouse.engines import EngineError
+from sqlwarehouse.streams import BATCH_ROWS, StatementStream
+
+READ_ONLY_SUFFIX = "~ro"
+_SIMPLE = {
+    "boolean": pa.bool_(), "tinyint": pa.int8(), "smallint": pa.int16(), "integer": pa.int32(),
+    "bigint": pa.int64(), "real": pa.float32(), "double": pa.float64(), "date": pa.date32(),
+    "varbinary": pa.binary(),
+}
+_DECIMAL = re.compile(r"decimal\((\d+),\s*(\d+)\)")
+
+
+def identity(username: str, *, read_only: bool) -> str:
+    return f"{username}{READ_ONLY_SUFFIX}" if read_only else username
+
+
+def arrow_type(trino_type: str) -> pa.DataType:
+    """The Arrow type that keeps a Trino column's values exactly (strings for the rest)."""
+    base = trino_type.split("(")[0].strip()
+    if base in _SIMPLE:
+        return _SIMPLE[base]
+    if match := _DECIMAL.fullmatch(trino_type.replace(" ", "")):
+        precision, scale = int(match.group(1)), int(match.group(2))
+        return pa.decimal128(precision, scale) if precision <= 38 else pa.string()
+    if base == "timestamp" and "with time zone" not in trino_type:
+        return pa.timestamp("us")
+    return pa.string()
+
+
+def _text(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for index, field in enumerate(schema):
+        values = [row[index] for row in rows]
+        if pa.types.is_string(field.type):
+            values = [_text(v) for v in values]
+        elif pa.types.is_decimal(field.type):
+            values = [v if v is None or isinstance(v, decimal.Decimal) else decimal.Decimal(str(v)) for v in values]
+        arrays.append(pa.array(values, type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class TrinoQueryEngine:
+    dialect = "trino"
+
+    def __init__(self, *, host: str, port: int, user: str, service_user: str, password: str | None,
+                 http_scheme: str = "http", catalog: str | None = None, schema: str | None = None,
+                 verify: bool = True) -> None:
+        self.query_id = ""
+        self._settings = dict(host=host, port=port, user=user, http_scheme=http_scheme, catalog=catalog,
+                              schema=schema, verify=verify)
+        if password is not None:
+            self._settings["auth"] = trino.auth.BasicAuthentication(service_user, password)
+            # Plain http with a password only where the coordinator allows it (tests, a sidecar).
+            self._settings["allow_insecure_auth"] = http_scheme == "http"
+        self._cursor: Any = None
+        self._cancelled = False
+
+    @classmethod
+    def for_connection(cls, connection: Connection, *, user: str, read_only: bool) -> TrinoQueryEngine:
+        config = connection.config or {}
+        password = None
+        if connection.password_ref_id:
+            try:
+                password = secret_resolve(connection.password_ref)
+            except SecretUnavailable as exc:
+                raise EngineError(f"Connection '{connection.name}': {exc}") from None
+        try:
+            port = int(config.get("port", 8080))
+        except (TypeError, ValueError):
+            raise EngineError(f"Connection '{connection.name}': the port must be a number.") from None
+        if not config.get("host"):
+            raise EngineError(f"Connection '{connection.name}' names no Trino host.")
+        return cls(host=str(config["host"]), port=port, user=identity(user, read_only=read_only),
+                   service_user=str(config.get("user") or "controlroom"), password=password,
+                   http_scheme=str(config.get("http_scheme") or "http"), catalog=config.get("catalog"),
+                   schema=config.get("schema"), verify=bool(config.get("verify", True)))
+
+    def run(self, sql: str, parameters: list[Any], timeout_s: int) -> StatementStream | None:
+        conn = trino.dbapi.connect(**self._settings, session_properties={"query_max_run_time": f"{timeout_s}s"},
+                                   request_timeout=max(30, timeout_s + 10))
+        self._cursor = cursor = conn.cursor()
+        if self._cancelled:
+            raise EngineError("The query was cancelled.")
+        try:
+            cursor.execute(sql, parameters or None)
+            self.query_id = cursor.query_id or ""
+            description = cursor.description
+        except (TrinoUserError, TrinoQueryError) as exc:
+            raise EngineError(self._message(exc, timeout_s)) from exc
+        except trino.exceptions.HttpError as exc:
+            raise EngineError(f"Trino refused the request: {exc}") from exc
+        if not description:
+            return None
+        columns = [d[0] for d in description]
+        types = [str(d[1]) for d in description]
+        schema = pa.schema([pa.field(self._unique(columns, i), arrow_type(t)) for i, t in enumerate(types)])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                while rows := cursor.fetchmany(BATCH_ROWS):
+                    yield _batch(rows, schema)
+            except (TrinoUserError, TrinoQueryError) as exc:
+                raise EngineError(self._message(exc, timeout_s)) from exc
+
+        return StatementStream(columns, types, batches())
+
+    @staticmethod
+    def _unique(columns: list[str], index: int) -> str:
+        name = columns[index] or f"_col{index}"
+        return name if columns.count(name) == 1 else f"{name}_{index}"
+
+    def _message(self, exc: Exception, timeout_s: int) -> str:
+        name = getattr(exc, "error_name", "")
+        if self._cancelled or name == "USER_CANCELED":
+            return "The query was cancelled."
+        if name == "EXCEEDED_TIME_LIMIT":
+            return f"The query was stopped after {timeout_s} s (the workspace's statement timeout)."
+        return getattr(exc, "message", None) or str(exc)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._cursor is not None:
+            self._cursor.cancel()
+
+    def progress(self) -> dict[str, Any]:
+        stats = (self._cursor.stats if self._cursor is not None else None) or {}
+        return {"state": stats.get("state", ""), "completed_splits": stats.get("completedSplits", 0),
+                "total_splits": stats.get("totalSplits", 0), "rows": stats.get("processedRows", 0)}
+
+    def close(self) -> None:
+        self._cursor = None
