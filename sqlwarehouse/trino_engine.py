@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+import requests
 import trino
 from trino.exceptions import TrinoQueryError, TrinoUserError
 
@@ -31,6 +32,11 @@ _SIMPLE = {
     "varbinary": pa.binary(),
 }
 _DECIMAL = re.compile(r"decimal\((\d+),\s*(\d+)\)")
+
+
+def _verify(value: Any) -> bool | str:
+    """TLS verification from a connection's config: true/false, or the path of a CA file."""
+    return value if isinstance(value, str) and value.strip() else bool(value)
 
 
 def identity(username: str, *, read_only: bool) -> str:
@@ -73,12 +79,23 @@ def _batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
 class TrinoQueryEngine:
     dialect = "trino"
 
+    @property
+    def query_id(self) -> str:
+        """Trino's id of the running statement, known as soon as Trino accepted it."""
+        cursor = self._cursor
+        return (cursor.query_id or "") if cursor is not None else ""
+
     def __init__(self, *, host: str, port: int, user: str, service_user: str, password: str | None,
                  http_scheme: str = "http", catalog: str | None = None, schema: str | None = None,
-                 verify: bool = True) -> None:
-        self.query_id = ""
-        self._settings = dict(host=host, port=port, user=user, http_scheme=http_scheme, catalog=catalog,
-                              schema=schema, verify=verify)
+                 verify: bool | str = True) -> None:
+        self._settings: dict[str, Any] = dict(host=host, port=port, user=user, http_scheme=http_scheme,
+                                              catalog=catalog, schema=schema)
+        if isinstance(verify, str):  # a CA file: requests must not let $REQUESTS_CA_BUNDLE override it
+            session = requests.Session()
+            session.verify, session.trust_env = verify, False
+            self._settings["http_session"] = session
+        else:
+            self._settings["verify"] = verify
         if password is not None:
             self._settings["auth"] = trino.auth.BasicAuthentication(service_user, password)
             # Plain http with a password only where the coordinator allows it (tests, a sidecar).
@@ -104,7 +121,7 @@ class TrinoQueryEngine:
         return cls(host=str(config["host"]), port=port, user=identity(user, read_only=read_only),
                    service_user=str(config.get("user") or "controlroom"), password=password,
                    http_scheme=str(config.get("http_scheme") or "http"), catalog=config.get("catalog"),
-                   schema=config.get("schema"), verify=bool(config.get("verify", True)))
+                   schema=config.get("schema"), verify=_verify(config.get("verify", True)))
 
     def run(self, sql: str, parameters: list[Any], timeout_s: int) -> StatementStream | None:
         conn = trino.dbapi.connect(**self._settings, session_properties={"query_max_run_time": f"{timeout_s}s"},
@@ -113,8 +130,7 @@ class TrinoQueryEngine:
         if self._cancelled:
             raise EngineError("The query was cancelled.")
         try:
-            cursor.execute(sql, parameters or None)
-            self.query_id = cursor.query_id or ""
+            cursor.execute(sql, parameters or None)  # returns with the first rows (or at the end)
             description = cursor.description
         except (TrinoUserError, TrinoQueryError) as exc:
             raise EngineError(self._message(exc, timeout_s)) from exc
@@ -159,4 +175,4 @@ class TrinoQueryEngine:
                 "total_splits": stats.get("totalSplits", 0), "rows": stats.get("processedRows", 0)}
 
     def close(self) -> None:
-        self._cursor = None
+        """Keeps the last cursor: its query id stays readable."""

@@ -1,0 +1,139 @@
+"""The SQL editor against a real Trino (tests/trino_server.py): the end user's identity, exact
+numbers, cancel that reaches the engine, the read-only bypass corpus stopped by the engine alone,
+and stored results that page without asking Trino again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from django.db import connections
+
+from connections.models import Connection, SecretRef
+from sqlwarehouse.execution import query_cancel, query_execute, query_submit
+from sqlwarehouse.models import QueryExecution
+from tests.sql_bypass_corpus import ENGINE_BYPASSES
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# Session-level statements Trino accepts from anybody; each lives and dies with its own query,
+# so accepting them changes nothing (the parser still refuses them for read-only users).
+SESSION_ONLY = ("SET SESSION", "RESET SESSION", "SET TIME ZONE", "SET PATH", "START TRANSACTION",
+                "DEALLOCATE PREPARE", "PREPARE ", "SET ROLE")
+
+
+@pytest.fixture
+def trino(world, trino_server, monkeypatch) -> Connection:
+    parts = urlsplit(trino_server.url)
+    monkeypatch.setenv("CR_TEST_TRINO_PASSWORD", unquote(parts.password or ""))
+    secret = SecretRef.objects.create(workspace=world.workspace, name="trino-password", source="env",
+                                      locator="CR_TEST_TRINO_PASSWORD")
+    return Connection.objects.create(
+        workspace=world.workspace, name="trino", kind="trino", password_ref=secret,
+        config={"host": parts.hostname, "port": parts.port, "http_scheme": parts.scheme,
+                "user": trino_server.service_user, "verify": trino_server.ca_file or True,
+                "catalog": "memory", "schema": "default"})
+
+
+def run(world, persona: str, connection: Connection, sql: str, **kw) -> QueryExecution:
+    execution = query_submit(access=world.access(persona), connection=connection, sql=sql, **kw)
+    if execution.status == QueryExecution.Status.QUEUED:
+        query_execute(execution_id=execution.pk)  # the worker's part, here
+    execution.refresh_from_db()
+    return execution
+
+
+def queries_of(trino_server, user: str) -> list[tuple[str, str, str]]:
+    """(query_id, state, error_code) of ``user``'s queries, from Trino's own system table."""
+    with trino_server.connect(user=trino_server.service_user) as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT query_id, state, coalesce(error_code, '') FROM system.runtime.queries "
+                       "WHERE \"user\" = ? ORDER BY created", [user])
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def test_queries_run_as_the_end_user_and_keep_their_digits(world, trino, trino_server):
+    execution = run(world, "analyst", trino, "SELECT n.name, CAST(c.acctbal AS decimal(12, 2)) AS acctbal, "
+                                             "c.custkey + 9007199254740992 AS big, "
+                                             "DECIMAL '12345678901234567890.12' AS wide "
+                                             "FROM tpch.tiny.customer c JOIN tpch.tiny.nation n "
+                                             "ON c.nationkey = n.nationkey ORDER BY c.custkey")
+    assert execution.status == "succeeded", execution.error
+    assert execution.row_count == 1500 and execution.engine_query_id
+    assert [c["type"] for c in execution.columns] == ["varchar(25)", "decimal(12, 2)", "bigint", "decimal(22, 2)"]
+    # Exact decimals and integers past 2**53, on the page and in the stored Parquet file.
+    assert execution.rows[0] == ["MOROCCO", "711.56", "9007199254740993", "12345678901234567890.12"]
+    assert execution.rows[1][2] == "9007199254740994"
+    mine = {q[0]: q for q in queries_of(trino_server, "analyst~ro")}
+    assert execution.engine_query_id in mine and mine[execution.engine_query_id][1] == "FINISHED"
+
+
+def test_the_engine_alone_stops_the_bypass_corpus(world, trino, trino_server, settings):
+    setup = run(world, "operator", trino, "CREATE TABLE t (a integer); CREATE TABLE s (a integer); "
+                                          "INSERT INTO t VALUES 1, 2, 3; INSERT INTO s VALUES 1")
+    assert setup.status == "succeeded", setup.error
+    settings.SQL_PARSER_CHECK = False
+    accepted = []
+    for dialect, sql, why in ENGINE_BYPASSES:
+        if dialect != "trino":
+            continue
+        execution = run(world, "analyst", trino, sql)
+        if execution.status != "failed" and not sql.upper().startswith(SESSION_ONLY):
+            accepted.append(f"{sql!r} ({why})")
+    assert not accepted, "the read-only identity ran: " + "; ".join(accepted)
+    check = run(world, "operator", trino, "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM s), "
+                                          "(SELECT count(*) FROM information_schema.tables "
+                                          "WHERE table_schema = 'default')")
+    assert check.rows == [[3, 1, 2]], "a bypass changed data or created a table"
+    settings.SQL_PARSER_CHECK = True
+    refused = run(world, "analyst", trino, "INSERT INTO t VALUES 4")
+    assert refused.status == "failed" and "read-only" in refused.error and not refused.engine_query_id
+
+
+def test_cancel_stops_the_trino_query(world, trino, trino_server):
+    execution = query_submit(access=world.access("analyst"), connection=trino,
+                             sql="SELECT count(*) FROM tpch.sf1000.lineitem a CROSS JOIN tpch.sf1000.lineitem b")
+    worker = threading.Thread(target=lambda: (query_execute(execution_id=execution.pk), connections.close_all()))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not QueryExecution.objects.get(pk=execution.pk).engine_query_id:
+        assert time.monotonic() < deadline, "the query never reached Trino"
+        time.sleep(0.05)
+    query_id = QueryExecution.objects.get(pk=execution.pk).engine_query_id
+    asked = time.monotonic()
+    query_cancel(access=world.access("analyst"), execution=execution)
+    state = None
+    while time.monotonic() - asked < 10:
+        state = {q[0]: q for q in queries_of(trino_server, "analyst~ro")}.get(query_id)
+        if state and state[1] == "FAILED":
+            break
+        time.sleep(0.1)
+    stopped_after = time.monotonic() - asked
+    worker.join(30)
+    print(f"Trino query {query_id} stopped {stopped_after:.2f} s after the cancel request")
+    assert state is not None and state[1:] == ("FAILED", "USER_CANCELED"), state
+    assert stopped_after < 2.0, f"the engine stopped the query only after {stopped_after:.1f} s"
+    execution.refresh_from_db()
+    assert execution.status == "cancelled" and execution.error == "The query was cancelled."
+
+
+def test_stored_result_pages_without_asking_trino_again(world, trino, trino_server):
+    execution = run(world, "analyst", trino, "SELECT orderkey, totalprice FROM tpch.tiny.orders")
+    assert execution.status == "succeeded" and execution.row_count == 15000
+    before = len(queries_of(trino_server, "analyst~ro"))
+    client = world.client("analyst")
+    for url in ("?page=7", "?page=150&sort=totalprice&dir=desc", "rows.json", "export.csv"):
+        response = client.get(f"/w/acme/sql/executions/{execution.pk}/{url}")
+        assert response.status_code == 200
+        if hasattr(response, "streaming_content"):
+            body = b"".join(response.streaming_content)
+            assert body.count(b"\n") == 15001
+    assert len(queries_of(trino_server, "analyst~ro")) == before
+
+
+def test_a_statement_timeout_stops_the_query_with_a_clear_message(world, trino):
+    world.workspace.sql_timeout_s = 1
+    world.workspace.save()
+    execution = run(world, "analyst", trino, "SELECT count(*) FROM tpch.sf1000.lineitem")
+    assert execution.status == "failed" and "statement timeout" in execution.error
