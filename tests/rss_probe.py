@@ -1,0 +1,50 @@
+"""Runs one part of a SQL execution in a fresh process and reports its peak RSS, so a test can
+hold the worker (storing a result) and the web server (exporting it) to a memory ceiling.
+
+    python -m tests.rss_probe execute EXECUTION_ID
+    python -m tests.rss_probe export EXECUTION_ID csv|parquet
+
+Prints one JSON line: {"peak_rss_mb": ..., "seconds": ..., "bytes": ..., "lines": ...}. The
+database is the one DATABASE_URL names (the test's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlroom.settings")
+    import django
+
+    django.setup()
+    from django.test import RequestFactory
+
+    from sqlwarehouse.execution import query_execute
+    from sqlwarehouse.models import QueryExecution
+    from sqlwarehouse.views import execution_export
+
+    action, execution_id = argv[0], int(argv[1])
+    began, size, lines = time.monotonic(), 0, 0
+    if action == "execute":
+        query_execute(execution_id=execution_id)
+    else:
+        execution = QueryExecution.objects.select_related("user", "workspace").get(pk=execution_id)
+        request = RequestFactory().get("/export")
+        request.user = execution.user
+        response = execution_export(request, execution.workspace.slug, execution_id, argv[2])
+        for chunk in response.streaming_content:
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": round(peak_mb, 1), "seconds": round(time.monotonic() - began, 2),
+                      "bytes": size, "lines": lines}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
