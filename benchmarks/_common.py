@@ -181,3 +181,30 @@ def pct(values: list[float], q: float) -> float:
 
 
 median = statistics.median
+
+
+@contextlib.contextmanager
+def trino_connection(workspace) -> Iterator:
+    """A real Trino server (tests/trino_server.py) and a workspace Connection to it, impersonating
+    end users through the service user, as production does."""
+    from urllib.parse import unquote, urlsplit
+
+    from connections.models import Connection, SecretRef
+    from tests.trino_server import TrinoServer
+
+    say("starting Trino")
+    server = TrinoServer()
+    server.start()
+    try:
+        parts = urlsplit(server.credentials_url)
+        os.environ["CR_BENCH_TRINO_PASSWORD"] = unquote(parts.password or "")
+        secret = SecretRef.objects.create(workspace=workspace, name="trino-password", source="env",
+                                          locator="CR_BENCH_TRINO_PASSWORD")
+        connection = Connection.objects.create(
+            workspace=workspace, name="trino", kind="trino", password_ref=secret,
+            config={"host": parts.hostname, "port": parts.port, "http_scheme": parts.scheme, "user": server.user,
+                    "verify": str(server.ca_file), "catalog": "tpch", "schema": "tiny"})
+        say("")
+        yield server, connection
+    finally:
+        server.stop()

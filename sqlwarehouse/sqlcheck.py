@@ -67,7 +67,7 @@ FORBIDDEN_FUNCTIONS: frozenset[str] = frozenset().union(*_FUNCTION_GROUPS.values
 # A DuckDB table name ending in one of these is read as a file when no such table exists.
 DUCKDB_FILE_SUFFIXES = frozenset({
     "csv", "tsv", "tbl", "txt", "json", "jsonl", "ndjson", "parquet", "db", "duckdb", "sqlite", "sqlite3", "geojson",
-    "xlsx", "arrow", "ipc", "feather", "avro", "orc", "gz", "gzip", "zst", "zstd", "bz2", "xz", "zip",
+    "ddb", "xlsx", "arrow", "ipc", "feather", "avro", "orc", "gz", "gzip", "zst", "zstd", "bz2", "xz", "zip",
 })
 _PATH_CHARS = re.compile(r"[./\\:*?~]")
 # Control characters, and white space to Python (so to sqlglot) that DuckDB reads as part of a
@@ -204,14 +204,13 @@ def _check_duckdb_table_name(parts: list[tuple[str, bool]], line: int | None) ->
 def _parse(sql: str, dialect: str, tokens: list[Token]) -> exp.Expr:
     try:
         trees = _dialect(dialect).parser().parse(tokens, sql)
-    except ParseError as exc:
-        error = exc.errors[0] if exc.errors else {}
-        near = str(error.get("highlight") or "").strip()
-        where = f" near '{near}'" if near else ""
-        raise _Refused(f"the statement could not be parsed{where}, so it cannot be checked",
-                       error.get("line") or tokens[0].line, syntax=True) from exc
     except RecursionError as exc:
         raise _Refused("the statement is nested too deeply to be checked", tokens[0].line) from exc
+    except Exception as exc:  # fail closed on any sqlglot error, e.g. a TokenError from inside the parser
+        error = exc.errors[0] if isinstance(exc, ParseError) and exc.errors else {}
+        near = str(error.get("highlight") or "").strip()
+        raise _Refused(f"the statement could not be parsed{f' near {near!r}' if near else ''}, so it cannot be checked",
+                       error.get("line") or tokens[0].line, syntax=True) from exc
     if len(trees) != 1 or trees[0] is None:  # not expected: the tokens hold one statement
         raise _Refused("the statement could not be parsed, so it cannot be checked", tokens[0].line, syntax=True)
     return trees[0]

@@ -9,7 +9,6 @@ even if the parser check were bypassed.
 
 from __future__ import annotations
 
-import decimal
 import json
 import re
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ READ_ONLY_SUFFIX = "~ro"
 _SIMPLE = {
     "boolean": pa.bool_(), "tinyint": pa.int8(), "smallint": pa.int16(), "integer": pa.int32(),
     "bigint": pa.int64(), "real": pa.float32(), "double": pa.float64(), "date": pa.date32(),
-    "varbinary": pa.binary(),
 }
 _DECIMAL = re.compile(r"decimal\((\d+),\s*(\d+)\)")
 
@@ -64,16 +62,22 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
+def _column(values: list[Any], target: pa.DataType) -> pa.Array:
+    """One column from the client's raw JSON values (``legacy_primitive_types``: decimals, dates
+    and timestamps arrive as text, which Arrow parses in C++, exactly)."""
+    if pa.types.is_string(target):
+        return pa.array([_text(v) for v in values], type=target)
+    if pa.types.is_decimal(target) or pa.types.is_date(target) or pa.types.is_timestamp(target):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string()).cast(target)
+    if pa.types.is_floating(target):  # NaN and the infinities arrive as text
+        return pa.array([float(v) if isinstance(v, str) else v for v in values], type=target)
+    return pa.array(values, type=target)
+
+
 def _batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
-    arrays = []
-    for index, field in enumerate(schema):
-        values = [row[index] for row in rows]
-        if pa.types.is_string(field.type):
-            values = [_text(v) for v in values]
-        elif pa.types.is_decimal(field.type):
-            values = [v if v is None or isinstance(v, decimal.Decimal) else decimal.Decimal(str(v)) for v in values]
-        arrays.append(pa.array(values, type=field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    return pa.RecordBatch.from_arrays([_column(list(c), f.type) for c, f in zip(columns, schema, strict=True)],
+                                      schema=schema)
 
 
 class TrinoQueryEngine:
@@ -124,8 +128,9 @@ class TrinoQueryEngine:
                    schema=config.get("schema"), verify=_verify(config.get("verify", True)))
 
     def run(self, sql: str, parameters: list[Any], timeout_s: int) -> StatementStream | None:
+        # Raw JSON values (no per-value Python mapping in the client): Arrow types them in _batch.
         conn = trino.dbapi.connect(**self._settings, session_properties={"query_max_run_time": f"{timeout_s}s"},
-                                   request_timeout=max(30, timeout_s + 10))
+                                   request_timeout=max(30, timeout_s + 10), legacy_primitive_types=True)
         self._cursor = cursor = conn.cursor()
         if self._cancelled:
             raise EngineError("The query was cancelled.")

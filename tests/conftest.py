@@ -17,6 +17,7 @@ from controlroom.celery import app as celery_app
 from controlroom.models import Membership, Role, Workspace
 from controlroom.services import api_token_create, workspace_create
 
+pytest_plugins = ["tests.trino_fixtures"]
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"

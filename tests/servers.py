@@ -3,7 +3,11 @@
 Library: ``with PostgresServer() as database_url, RedisServer() as redis_url: ...``
 CLI, exporting ``DATABASE_URL`` and ``CONTROLROOM_TEST_REDIS_URL`` to the command::
 
-    python -m tests.servers [--postgres] [--redis] -- pytest -x
+    python -m tests.servers [--postgres] [--redis] [--trino] -- pytest -x
+
+``--trino`` adds a Trino server (``tests.trino_server``, with a PostgreSQL of its own for the
+Iceberg catalog) and exports ``CONTROLROOM_TEST_TRINO_URL`` (``https://user:password@host:port``)
+and ``CONTROLROOM_TEST_TRINO_CA`` (its certificate); PostgreSQL and Redis start as without it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class _Server:
     """Common lifecycle: temp dir, log file, process group, readiness wait."""
 
     name: ClassVar[str]
+    start_timeout: ClassVar[float] = START_TIMEOUT
     _stop_signal: ClassVar[int] = signal.SIGTERM
 
     def __init__(self, port: int | None = None) -> None:
@@ -97,12 +102,12 @@ class _Server:
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while not self._ready():
             if self._proc.poll() is not None:
                 problem = f"exited with code {self._proc.returncode}"
             elif time.monotonic() > deadline:
-                problem = f"not ready after {START_TIMEOUT:.0f} s"
+                problem = f"not ready after {self.start_timeout:.0f} s"
             else:
                 time.sleep(0.05)
                 continue
@@ -137,6 +142,10 @@ class _Server:
                 break
             time.sleep(0.1)
         _LIVE.discard(self)
+
+    def environ(self) -> dict[str, str]:
+        """Variables to export besides the URL (the CLI's), e.g. credentials."""
+        return {}
 
     def __enter__(self) -> str:
         return self.start()
@@ -250,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     cut = args.index("--") if "--" in args else len(args)
     parser = argparse.ArgumentParser(
         prog="python -m tests.servers",
-        usage="%(prog)s [--postgres] [--redis] -- CMD [ARGS...]",
-        description="Run CMD with throwaway servers (both when no flag is given).",
+        usage="%(prog)s [--postgres] [--redis] [--trino] -- CMD [ARGS...]",
+        description="Run CMD with throwaway servers (PostgreSQL and Redis when neither is asked for).",
     )
     parser.add_argument("--postgres", action="store_true", help="export DATABASE_URL")
     parser.add_argument("--redis", action="store_true", help=f"export {REDIS_VAR}")
+    parser.add_argument("--trino", action="store_true", help="also a Trino server: export CONTROLROOM_TEST_TRINO_*")
     opts, cmd = parser.parse_args(args[:cut]), args[cut + 1 :]
     if not cmd:
         parser.error("missing command after --")
@@ -264,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         wanted.append((PostgresServer(), "DATABASE_URL"))
     if opts.redis or both:
         wanted.append((RedisServer(), REDIS_VAR))
+    if opts.trino:
+        from tests.trino_server import TRINO_VAR, TrinoServer
+
+        wanted.append((TrinoServer(), TRINO_VAR))
     env, err = dict(os.environ), sys.stderr
     child: subprocess.Popen[bytes] | None = None
 
@@ -285,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for server, variable in wanted:
             env[variable] = server.start()
+            env.update(server.environ())
             print(f"{server.name} ready at {HOST}:{server.port} in {server.startup_seconds:.1f} s", file=err)
         child = subprocess.Popen(cmd, env=env)
         while True:

@@ -111,6 +111,9 @@ _DUCKDB_BYPASSES = [
     ("DESCRIBE SELECT * FROM read_csv('/etc/passwd')", "DESCRIBE sniffs the file"),
     ("DESCRIBE 'data.csv'", "DESCRIBE of a file"),
     ("SHOW data.csv", "SHOW of a file"),
+    ("SUMMARIZE $$data.csv$$", "a dollar-quoted path is a file too"),
+    ("FROM \"data\".\"csv\"", "quoted parts of a dotted file name"),
+    ("SELECT * FROM other.ddb", "a DuckDB database file"),
     ("SUMMARIZE SELECT nextval('seq')", "SUMMARIZE runs its query"),
     # Dynamic SQL, state, secrets and settings.
     ("SELECT * FROM query('SELECT * FROM t')", "query() runs SQL text"),

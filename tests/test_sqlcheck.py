@@ -125,7 +125,7 @@ def test_split_follows_each_dialect_on_nested_comments() -> None:
 
 def test_split_error_names_the_line() -> None:
     with pytest.raises(SqlCheckError, match=r"^line 3: a ' is never closed\.$"):
-        split_statements("SELECT 1;\n\nSELECT 'oops", "duckdb")
+        split_statements("SELECT 1;\n\nSELECT 'oops\nand more", "duckdb")  # the line the string starts on
     with pytest.raises(SqlCheckError, match=r"^line \d+: .*not closed"):
         split_statements("SELECT 1;\n/* never closed", "trino")
 
@@ -166,6 +166,13 @@ def test_script_without_statements_is_refused() -> None:
 def test_deep_nesting_is_refused_not_crashed() -> None:
     with pytest.raises(SqlCheckError, match="nested too deeply"):
         check_read_only("SELECT " + "(" * 3000 + "1" + ")" * 3000, "duckdb")
+
+
+def test_sqlglot_internal_errors_refuse_instead_of_crashing() -> None:
+    # sqlglot re-tokenizes the quoted type name and raises a TokenError from inside its parser.
+    with pytest.raises(SqlCheckError, match="could not be parsed"):
+        check_read_only("SELECT 1::\"a'b\"", "duckdb")
+    assert statement_kind("SELECT 1::\"a'b\"", "duckdb") == "SELECT"
 
 
 def test_unknown_dialect_is_a_programming_error() -> None:
