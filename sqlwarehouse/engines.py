@@ -72,6 +72,7 @@ class DuckDBEngine:
         try:
             con.execute("SET allowed_directories = $dirs", {"dirs": self.allowed_dirs})
             con.execute("SET enable_external_access = false")
+            con.execute("SET python_enable_replacements = false")  # FROM duckdb: not the Python module
             con.execute("SET lock_configuration = true")
             self._active = con
             if self._interrupted:

@@ -8,12 +8,14 @@ Pages render from the stored snapshot; only a refresh (or a connection never rea
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.views.decorators.http import require_GET, require_POST
 
@@ -54,6 +56,7 @@ def _browser_context(access: Access, connection: Connection | None, snapshot: Sc
                      error: str = "") -> dict:
     return {
         "access": access, "workspace": access.workspace, "connection": connection, "snapshot": snapshot,
+        "just_read": snapshot is not None and timezone.now() - snapshot.fetched_at < timedelta(minutes=1),
         "tree": schema_tree(snapshot, schema_limit=SCHEMA_LIMIT), "failed": failed_catalogs(snapshot),
         "error": error,
     }

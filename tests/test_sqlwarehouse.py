@@ -205,3 +205,10 @@ def test_cancel_before_start_and_history_filters(world, django_capture_on_commit
     run_sql(world, "analyst", "SELECT 2 AS two")
     history = world.client("analyst").get("/w/acme/sql/history/?status=cancelled").content.decode()
     assert f"/w/acme/sql/executions/{queued.pk}/" in history and "SELECT 2 AS two" not in history
+
+
+def test_oversized_sql_is_refused_before_anything_runs(world):
+    response = world.client("analyst").post(EDITOR, {"sql": "SELECT 1 AS x -- " + "x" * 200_001, "run": "1",
+                                                     "connection": Connection.objects.get(name="warehouse").pk})
+    assert "the editor runs at most 200,000" in response.content.decode()
+    assert not QueryExecution.objects.exists()
