@@ -209,6 +209,7 @@ def test_cancel_before_start_and_history_filters(world, django_capture_on_commit
 
 def test_oversized_sql_is_refused_before_anything_runs(world):
     response = world.client("analyst").post(EDITOR, {"sql": "SELECT 1 AS x -- " + "x" * 200_001, "run": "1",
-                                                     "connection": Connection.objects.get(name="warehouse").pk})
+                                                     "connection": Connection.objects.get(workspace=world.workspace,
+                                                                                          name="warehouse").pk})
     assert "the editor runs at most 200,000" in response.content.decode()
     assert not QueryExecution.objects.exists()
