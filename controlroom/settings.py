@@ -151,7 +151,6 @@ ARTIFACT_STORE_URL = env_str("ARTIFACT_STORE_URL", (DATA_DIR / "artifacts").as_u
 # Where embedded DuckDB warehouses and job input files live; SQL may read only inside these.
 WAREHOUSE_DIR = Path(env_str("CONTROLROOM_WAREHOUSE_DIR", str(DATA_DIR / "warehouse"))).resolve()
 DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(BASE_DIR / "demo" / "data"))).resolve()
-SQL_EDITOR_ROW_CAP = env_int("SQL_EDITOR_ROW_CAP", 10_000)
 # The parser's read-only check (sqlcheck) in front of the engine's; switched off only by the
 # tests that prove the engine refuses writes on its own.
 SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)

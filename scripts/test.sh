@@ -28,8 +28,10 @@ if [ "$quick" = 1 ]; then
   $PY -m pytest -m "not slow" "${extra[@]}"
   exit
 fi
+echo "› Trino server (downloaded once into ~/.cache/controlroom, then reused)"
+$PY -m tests.trino_server
 echo "› suite on SQLite"
-$PY -m tests.servers --redis -- $PY -m pytest "${extra[@]}"
+$PY -m tests.servers --redis --trino -- $PY -m pytest "${extra[@]}"
 echo "› suite on PostgreSQL"
-$PY -m tests.servers --postgres --redis -- $PY -m pytest "${extra[@]}"
+$PY -m tests.servers --postgres --redis --trino -- $PY -m pytest "${extra[@]}"
 echo "› both runs passed in $(( $(date +%s) - start )) s"
