@@ -3,6 +3,7 @@ hold the worker (storing a result) and the web server (exporting it) to a memory
 
     python -m tests.rss_probe execute EXECUTION_ID
     python -m tests.rss_probe export EXECUTION_ID csv|parquet
+    python -m tests.rss_probe floor 0          (imports only: the floor to compare with)
 
 Prints one JSON line: {"peak_rss_mb": ..., "seconds": ..., "bytes": ..., "lines": ...}. The
 database is the one DATABASE_URL names (the test's own).
@@ -32,6 +33,8 @@ def main(argv: list[str]) -> int:
     began, size, lines = time.monotonic(), 0, 0
     if action == "execute":
         query_execute(execution_id=execution_id)
+    elif action == "floor":
+        import pyarrow.csv  # noqa: F401  (what an export loads)
     else:
         execution = QueryExecution.objects.select_related("user", "workspace").get(pk=execution_id)
         request = RequestFactory().get("/export")

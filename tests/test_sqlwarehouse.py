@@ -3,6 +3,7 @@ saved queries, sandbox, read-only by parser and by engine, audit."""
 
 import csv
 import io
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -213,3 +214,32 @@ def test_oversized_sql_is_refused_before_anything_runs(world):
                                                                                           name="warehouse").pk})
     assert "the editor runs at most 200,000" in response.content.decode()
     assert not QueryExecution.objects.exists()
+
+
+def test_duckdb_alone_stops_the_bypass_corpus(world, settings):
+    """With the parser switched off, the read-only, sandboxed DuckDB refuses every write and
+    escape of the corpus, or runs it without changing anything: the database file is byte for
+    byte the same afterwards (session-only statements and temporary objects die with the
+    query's connection)."""
+    import hashlib
+
+    from sqlwarehouse.engines import duckdb_engine_for
+    from tests.sql_bypass_corpus import ENGINE_BYPASSES
+
+    setup = run_sql(world, "operator", "CREATE TABLE t (a INTEGER); CREATE TABLE s (a INTEGER); "
+                                       "CREATE SEQUENCE seq; INSERT INTO t VALUES (1), (2); INSERT INTO s VALUES (1); "
+                                       "CHECKPOINT")
+    assert setup.status == "succeeded", setup.error
+    database = duckdb_engine_for(Connection.objects.get(workspace=world.workspace, name="warehouse"),
+                                 read_only=True).database
+    before = hashlib.sha256(database.read_bytes()).hexdigest()
+    settings.SQL_PARSER_CHECK = False
+    ran = [sql for dialect, sql, _ in ENGINE_BYPASSES
+           if dialect == "duckdb" and run_sql(world, "analyst", sql).status == "succeeded"]
+    assert hashlib.sha256(database.read_bytes()).hexdigest() == before, f"the database changed; ran: {ran}"
+    state = run_sql(world, "operator", "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM s), nextval('seq'), "
+                                       "(SELECT count(*) FROM duckdb_tables() WHERE NOT temporary), "
+                                       "(SELECT count(*) FROM duckdb_views() WHERE NOT internal AND NOT temporary)")
+    assert state.rows == [[2, 1, 1, 2, 0]], f"state changed; statements that ran: {ran}"
+    written = [p for p in ("out.csv", "out.parquet", "dump") if Path(p).exists() or (database.parent / p).exists()]
+    assert not written, f"the corpus wrote files: {written}"
