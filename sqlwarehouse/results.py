@@ -125,9 +125,10 @@ def read_page(blob: Blob, *, offset: int, limit: int, sort: str | None = None,
 
 def csv_chunks(blob: Blob) -> Iterator[bytes]:
     """The stored result as CSV, one batch at a time (header first)."""
-    parquet = pq.ParquetFile(result_path(blob))
+    # One row group read at a time, on this thread: memory stays at about one batch's worth.
+    parquet = pq.ParquetFile(result_path(blob), pre_buffer=False)
     header = True
-    for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+    for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS, use_threads=False):
         out = io.BytesIO()
         pacsv.write_csv(batch, out, write_options=pacsv.WriteOptions(include_header=header))
         header = False
