@@ -187,6 +187,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-leases": {"task": "runs.tasks.reap_expired_leases", "schedule": 10.0},
+    "reap-lost-sql-executions": {"task": "sqlwarehouse.tasks.reap_lost_executions", "schedule": 30.0},
 }
 
 LOGGING = {

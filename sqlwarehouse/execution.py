@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,7 @@ from sqlwarehouse.streams import dialect_of, open_engine
 log = logging.getLogger(__name__)
 WATCH_S = 0.25  # how often the worker looks for a cancel and saves progress
 MAX_SQL_CHARS = 200_000  # checking a 900 KB statement took about 6 s
+STALE_S = 60  # a running execution whose heartbeat is older than this lost its worker
 
 
 def may_write(access: Access, environment: Environment | None) -> bool:
@@ -131,7 +133,8 @@ class _Watch(threading.Thread):
                     progress = {**self.engine.progress(), "stored_rows": self.rows,
                                 "statement": self.statement[0], "statements": self.statement[1]}
                     qs = QueryExecution.objects.filter(pk=self.execution_id)
-                    qs.update(progress=progress, engine_query_id=self.engine.query_id or "")
+                    qs.update(progress=progress, engine_query_id=self.engine.query_id or "",
+                              heartbeat_at=timezone.now())
                     if not self.cancelled and qs.filter(cancel_requested=True).exists():
                         self.cancelled = True
                         self.engine.cancel()
@@ -148,7 +151,7 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
     """Run a queued execution in this process (the Celery task calls this). A duplicate message
     finds it no longer queued and does nothing."""
     if not QueryExecution.objects.filter(pk=execution_id, status=QueryExecution.Status.QUEUED).update(
-            status=QueryExecution.Status.RUNNING):
+            status=QueryExecution.Status.RUNNING, heartbeat_at=timezone.now()):
         return None
     execution = QueryExecution.objects.select_related("connection", "user", "workspace", "saved_query").get(
         pk=execution_id)
@@ -204,3 +207,24 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
             SavedQuery.objects.filter(pk=execution.saved_query_id).update(last_execution=execution)
         _audit(execution, access=Access(workspace=workspace, role=Role.VIEWER, user=execution.user))
     return execution
+
+
+def executions_reap(*, stale_s: int = STALE_S) -> list[int]:
+    """Fail the running executions whose worker stopped renewing its heartbeat (killed, or its
+    machine gone): the history must not show them running forever. Returns their ids."""
+    cutoff = timezone.now() - timedelta(seconds=stale_s)
+    reaped = []
+    for execution in QueryExecution.objects.filter(status=QueryExecution.Status.RUNNING,
+                                                   heartbeat_at__lt=cutoff).select_related("workspace", "user"):
+        with transaction.atomic():
+            if QueryExecution.objects.filter(pk=execution.pk, status=QueryExecution.Status.RUNNING,
+                                             heartbeat_at__lt=cutoff).update(
+                    status=QueryExecution.Status.FAILED, finished_at=timezone.now(),
+                    error="The worker running this query stopped before it finished; run it again."):
+                execution.refresh_from_db()
+                _audit(execution, access=Access(workspace=execution.workspace, role=Role.VIEWER,
+                                                user=execution.user))
+                reaped.append(execution.pk)
+    if reaped:
+        log.warning("failed SQL executions whose worker stopped", extra={"execution_ids": reaped})
+    return reaped

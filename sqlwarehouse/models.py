@@ -92,6 +92,8 @@ class QueryExecution(models.Model):
     result = models.ForeignKey(Blob, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     manifest = models.JSONField(default=dict, blank=True)  # columns, types, rows, bytes, sha256
     started_at = models.DateTimeField()  # submitted
+    # Renewed by the worker while it runs the query; a stale one means the worker is gone.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
 

@@ -243,3 +243,25 @@ def test_duckdb_alone_stops_the_bypass_corpus(world, settings):
     assert state.rows == [[2, 1, 1, 2, 0]], f"state changed; statements that ran: {ran}"
     written = [p for p in ("out.csv", "out.parquet", "dump") if Path(p).exists() or (database.parent / p).exists()]
     assert not written, f"the corpus wrote files: {written}"
+
+
+def test_an_execution_whose_worker_died_is_failed_and_audited(world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sqlwarehouse.execution import executions_reap
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    now = timezone.now()
+    lost = QueryExecution.objects.create(workspace=world.workspace, user=world.users["analyst"], connection=connection,
+                                         sql="SELECT 1", engine="duckdb", status="running", started_at=now,
+                                         heartbeat_at=now - timedelta(seconds=120))
+    alive = QueryExecution.objects.create(workspace=world.workspace, user=world.users["analyst"],
+                                          connection=connection, sql="SELECT 2", engine="duckdb", status="running",
+                                          started_at=now, heartbeat_at=now)
+    assert executions_reap() == [lost.pk]
+    lost.refresh_from_db()
+    alive.refresh_from_db()
+    assert lost.status == "failed" and "stopped before it finished" in lost.error and alive.status == "running"
+    assert AuditEvent.objects.get(action="sql.execute").after["status"] == "failed"
