@@ -158,6 +158,14 @@ def test_reader_selects_but_is_denied_writes(trino_server: TrinoEndpoint, iceber
     assert query(trino_server, READER, f"SELECT count(*) FROM {iceberg_table}") == [[2]]
 
 
+def test_reader_is_denied_table_procedures_by_the_guard_plugin(trino_server: TrinoEndpoint,
+                                                               iceberg_table: str) -> None:
+    """File-based rules never check table procedures; compose/trino/ro-guard does."""
+    message = denied(trino_server, READER, f"ALTER TABLE {iceberg_table} EXECUTE optimize")
+    assert "read-only identity" in message
+    assert query(trino_server, WRITER, f"ALTER TABLE {iceberg_table} EXECUTE optimize") is not None
+
+
 def test_service_user_itself_reads_only_system(trino_server: TrinoEndpoint) -> None:
     assert query(trino_server, trino_server.service_user, "SELECT count(*) FROM system.runtime.nodes")[0][0] >= 1
     denied(trino_server, trino_server.service_user, "SELECT count(*) FROM tpch.tiny.nation")

@@ -182,6 +182,26 @@ def _jdk_check(home: Path) -> tuple[tuple[int, ...], str | None]:
     return version, None
 
 
+def guard_install(home: Path, java: Path) -> Path:
+    """Build compose/trino/ro-guard (the plugin that denies table procedures to read-only
+    identities) into Trino's plugin folder; again only when its source changed."""
+    guard = RULES_FILE.parent / "ro-guard"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(guard.glob("*.*")))).hexdigest()
+    target = home / "plugin" / "controlroom-read-only-guard"
+    stamp = target / ".source-sha256"
+    if stamp.exists() and stamp.read_text() == digest:
+        return target
+    with (home.parent / f".{TRINO_VERSION}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(target, ignore_errors=True)
+        done = subprocess.run(["bash", str(guard / "build.sh"), str(target), TRINO_VERSION], capture_output=True,
+                              text=True, env={**os.environ, "JAVA_HOME": str(java)}, check=False)
+        if done.returncode:
+            raise RuntimeError(f"building the Trino read-only guard failed:\n{done.stderr[-2000:]}")
+        stamp.write_text(digest)
+    return target
+
+
 def password_file_entry(user: str, password: str, *, iterations: int = 1000) -> str:
     """A line of Trino's password file: ``user:iterations:salt:hash``, PBKDF2WithHmacSHA1 in lowercase hex.
 
@@ -227,6 +247,7 @@ class TrinoServer(_Server):
     def _start(self) -> str:
         assert self.tmpdir is not None
         home, java = trino_install(), java_home()
+        guard_install(home, java)
         if self.postgres_url is None:
             self._postgres = PostgresServer()
             self.postgres_url = self._postgres.start()
@@ -294,12 +315,15 @@ class TrinoServer(_Server):
                 "internal-communication.shared-secret": secrets.token_urlsafe(32),
                 "plugin.dir": home / "plugin", "catalog.config-dir": etc / "catalog",
                 "web-ui.enabled": "false", "http-server.log.enabled": "false",
+                # Both must allow: rules.json, and the guard for what file rules never check.
+                "access-control.config-files": f"{etc / 'access-control.properties'},{etc / 'ro-guard.properties'}",
             },
             "log.properties": {"io.trino": "INFO"},
             "password-authenticator.properties": {
                 "password-authenticator.name": "file", "file.password-file": etc / "password.db",
             },
             "access-control.properties": {"access-control.name": "file", "security.config-file": RULES_FILE},
+            "ro-guard.properties": {"access-control.name": "controlroom-read-only-guard"},
             "catalog/tpch.properties": {"connector.name": "tpch"},
             "catalog/memory.properties": {"connector.name": "memory"},
             "catalog/iceberg.properties": {
