@@ -108,6 +108,13 @@ class QueryExecution(models.Model):
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
 
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since it was submitted (until it ended)."""
+        from django.utils import timezone
+
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
 
 class SchemaSnapshot(models.Model):
     """A connection's catalogs, schemas, tables and columns as last read from the engine: the

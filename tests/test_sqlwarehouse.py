@@ -265,3 +265,22 @@ def test_an_execution_whose_worker_died_is_failed_and_audited(world):
     alive.refresh_from_db()
     assert lost.status == "failed" and "stopped before it finished" in lost.error and alive.status == "running"
     assert AuditEvent.objects.get(action="sql.execute").after["status"] == "failed"
+
+
+def test_a_running_execution_shows_live_status_and_stops_polling_when_done(world):
+    from django.utils import timezone
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    execution = QueryExecution.objects.create(
+        workspace=world.workspace, user=world.users["analyst"], connection=connection, sql="SELECT 1", engine="duckdb",
+        status="running", started_at=timezone.now(), progress={"completed_splits": 3, "total_splits": 8,
+                                                               "stored_rows": 1200, "statement": 2, "statements": 3})
+    url = f"/w/acme/sql/executions/{execution.pk}/status/"
+    client = world.client("analyst")
+    running = client.get(url)
+    body = running.content.decode()
+    assert running.status_code == 200 and 'hx-trigger="every 500ms"' in body
+    assert "3/8 splits" in body and "1200 rows so far" in body and "statement 2 of 3" in body and 'id="cancel"' in body
+    QueryExecution.objects.filter(pk=execution.pk).update(status="succeeded", finished_at=timezone.now(), row_count=1)
+    done = client.get(url)
+    assert done.status_code == 286 and "hx-trigger" not in done.content.decode()
