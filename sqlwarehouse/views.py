@@ -96,13 +96,14 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
 
 
 def _execution_for(request: HttpRequest, workspace: str, execution_id: int) -> tuple[Access, QueryExecution]:
-    """Your own executions; and, for anyone who can see the saved query, its last result."""
+    """Your own executions (admins: everyone's); and, for anyone who can see the saved query,
+    its last result."""
     access = workspace_access(user=request.user, slug=workspace, minimum=Role.VIEWER)
     obj = QueryExecution.objects.select_related("connection", "result", "saved_query").filter(
         workspace=access.workspace, pk=execution_id).first()
     if obj is None:
         raise Http404("No such query execution.")
-    if obj.user_id == request.user.pk and access.can(Role.ANALYST):
+    if (obj.user_id == request.user.pk and access.can(Role.ANALYST)) or access.can(Role.ADMIN):
         return access, obj
     shared = SavedQuery.objects.filter(Q(visibility=SavedQuery.Visibility.WORKSPACE) | Q(owner=request.user),
                                        workspace=access.workspace, last_execution=obj).exists()
@@ -202,7 +203,11 @@ def execution_export(request: HttpRequest, workspace: str, execution_id: int, fm
 @login_required
 def history(request: HttpRequest, workspace: str) -> HttpResponse:
     access = workspace_access(user=request.user, slug=workspace, minimum=Role.ANALYST)
-    qs = QueryExecution.objects.filter(workspace=access.workspace, user=request.user).select_related("connection")
+    # Your own executions; admins may look at everyone's (the audit log has them too).
+    everyone = access.can(Role.ADMIN) and request.GET.get("all") == "1"
+    qs = QueryExecution.objects.filter(workspace=access.workspace).select_related("connection", "user")
+    if not everyone:
+        qs = qs.filter(user=request.user)
     q = request.GET.get("q", "").strip()
     if q:
         qs = qs.filter(sql__icontains=q)
@@ -216,4 +221,5 @@ def history(request: HttpRequest, workspace: str) -> HttpResponse:
     return render(request, "sqlwarehouse/history.html", {
         "access": access, "workspace": access.workspace, "page": page, "q": q, "status": status,
         "engine": engine, "statuses": QueryExecution.Status.choices, "engines": Connection.Kind.choices,
+        "everyone": everyone, "can_see_everyone": access.can(Role.ADMIN),
     })

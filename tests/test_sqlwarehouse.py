@@ -284,3 +284,15 @@ def test_a_running_execution_shows_live_status_and_stops_polling_when_done(world
     QueryExecution.objects.filter(pk=execution.pk).update(status="succeeded", finished_at=timezone.now(), row_count=1)
     done = client.get(url)
     assert done.status_code == 286 and "hx-trigger" not in done.content.decode()
+
+
+def test_admins_can_see_everyones_history(world):
+    run_sql(world, "analyst", "SELECT 'mine' AS who")
+    assert "SELECT &#x27;mine&#x27;" not in world.client("admin").get("/w/acme/sql/history/").content.decode()
+    everyone = world.client("admin").get("/w/acme/sql/history/?all=1").content.decode()
+    assert "SELECT &#x27;mine&#x27;" in everyone and "<td>analyst</td>" in everyone
+    # Others cannot widen their view.
+    assert "mine" not in world.client("operator").get("/w/acme/sql/history/?all=1").content.decode()
+    theirs = QueryExecution.objects.get()
+    assert world.client("admin").get(f"/w/acme/sql/executions/{theirs.pk}/").status_code == 200
+    assert world.client("operator").get(f"/w/acme/sql/executions/{theirs.pk}/").status_code == 404
