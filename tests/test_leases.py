@@ -165,3 +165,14 @@ def test_phases_ending_together_unblock_their_dependent_and_settle_the_run(world
         assert run.status == RunStatus.SUCCEEDED, f"round {round_}: run left {run.status}"
         seqs = list(run.events.values_list("seq", flat=True))
         assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_racing_claims_on_queued_runs_all_find_work(world, django_capture_on_commit_callbacks):
+    """Claims also admit waiting runs. When several claimers race to do it, the ones whose
+    admission found nothing left to admit must still look again, not answer 'no work'."""
+    roots = "".join(f"  - {{name: p{i}, kind: sql, config: {{sql: select 1}}, depends_on: []}}\n" for i in range(3))
+    runs = [make_run(world, f"name: wide{n}\nphases:\n{roots}", django_capture_on_commit_callbacks) for n in range(2)]
+    Run.objects.filter(pk__in=[r.pk for r in runs]).update(status=RunStatus.QUEUED, started_at=None)
+    got = in_threads(6, lambda i: phase_claim_next(workspace=world.workspace, worker=f"w{i}", kinds=["sql"]))
+    assert all(g is not None for g in got), f"{sum(g is None for g in got)} of 6 claimers found no work"
+    assert len({g[0].pk for g in got}) == 6

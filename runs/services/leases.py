@@ -72,14 +72,15 @@ def phase_claim_next(
     if connection.vendor == "postgresql":  # one statement, no lock held across round trips
         from runs.services import pgclaim
 
-        for _ in range(2):
+        for attempt in range(2):
             got, queued = pgclaim.claim_next(workspace_id=workspace.pk, worker=worker, kinds=list(kinds),
                                              run_id=run_id, now=now, ttl=lease_ttl())
-            # Runs waiting for admission: admit them (the safety net behind run create and settle),
-            # and look again if this claim came back empty.
-            if not queued or not runs_admit(workspace_id=workspace.pk) or got is not None:
+            if got is not None or not queued or attempt:
                 return got
-        return got
+            # Runs wait for admission (the safety net behind run create and settle): admit them and
+            # look once more, even if a concurrent claimer admitted them first.
+            runs_admit(workspace_id=workspace.pk)
+        return None
     if Run.objects.filter(workspace=workspace, status=RunStatus.QUEUED).exists():  # cheap: no lock
         runs_admit(workspace_id=workspace.pk)
     candidates = Phase.objects.filter(_claimable(now), kind__in=list(kinds), run__workspace=workspace)
