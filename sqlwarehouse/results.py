@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import hashlib
 import io
 import tempfile
 import uuid
@@ -138,10 +137,3 @@ def csv_chunks(blob: Blob) -> Iterator[bytes]:
         pacsv.write_csv(parquet.schema_arrow.empty_table(), out)
         yield out.getvalue()
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

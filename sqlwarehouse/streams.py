@@ -11,7 +11,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
@@ -129,7 +128,3 @@ def open_engine(connection: Connection, *, user: str, read_only: bool) -> QueryE
 def dialect_of(connection: Connection | None) -> str:
     return "trino" if connection is not None and connection.kind == Connection.Kind.TRINO else "duckdb"
 
-
-def scratch_path(root: Path, name: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    return root / name
