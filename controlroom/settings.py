@@ -156,6 +156,9 @@ DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(BASE_DIR / "demo" / 
 SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)
 # A claimed phase's lease lasts this long unless a heartbeat renews it (workers beat at a third).
 PHASE_LEASE_TTL_S = env_int("PHASE_LEASE_TTL_S", 30)
+# Claims and successes run as server-side prepared statements on PostgreSQL. Turn off behind a
+# transaction-mode pooler that cannot carry them (PgBouncer before 1.21).
+PG_PREPARE_CLAIMS = env_bool("PG_PREPARE_CLAIMS", True)
 # An admitted run with runnable phases and no event for this long gets another wake-up.
 RUN_STALL_S = env_int("RUN_STALL_S", 30)
 # Modules whose @phase_callable functions may run as `python` phases.

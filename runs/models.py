@@ -141,11 +141,13 @@ class PhaseState(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+_CLAIMABLE = models.Q(state=PhaseState.PENDING, blocked=False)
 TERMINAL_PHASE = {PhaseState.SUCCEEDED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
 
 
 class Phase(Timed, models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="phases")
+    # No index of its own: uniq_phase_name (run, name) serves every lookup by run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="phases", db_index=False)
     name = models.CharField(max_length=64)
     position = models.PositiveIntegerField()
     kind = models.CharField(max_length=32)
@@ -170,9 +172,18 @@ class Phase(Timed, models.Model):
     class Meta:
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="uniq_phase_name")]
+        # Partial indexes hold only the rows their queries want, so a claim walks live candidates
+        # instead of every phase ever ended, and a phase's last state change touches none of them.
+        # claims: in id order (one kind), or per kind when kinds are mixed and the planner knows it;
+        # the reaper: running leases; a success: the run's open and blocked phases.
         indexes = [
-            models.Index(fields=["state", "lease_expires_at"]),
-            models.Index(fields=["state", "blocked", "kind", "id"], name="phase_claimable_idx"),
+            models.Index(fields=["id"], name="phase_next_idx", condition=_CLAIMABLE),
+            models.Index(fields=["kind", "id"], name="phase_claimable_idx", condition=_CLAIMABLE),
+            models.Index(fields=["lease_expires_at"], name="phase_running_idx",
+                         condition=models.Q(state=PhaseState.RUNNING)),
+            models.Index(fields=["run"], name="phase_open_idx",
+                         condition=models.Q(state__in=[PhaseState.PENDING, PhaseState.RUNNING])),
+            models.Index(fields=["run"], name="phase_blocked_idx", condition=models.Q(blocked=True)),
         ]
 
     def __str__(self) -> str:
@@ -199,7 +210,8 @@ class EventType(models.TextChoices):
 class RunEvent(models.Model):
     """Append-only; ``seq`` orders events within a run, ``event_id`` de-duplicates."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: uniq_event_seq (run, seq) serves every lookup by run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     phase = models.ForeignKey(Phase, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
     seq = models.PositiveIntegerField()
     event_id = models.UUIDField(default=uuid.uuid4, unique=True)
