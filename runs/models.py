@@ -118,7 +118,16 @@ class Run(Timed, models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["workspace", "-id"]), models.Index(fields=["job", "-id"])]
+        # The partial ones serve admission and every claim's "does anyone wait?" without walking
+        # a workspace's history (100,000 ended runs): waiting runs oldest first, and running ones.
+        indexes = [
+            models.Index(fields=["workspace", "-id"]), models.Index(fields=["job", "-id"]),
+            models.Index(fields=["workspace", "id"], name="run_queued_idx",
+                         condition=models.Q(status=RunStatus.QUEUED)),
+            # Keyed by id: a claim looks its candidate's run up by id, and with another key a
+            # plan from stale statistics walked every running run for each candidate.
+            models.Index(fields=["id"], name="run_running_idx", condition=models.Q(status=RunStatus.RUNNING)),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["workspace", "idempotency_key"], name="uniq_run_idempotency_key",
                                     condition=models.Q(idempotency_key__isnull=False)),
@@ -175,12 +184,14 @@ class Phase(Timed, models.Model):
         # Partial indexes hold only the rows their queries want, so a claim walks live candidates
         # instead of every phase ever ended, and a phase's last state change touches none of them.
         # claims: in id order (one kind), or per kind when kinds are mixed and the planner knows it;
-        # the reaper: running leases; a success: the run's open and blocked phases.
+        # the reaper, successes and heartbeats: running phases; a success: the run's open and
+        # blocked phases.
         indexes = [
             models.Index(fields=["id"], name="phase_next_idx", condition=_CLAIMABLE),
             models.Index(fields=["kind", "id"], name="phase_claimable_idx", condition=_CLAIMABLE),
-            models.Index(fields=["lease_expires_at"], name="phase_running_idx",
-                         condition=models.Q(state=PhaseState.RUNNING)),
+            # Keyed by id, not by lease expiry: a success or heartbeat finds its phase by id,
+            # and with another key the planner would walk the index's dead entries to filter on it.
+            models.Index(fields=["id"], name="phase_running_idx", condition=models.Q(state=PhaseState.RUNNING)),
             models.Index(fields=["run"], name="phase_open_idx",
                          condition=models.Q(state__in=[PhaseState.PENDING, PhaseState.RUNNING])),
             models.Index(fields=["run"], name="phase_blocked_idx", condition=models.Q(blocked=True)),

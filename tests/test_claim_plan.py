@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from runs.models import Phase, PhaseState, RunEvent
+from runs.models import Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services import pgclaim
 from runs.services.jobs import job_create
 from runs.services.leases import _claimable, phase_claim_next
@@ -36,24 +36,34 @@ def drain(world, count: int) -> None:
         phase_complete(phase=phase, lease_token=token, succeeded=True)
 
 
-def scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every node of a PostgreSQL JSON plan that reads runs_phase, depth first."""
-    found = [plan] if plan.get("Relation Name") == Phase._meta.db_table and "Scan" in plan["Node Type"] else []
-    for child in plan.get("Plans", []):
-        found += scans(child)
-    return found
+def walk(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of a PostgreSQL JSON plan, depth first."""
+    return [plan] + [node for child in plan.get("Plans", []) for node in walk(child)]
+
+
+def scans(plan: dict[str, Any], model: type) -> list[dict[str, Any]]:
+    """The nodes under ``plan`` that read the model's table, depth first."""
+    return [n for n in walk(plan) if n.get("Relation Name") == model._meta.db_table and "Scan" in n["Node Type"]]
 
 
 def test_a_claim_reads_only_claimable_phases_however_many_have_ended(world, django_capture_on_commit_callbacks):
-    # A burst: 2,000 phases queued and the statistics taken while all were pending; then 500
-    # end before autovacuum looks again. A claim must not walk past the ended ones.
+    # A burst: 100 runs of 20 phases queued (beside 200 ended runs), the statistics taken while
+    # all waited; then 500 phases end before autovacuum looks again. A claim must neither walk
+    # past the ended phases nor start from the runs (every running run's phases, sorted).
     run = queue(world, django_capture_on_commit_callbacks, phases=1)
-    Phase.objects.bulk_create(Phase(run=run, name=f"b{i}", position=i + 1, kind="python", config={})
-                              for i in range(BURST))
+    fields = {"workspace": run.workspace, "environment": run.environment, "job": run.job, "trigger": "api",
+              "job_version": run.job_version}
+    Run.objects.bulk_create(Run(**fields, status=RunStatus.SUCCEEDED) for _ in range(200))
+    burst = Run.objects.bulk_create(Run(**fields, status=RunStatus.QUEUED) for _ in range(BURST // 20))
+    Phase.objects.bulk_create(Phase(run=r, name=f"b{i}", position=i, kind="python", config={})
+                              for r in burst for i in range(20))
     if connection.vendor == "postgresql":
         with connection.cursor() as cur:
             cur.execute(f"ANALYZE {Phase._meta.db_table}")
-    ended = list(run.phases.order_by("id").values_list("id", flat=True)[:ENDED])
+            cur.execute(f"ANALYZE {Run._meta.db_table}")
+    Run.objects.filter(pk__in=[r.pk for r in burst]).update(status=RunStatus.RUNNING)
+    Phase.objects.filter(run=run).update(state=PhaseState.SUCCEEDED)
+    ended = list(Phase.objects.filter(run__in=burst).order_by("id").values_list("id", flat=True)[:ENDED])
     Phase.objects.filter(pk__in=ended).update(state=PhaseState.SUCCEEDED)
 
     if connection.vendor == "postgresql":
@@ -68,10 +78,14 @@ def test_a_claim_reads_only_claimable_phases_however_many_have_ended(world, djan
             plan = cur.fetchone()[0][0]["Plan"]
         # The candidate scan (the first one) walks a partial index of claimable phases: it meets
         # the next pending phase at once instead of filtering out the ended ones.
-        candidate = scans(plan)[0]
+        # Its run is looked up for that one candidate: the plan never starts from the runs.
+        [cand] = [node for node in walk(plan) if node.get("Subplan Name") == "CTE cand"]
+        candidate = scans(cand, Phase)[0]
         assert candidate.get("Index Name") in ("phase_next_idx", "phase_claimable_idx"), candidate
         assert candidate.get("Rows Removed by Filter", 0) == 0, candidate
-        assert candidate["Actual Rows"] == 1
+        assert candidate["Actual Rows"] == 1 and candidate["Actual Loops"] == 1
+        for lookup in scans(cand, Run):  # one probe, for the one candidate
+            assert lookup["Actual Loops"] == 1, lookup
     else:
         now = dt.datetime.now(dt.UTC)
         query = Phase.objects.filter(_claimable(now), kind__in=["python"], run__workspace=world.workspace)
@@ -84,7 +98,7 @@ def test_a_claim_reads_only_claimable_phases_however_many_have_ended(world, djan
             partial = {row[1]: row[4] for row in cur.fetchall()}
         assert partial[index] == 1, f"{index} is not a partial index: {plan}"
     phase, _ = phase_claim_next(workspace=world.workspace, worker="w", kinds=["python"])
-    assert phase.pk == run.phases.exclude(pk__in=ended).order_by("id").first().pk
+    assert phase.pk == Phase.objects.filter(run__in=burst).exclude(pk__in=ended).order_by("id").first().pk
 
 
 def test_claims_and_successes_are_prepared_once_per_connection(world, settings, django_capture_on_commit_callbacks):

@@ -36,15 +36,19 @@ _EVENT_COLUMNS = "run_id, phase_id, seq, event_id, type, level, message, payload
 # The event of a claim, written in the same statement: PHASE_CLAIMED with the run's next seq.
 _CLAIM = f"""
 WITH cand AS (
-  -- Walks the claimable index in id order (as the bare SKIP LOCKED loop does) and looks each
-  -- candidate's run up by primary key. {{locked}} is "p, r" first: a run whose row another
-  -- claim or completion holds (for its event seq) is skipped, so concurrent claims spread over
-  -- runs instead of queueing on one run row; "p" when that found nothing.
-  SELECT p.id FROM {_P} p JOIN {_R} r ON r.id = p.run_id
+  -- Walks the claimable phases in id order (as the bare SKIP LOCKED loop does) and looks each
+  -- candidate's run up by primary key. The run check is a LATERAL subquery behind OFFSET 0 so
+  -- that no plan can start from the runs instead: with statistics from before a burst was
+  -- admitted, a join was planned as "every running run's phases, sorted" (17 ms per claim).
+  -- {{run_lock}} is FOR UPDATE SKIP LOCKED first: a run whose row another claim or completion
+  -- holds (for its event seq) is skipped, so concurrent claims spread over runs instead of
+  -- queueing on one run row; empty when that found nothing.
+  SELECT p.id FROM {_P} p CROSS JOIN LATERAL (
+    SELECT 1 FROM {_R} r WHERE r.id = p.run_id AND r.workspace_id = %(workspace)s
+      AND r.status = '{RunStatus.RUNNING}' AND NOT r.cancel_requested OFFSET 0 {{run_lock}}) r
   WHERE p.state = '{PhaseState.PENDING}' AND NOT p.blocked AND {{kind_filter}}
     AND (p.not_before IS NULL OR p.not_before <= %(now)s) {{run_filter}}
-    AND r.workspace_id = %(workspace)s AND r.status = '{RunStatus.RUNNING}' AND NOT r.cancel_requested
-  ORDER BY p.id LIMIT 1 FOR UPDATE OF {{locked}} SKIP LOCKED
+  ORDER BY p.id LIMIT 1 FOR UPDATE OF p SKIP LOCKED
 ), took AS (
   UPDATE {_P} p SET state = '{PhaseState.RUNNING}', attempt = p.attempt + 1, lease_token = %(token)s,
     worker = %(worker)s, lease_expires_at = %(expires)s, heartbeat_at = %(now)s, started_at = %(now)s,
@@ -153,20 +157,21 @@ def claim_next(
         "kinds": kinds, "kind": kinds[0], "now": now, "workspace": workspace_id, "run": run_id, "token": token,
         "worker": worker[:200], "expires": expires, "expires_iso": expires.isoformat(), "event_id": uuid.uuid4(),
     }
-    for locked in ("p, r", "p"):
-        row = _execute(claim_sql(kinds=len(kinds), one_run=run_id is not None, locked=locked), params)
+    for run_lock in (True, False):
+        row = _execute(claim_sql(kinds=len(kinds), one_run=run_id is not None, run_lock=run_lock), params)
         assert row is not None
         if row[0] is not None:
             return (_phase(row), token), row[-1]
     return None, row[-1]
 
 
-def claim_sql(*, kinds: int, one_run: bool, locked: str = "p, r") -> str:
+def claim_sql(*, kinds: int, one_run: bool, run_lock: bool = True) -> str:
     """The claim statement for this many kinds, optionally limited to one run (%(run)s)."""
     # One kind (the usual case) keeps the index's id order; several need ANY and a sort.
     kind_filter = "p.kind = %(kind)s::text" if kinds == 1 else "p.kind = ANY(%(kinds)s::text[])"
     sql = _CLAIM.replace("{run_filter}", "AND p.run_id = %(run)s" if one_run else "")
-    return sql.replace("{kind_filter}", kind_filter).replace("{locked}", locked)
+    sql = sql.replace("{run_lock}", "FOR UPDATE SKIP LOCKED" if run_lock else "")
+    return sql.replace("{kind_filter}", kind_filter)
 
 
 def complete_succeeded(

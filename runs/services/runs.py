@@ -78,6 +78,8 @@ def _admit_and_dispatch(*, workspace_id: int) -> None:
     from runs.services.admission import runs_admit
     from runs.tasks import run_dispatch
 
+    if not Run.objects.filter(workspace_id=workspace_id, status=RunStatus.QUEUED).exists():
+        return  # nobody waits (read after our own commit, so a slot we freed is seen by who queues next)
     for run_id in runs_admit(workspace_id=workspace_id):
         transaction.on_commit(lambda run_id=run_id: run_dispatch.delay(run_id))
 
@@ -85,27 +87,30 @@ def _admit_and_dispatch(*, workspace_id: int) -> None:
 def run_settle(*, run_id: int) -> Run:
     """Skip phases that can no longer run, and end the run once every phase has ended."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
+        run = Run.objects.select_for_update(of=("self",)).select_related("workspace").get(pk=run_id)
         if run.is_terminal:
             return run
-        phases = list(run.phases.all())
-        state = {p.name: p.state for p in phases}
+        # Plain rows, not model instances: a run has up to hundreds of phases and this runs at
+        # the end of every run (it was 17 ms of a 100-phase run's client time).
+        phases = list(run.phases.values_list("pk", "name", "state", "depends_on", "error"))
+        state = {name: st for _, name, st, _, _ in phases}
         changed = True
         while changed:
             changed = False
-            for phase in phases:
-                if state[phase.name] != PhaseState.PENDING:
+            for pk, name, _, depends_on, _ in phases:
+                if state[name] != PhaseState.PENDING:
                     continue
-                blocked = [d for d in phase.depends_on if state[d] in (PhaseState.FAILED, PhaseState.SKIPPED,
-                                                                        PhaseState.CANCELLED)]
+                blocked = [d for d in depends_on if state[d] in (PhaseState.FAILED, PhaseState.SKIPPED,
+                                                                 PhaseState.CANCELLED)]
                 if run.cancel_requested:
                     blocked = blocked or ["the run was cancelled"]
-                if blocked and Phase.objects.filter(pk=phase.pk, state=PhaseState.PENDING).update(
+                if blocked and Phase.objects.filter(pk=pk, state=PhaseState.PENDING).update(
                     state=PhaseState.SKIPPED, finished_at=timezone.now()
                 ):
-                    state[phase.name] = PhaseState.SKIPPED
-                    event_append(run=run, phase=phase, type=EventType.PHASE_SKIPPED,
-                                 message=f"{phase.name} skipped: {', '.join(blocked)} did not succeed")
+                    state[name] = PhaseState.SKIPPED
+                    event_append(run=run, phase=Phase(pk=pk, run_id=run.pk, name=name),
+                                 type=EventType.PHASE_SKIPPED,
+                                 message=f"{name} skipped: {', '.join(blocked)} did not succeed")
                     changed = True
         if not all(s in TERMINAL_PHASE for s in state.values()):
             return run
@@ -113,8 +118,8 @@ def run_settle(*, run_id: int) -> Run:
         run.status = RunStatus.SUCCEEDED if ok else RunStatus.CANCELLED if run.cancel_requested else RunStatus.FAILED
         run.finished_at = timezone.now()
         run.started_at = run.started_at or run.finished_at
-        failed = [p for p in phases if p.state == PhaseState.FAILED]
-        run.error = "" if ok else "; ".join(f"{p.name}: {p.error}" for p in failed)[:2000]
+        failed = [(name, error) for _, name, st, _, error in phases if st == PhaseState.FAILED]
+        run.error = "" if ok else "; ".join(f"{name}: {error}" for name, error in failed)[:2000]
         run.output_manifest = {"artifacts": dict(run.artifacts.order_by("id").values_list("name", "blob_id"))}
         run.save(update_fields=["status", "finished_at", "started_at", "error", "output_manifest"])
         kind = {RunStatus.SUCCEEDED: EventType.RUN_SUCCEEDED, RunStatus.CANCELLED: EventType.RUN_CANCELLED,
