@@ -134,12 +134,13 @@ def drain(worker: Callable[[int], int], workers: int, poll: Callable[[], str] | 
     return max(g[1] for g in got) - min(g[0] for g in got), sum(g[2] for g in got)
 
 
-def bare_claim_loop(conninfo: str, table: str) -> int:
-    """The floor: SKIP LOCKED pick + UPDATE with plain psycopg, one transaction per phase."""
+def bare_claim_loop(conninfo: str, table: str, conn=None) -> int:
+    """The floor: SKIP LOCKED pick + UPDATE with plain psycopg, one transaction per phase
+    (on ``conn`` if given, else on a connection of its own)."""
     import psycopg
 
     done = 0
-    with psycopg.connect(conninfo) as conn:
+    with contextlib.nullcontext(conn) if conn is not None else psycopg.connect(conninfo) as conn:
         while True:
             with conn.transaction(), conn.cursor() as cur:
                 row = cur.execute(
@@ -151,14 +152,14 @@ def bare_claim_loop(conninfo: str, table: str) -> int:
             done += 1
 
 
-def copy_phase_table(table: str) -> None:
+def copy_phase_table(table: str, where: str = "true") -> None:
     """``table``: a fresh copy of runs_phase (same columns and indexes) with every phase pending."""
     from django.db import connection
 
     with connection.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
         cur.execute(f"CREATE TABLE {table} (LIKE runs_phase INCLUDING ALL)")
-        cur.execute(f"INSERT INTO {table} SELECT * FROM runs_phase")
+        cur.execute(f"INSERT INTO {table} SELECT * FROM runs_phase WHERE {where}")
         cur.execute(f"UPDATE {table} SET state = 'pending', attempt = 0")
         cur.execute(f"VACUUM ANALYZE {table}")
         cur.execute("VACUUM ANALYZE runs_phase")

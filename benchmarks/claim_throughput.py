@@ -13,6 +13,8 @@ import argparse
 import collections
 import os
 import re
+import time
+from pathlib import Path
 
 import _common  # sets up sys.path and the environment; must come first
 
@@ -35,6 +37,8 @@ def report(args: argparse.Namespace, database_url: str) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from runs.models import EventType, Phase, Run, RunEvent
+    from runs.services import pgclaim
+    from runs.services.admission import runs_admit
     from runs.services.leases import phase_claim_next
     from runs.services.phases import phase_complete
 
@@ -75,15 +79,27 @@ def report(args: argparse.Namespace, database_url: str) -> None:
 
     svc_s, svc_n = _common.drain(service, args.workers, poll=poll)
 
-    # Queries of one claim + complete in a steady state (not timed): one more run is queued,
-    # one of its phases goes through, then the run is deleted again.
+    # Statements of one claim + complete in a steady state (not timed): one more run is queued
+    # and admitted, one of its phases goes through, then the run is deleted again. The
+    # one-statement PostgreSQL paths bypass Django's cursor, so they are counted at their call.
     [probe_run] = _common.queue_phases(workspace, job, runs=1, per_run=args.per_run)
+    runs_admit(workspace_id=workspace.pk)
+    direct = [0]
+    execute = pgclaim._execute
+
+    def counted(sql: str, params: dict) -> object:
+        direct[0] += 1
+        return execute(sql, params)
+
+    pgclaim._execute = counted
     with CaptureQueriesContext(connection) as probe:
         phase, token = phase_claim_next(workspace=workspace, worker="probe", kinds=["python"])
         phase_complete(phase=phase, lease_token=token, succeeded=True)
-    probe_queries, probe_ended_run = len(probe), Run.objects.get(pk=probe_run).is_terminal
+    pgclaim._execute = execute
+    probe_queries, probe_ended_run = len(probe) + direct[0], Run.objects.get(pk=probe_run).is_terminal
     Run.objects.filter(pk=probe_run).delete()
 
+    serial_lines = serial(workspace, job, database_url, args.per_run)
     rows, wrong = _common.claimed_once("runs_phase")
     claims = RunEvent.objects.filter(type=EventType.PHASE_CLAIMED).count()
     bare_rows, bare_wrong = _common.claimed_once(BARE_TABLE)
@@ -95,15 +111,59 @@ def report(args: argparse.Namespace, database_url: str) -> None:
     print(f"  bare psycopg SKIP LOCKED + UPDATE   {bare_rate:8.0f} phases/s  ({bare_n} in {bare_s:.1f} s)")
     print(f"  phase_claim_next + phase_complete   {svc_rate:8.0f} phases/s  ({svc_n} in {svc_s:.1f} s)")
     print(f"  ratio (service / bare)              {svc_rate / bare_rate:8.2f}   (target >= 0.5)")
-    print(f"  queries per claim + complete        {probe_queries:8d}   "
+    print(f"  statements per claim + complete     {probe_queries:8d}   "
           f"({'including' if probe_ended_run else 'not including'} ending the run)")
     verdict = "yes" if wrong == 0 and rows == total and claims == total else "NO"
     print(f"  every phase claimed exactly once    {verdict:>8}   ({rows} phases, {wrong} with attempt != 1 or not "
           f"succeeded, {claims} PHASE_CLAIMED events; bare copy: {bare_wrong} of {bare_rows} wrong)")
     print(f"  runs not succeeded after the drain  {unfinished:8d}")
+    print(*serial_lines, sep="\n")
     if samples[0]:
         top = ", ".join(f"{name} {count / samples[0]:.1f}" for name, count in waits.most_common(8))
         print(f"  executor backends by state / wait event (mean over {samples[0]} samples): {top}")
+
+
+def backend_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a local process (a PostgreSQL backend), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serial(workspace, job, database_url: str, per_run: int, phases: int = 3000) -> list[str]:
+    """One process, one connection, no contention: CPU per phase in the client and in its
+    PostgreSQL backend, for both loops. The queue is deleted again afterwards."""
+    import psycopg
+    from django.db import connection
+
+    from runs.models import Run
+    from runs.services.leases import phase_claim_next
+    from runs.services.phases import phase_complete
+
+    _common.say("serial pass")
+    made = _common.queue_phases(workspace, job, runs=max(1, phases // per_run), per_run=per_run)
+    table = BARE_TABLE + "_serial"
+    _common.copy_phase_table(table, where=f"run_id = ANY(ARRAY{made})")
+    lines = [f"  one process, {len(made) * per_run} phases   wall/phase  client CPU  server CPU"]
+    with psycopg.connect(database_url) as conn:
+        pid, cpu, start = conn.info.backend_pid, time.process_time(), time.monotonic()
+        server = backend_cpu_s(pid)
+        done = _common.bare_claim_loop(database_url, table, conn=conn)
+        lines.append(_serial_line("bare loop", done, start, cpu, backend_cpu_s(pid) - server))
+    connection.ensure_connection()
+    pid, cpu, start = connection.connection.info.backend_pid, time.process_time(), time.monotonic()
+    server, done = backend_cpu_s(pid), 0
+    while got := phase_claim_next(workspace=workspace, worker="serial", kinds=["python"]):
+        phase_complete(phase=got[0], lease_token=got[1], succeeded=True)
+        done += 1
+    lines.append(_serial_line("service layer", done, start, cpu, backend_cpu_s(pid) - server))
+    Run.objects.filter(pk__in=made).delete()
+    _common.say("")
+    return lines
+
+
+def _serial_line(label: str, done: int, start: float, cpu: float, server_s: float) -> str:
+    per = lambda seconds: f"{seconds / max(done, 1) * 1e3:8.3f} ms"  # noqa: E731
+    return f"  {label:<30} {per(time.monotonic() - start)} {per(time.process_time() - cpu)} {per(server_s)}"
 
 
 if __name__ == "__main__":
