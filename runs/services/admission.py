@@ -15,6 +15,8 @@ SCAN = 500
 
 def runs_admit(*, workspace_id: int) -> list[int]:
     """Start the queued runs the limits allow (oldest first); returns the ids started."""
+    if not Run.objects.filter(workspace_id=workspace_id, status=RunStatus.QUEUED).exists():
+        return []  # nobody waits: no workspace lock (one probe of the queued-runs index)
     admitted: list[int] = []
     with transaction.atomic():
         workspace = Workspace.objects.select_for_update().get(pk=workspace_id)  # one admitter at a time

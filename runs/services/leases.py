@@ -81,8 +81,7 @@ def phase_claim_next(
             # look once more, even if a concurrent claimer admitted them first.
             runs_admit(workspace_id=workspace.pk)
         return None
-    if Run.objects.filter(workspace=workspace, status=RunStatus.QUEUED).exists():  # cheap: no lock
-        runs_admit(workspace_id=workspace.pk)
+    runs_admit(workspace_id=workspace.pk)
     candidates = Phase.objects.filter(_claimable(now), kind__in=list(kinds), run__workspace=workspace)
     if run_id is not None:
         candidates = candidates.filter(run_id=run_id)

@@ -78,8 +78,6 @@ def _admit_and_dispatch(*, workspace_id: int) -> None:
     from runs.services.admission import runs_admit
     from runs.tasks import run_dispatch
 
-    if not Run.objects.filter(workspace_id=workspace_id, status=RunStatus.QUEUED).exists():
-        return  # nobody waits (read after our own commit, so a slot we freed is seen by who queues next)
     for run_id in runs_admit(workspace_id=workspace_id):
         transaction.on_commit(lambda run_id=run_id: run_dispatch.delay(run_id))
 
