@@ -44,6 +44,10 @@ class Connection(models.Model):
     # duckdb: {"database": path (optional)}.
     config = models.JSONField(default=dict, blank=True)
     password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
+    # Without an environment, a DuckDB connection keeps one database per environment. This makes
+    # every environment share one dataset instead, so any write through it counts as a prod write.
+    shared_across_environments = models.BooleanField(
+        default=False, help_text="One dataset for every environment: writes through it need the prod rule.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

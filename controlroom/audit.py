@@ -32,7 +32,7 @@ def _digest(prev_hash: str, fields: dict[str, Any]) -> str:
 def _hashed_fields(event: AuditEvent) -> dict[str, Any]:
     return {
         "workspace": event.workspace_id,
-        "actor": event.actor_id,
+        "actor": event.actor_user_id,
         "actor_label": event.actor_label,
         "action": event.action,
         "target_type": event.target_type,
@@ -61,11 +61,12 @@ def audit_record(
     workspace = workspace or (access.workspace if access else None)
     workspace_id = workspace.pk if workspace else None
     _chain_lock(workspace_id)
-    last = AuditEvent.objects.filter(workspace_id=workspace_id).order_by("-id").values_list("hash", flat=True).first()
+    last = AuditEvent.objects.filter(workspace_id=workspace_id).order_by("-id").values_list("hash", "seq").first()
     user = access.user if access else None
     event = AuditEvent(
         workspace=workspace,
-        actor=user if user is not None and user.pk else None,
+        seq=(last[1] if last else 0) + 1,
+        actor_user_id=user.pk if user is not None and user.pk else None,
         actor_label=access.label if access else "system",
         action=action,
         target_type=type(target).__name__.lower(),
@@ -75,7 +76,7 @@ def audit_record(
         request_id=request_id or get_request_id() or "",
         ip=get_client_ip(),
         created_at=timezone.now(),
-        prev_hash=last or GENESIS,
+        prev_hash=last[0] if last else GENESIS,
     )
     event.hash = _digest(event.prev_hash, _hashed_fields(event))
     event.save(force_insert=True)

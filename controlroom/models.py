@@ -29,6 +29,8 @@ class Workspace(models.Model):
     sql_row_cap = models.PositiveIntegerField(
         default=1_000_000, help_text="Rows a SQL editor result keeps; the rest is cut (and the page says so).")
     sql_timeout_s = models.PositiveIntegerField(default=300, help_text="Statement timeout of the SQL editor.")
+    operators_run_in_prod = models.BooleanField(
+        default=False, help_text="Let operators trigger runs in prod (by default only admins may).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -79,6 +81,7 @@ class ApiToken(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: the token does not expire.")
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
@@ -87,10 +90,15 @@ class ApiToken(models.Model):
 
 class AuditEvent(models.Model):
     """Append-only, hash-chained per workspace: each row's hash covers its content and the
-    previous row's hash, so an edited or deleted row breaks the chain."""
+    previous row's hash, so an edited or deleted row breaks the chain; ``AuditHead`` anchors the
+    chain's end, so deleting the newest rows is seen too."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, null=True, related_name="audit_events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    # Position in its chain (1, 2, ...): a gap or a missing tail is visible without the hashes.
+    seq = models.PositiveBigIntegerField(default=0)
+    # The acting user's id as recorded: a plain number, not a foreign key, so deleting the user
+    # later changes nothing that the hash covers.
+    actor_user_id = models.BigIntegerField(null=True, blank=True)
     actor_label = models.CharField(max_length=200)
     action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64)
@@ -109,3 +117,18 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type}:{self.target_id} by {self.actor_label}"
+
+
+class AuditHead(models.Model):
+    """The newest event of one audit chain (a workspace's, or the platform's for ``chain``
+    "platform"), sealed with a keyed MAC: rows deleted from the chain's end leave a head that
+    no longer matches, and without the key a matching head cannot be forged."""
+
+    chain = models.CharField(max_length=32, unique=True)  # "ws:<id>" or "platform"
+    seq = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.chain} at {self.seq}"

@@ -178,6 +178,17 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "polling_interval": 0.1,
     }
+# Caches hold login rate limits, so every process must share them: the broker's Redis (or
+# CACHE_URL) in production, a database table in embedded mode (created by a migration).
+_cache_url = env_str("CACHE_URL") or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+                                      else "")
+if _cache_url:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
+elif EMBEDDED:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache",
+                          "LOCATION": "controlroom_cache"}}
+else:
+    raise ImproperlyConfigured("CACHE_URL (a redis:// URL) is required in production when the broker is not Redis")
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -108,6 +108,8 @@ class Run(Timed, models.Model):
     last_seq = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # sha256 of what the keyed request asked for: the same key with another request is refused.
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
     input_manifest = models.JSONField(default=dict, blank=True)
     output_manifest = models.JSONField(default=dict, blank=True)
     rerun_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns")
@@ -282,3 +284,22 @@ class GitSource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url}#{self.branch}:{self.folder}"
+
+
+class GitDelivery(models.Model):
+    """A push webhook delivery, kept so that a replayed delivery (same id) is ignored."""
+
+    source = models.ForeignKey(GitSource, on_delete=models.CASCADE, related_name="deliveries")
+    delivery_id = models.CharField(max_length=200)
+    sha = models.CharField(max_length=40, blank=True, default="")
+    received_at = models.DateTimeField(auto_now_add=True)
+    # queued, synced, failed or ignored; ``result`` holds what the sync did (jobs, runs, errors).
+    status = models.CharField(max_length=16, default="queued")
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "delivery_id"], name="uniq_git_delivery")]
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}:{self.delivery_id}"

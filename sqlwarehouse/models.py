@@ -118,15 +118,24 @@ class QueryExecution(models.Model):
 
 class SchemaSnapshot(models.Model):
     """A connection's catalogs, schemas, tables and columns as last read from the engine: the
-    schema browser and editor completion read this, and a refresh replaces it."""
+    schema browser and editor completion read this, and a refresh replaces it. A connection with
+    one database per environment has a snapshot per environment; others have one (no environment)."""
 
-    connection = models.OneToOneField(Connection, on_delete=models.CASCADE, related_name="schema_snapshot")
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="schema_snapshots")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, null=True, blank=True)
     # {"catalog": {"schema": {"table": [["column", "type"], ...]}}}
     namespace = models.JSONField(default=dict)
     tables = models.PositiveIntegerField(default=0)
     fetched_at = models.DateTimeField()
     fetch_ms = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "environment"], name="uniq_schema_snapshot"),
+            models.UniqueConstraint(fields=["connection"], condition=models.Q(environment__isnull=True),
+                                    name="uniq_schema_snapshot_shared"),
+        ]
 
     def __str__(self) -> str:
         return f"schema of {self.connection_id}"

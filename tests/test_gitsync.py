@@ -105,7 +105,7 @@ def test_sync_creates_valid_jobs_and_reports_invalid_files_with_lines(world, rep
     event = AuditEvent.objects.get(action="git.sync")
     assert event.after == {"repo": repo.url, "branch": "main", "sha": sha, "created": 1, "updated": 0,
                                 "unchanged": 0, "failed": 1}
-    assert event.actor == world.users["admin"]
+    assert event.actor_user_id == world.users["admin"].pk
 
 
 def test_changed_spec_adds_a_version_and_resync_adds_nothing(world, repo, source):

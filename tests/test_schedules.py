@@ -103,7 +103,7 @@ def test_set_creates_a_beat_periodic_task_and_an_audit_event(world, demo_job):
         "*/15", "9-17", "*", "*", "1-5")
     assert str(cron.timezone) == "Europe/Berlin"
     event = AuditEvent.objects.get(action="schedule.set")
-    assert event.actor == world.users["operator"] and event.before is None and event.after["cron"] == schedule.cron
+    assert event.actor_user_id == world.users["operator"].pk and event.before is None and event.after["cron"] == schedule.cron
 
 
 def test_set_again_updates_the_same_task_and_can_disable_it(world, demo_job):
