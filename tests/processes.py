@@ -26,7 +26,7 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 # The run command must use its own embedded SQLite, broker folder and storage, whatever the suite uses.
 _DROP = ("DATABASE_URL", "CELERY_BROKER_URL", "CONTROLROOM_TEST_SQLITE", "CONTROLROOM_MODE",
-         "ARTIFACT_STORE_URL", "CONTROLROOM_WAREHOUSE_DIR", "STATIC_ROOT")
+         "ARTIFACT_STORE_URL", "CONTROLROOM_WAREHOUSE_DIR", "CONTROLROOM_DATASETS_DIR", "STATIC_ROOT")
 _PASSWORD = re.compile(r"Demo workspace ready\. Sign in as demo / (\S+)")
 _UP = re.compile(r"Control Room is up at (http://\S+/)")
 

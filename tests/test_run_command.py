@@ -1,6 +1,8 @@
 """The README's run command, end to end over real HTTP: ``scripts/run.sh`` on embedded defaults
 serves the demo, a signed-in user runs the medallion job to success through the HTML forms, the
-API refuses a request without a token, and Ctrl-C (SIGINT to the process group) stops everything.
+API refuses a request without a token, a worker killed with SIGKILL is restarted by the
+supervisor while the web keeps answering, and Ctrl-C (SIGINT to the process group) stops every
+child it started.
 
 No ``db`` fixture: the test speaks only HTTP (urllib + a cookie jar) to the server it starts.
 """
@@ -11,6 +13,7 @@ import http.cookiejar
 import json
 import os
 import re
+import signal
 import time
 import urllib.error
 import urllib.parse
@@ -25,9 +28,12 @@ import pytest
 
 from tests.processes import STOP_TIMEOUT, RunningServer, run_command
 
-pytestmark = pytest.mark.slow
+# Its stack is the run command's own (embedded SQLite): the same in either pass, so it runs once.
+pytestmark = [pytest.mark.slow, pytest.mark.once]
 RUN_TIMEOUT = 90.0
 REQUEST_ID = "e2e-run-command.42"
+# What controlroom/supervisor.py prints when it starts a child; the last one per name is current.
+STARTED = re.compile(r"(?:started|restarted) (web|worker|beat) \(pid (\d+)\)")
 
 
 @dataclass
@@ -116,6 +122,56 @@ def text_of(html: str) -> str:
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", "", html)))
 
 
+def children(server: RunningServer) -> dict[str, int]:
+    """The current pid of each supervised child, from the supervisor's own lines."""
+    return {name: int(pid) for name, pid in STARTED.findall(server.log_path.read_text(errors="replace"))}
+
+
+def live_processes(pgid: int) -> set[int]:
+    """Pids of the processes still running (not zombies) in the process group ``pgid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            found.add(int(entry.name))
+    return found
+
+
+def gone_soon(pgid: int, timeout: float = 5.0) -> bool:
+    """True once nothing of the group runs any more (a SIGKILLed process takes a moment to exit)."""
+    deadline = time.monotonic() + timeout
+    while live_processes(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not live_processes(pgid)
+
+
+def sign_in(web: Web, server: RunningServer) -> Page:
+    """Sign in as demo with the password the command printed; returns the page it lands on."""
+    login = web.open("accounts/login/")
+    assert login.status == 200, login.text[:2000]
+    return web.open("accounts/login/", {"csrfmiddlewaretoken": csrf_token(login.text), "login": "demo",
+                                        "password": server.password})
+
+
+def trigger_demo_run(web: Web) -> Page:
+    """Press Run now on the medallion job with the form exactly as the page renders it."""
+    job = web.open("w/demo/jobs/medallion/")
+    form = parse_form(job.text, "trigger-form")
+    assert form.action and "csrfmiddlewaretoken" in form.fields, job.text[:3000]
+    return web.open(urllib.parse.urljoin(job.url, form.action), {**form.fields, "environment": "dev"})
+
+
+def wait_for_run(web: Web, run: Page, timeout: float = RUN_TIMEOUT) -> Page:
+    deadline, page = time.monotonic() + timeout, run
+    while run_state(page.text) not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page = web.open(run.url)
+    return page
+
+
 def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
     with run_command(tmp_path) as server:
         web = Web(server.url)
@@ -131,10 +187,7 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         assert echoed.headers.get("X-Request-ID") == REQUEST_ID, why(str(echoed.headers))
 
         # Sign in with the password the command printed; one workspace: home goes to its jobs.
-        login = web.open("accounts/login/")
-        assert login.status == 200, why(login.text[:2000])
-        home = web.open("accounts/login/", {"csrfmiddlewaretoken": csrf_token(login.text), "login": "demo",
-                                            "password": server.password})
+        home = sign_in(web, server)
         assert home.status == 200 and home.url == server.url + "w/demo/jobs/", why(f"{home.url}\n{home.text[:2000]}")
         assert "medallion" in home.text
 
@@ -148,10 +201,7 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         run = web.open(urllib.parse.urljoin(job.url, form.action), {**form.fields, "environment": "dev"})
         assert run.status == 200 and re.search(r"/w/demo/runs/\d+/$", run.url), why(f"{run.url}\n{run.text[:3000]}")
 
-        deadline, page = time.monotonic() + RUN_TIMEOUT, run
-        while run_state(page.text) not in ("succeeded", "failed") and time.monotonic() < deadline:
-            time.sleep(0.5)
-            page = web.open(run.url)
+        page = wait_for_run(web, run)
         log = text_of(page.text)
         assert run_state(page.text) == "succeeded", why(f"run {run.url} is {run_state(page.text)}:\n{log[-3000:]}")
         assert "RUN_SUCCEEDED" in log and "PHASE_SUCCEEDED [publish]" in log, why(log[-3000:])
@@ -168,7 +218,47 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         assert_ctrl_c_stops_everything(server)
 
 
+def test_run_command_restarts_a_worker_killed_with_sigkill(tmp_path: Path) -> None:
+    """kill -9 of the Celery worker: the supervisor names the signal, kills the worker's orphaned
+    pool, starts a new worker; the web and beat are untouched, and runs still complete (the one
+    in flight is redelivered or reaped, a new one runs on the new worker)."""
+    with run_command(tmp_path) as server:
+        web = Web(server.url)
+
+        def why(message: str) -> str:
+            return f"{message}\n--- run.sh log (tail) ---\n{server.log_tail()}"
+
+        assert sign_in(web, server).status == 200
+        before = children(server)
+        assert set(before) == {"web", "worker", "beat"}, why(str(before))
+        in_flight = trigger_demo_run(web)
+        assert re.search(r"/w/demo/runs/\d+/$", in_flight.url), why(in_flight.url)
+
+        os.kill(before["worker"], signal.SIGKILL)
+        assert web.open("healthz").status == 200  # the web does not depend on the worker
+        deadline = time.monotonic() + 30
+        while children(server)["worker"] == before["worker"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = children(server)
+        assert after["worker"] != before["worker"], why("the worker was not restarted")
+        log = server.log_path.read_text(errors="replace")
+        assert f" worker (pid {before['worker']}) died after" in log, why("no line names the dead worker")
+        assert re.search(rf"worker \(pid {before['worker']}\) died after \d+ s: killed by SIGKILL; restarting in",
+                         log), why("the line does not give the reason")
+        assert gone_soon(before["worker"]), why("the dead worker's pool processes were left running")
+        assert (after["web"], after["beat"]) == (before["web"], before["beat"]) and log.count(" died after ") == 1
+
+        page = wait_for_run(web, in_flight)
+        assert run_state(page.text) == "succeeded", why(f"in-flight run: {text_of(page.text)[-2000:]}")
+        page = wait_for_run(web, trigger_demo_run(web))
+        assert run_state(page.text) == "succeeded", why(f"run after the restart: {text_of(page.text)[-2000:]}")
+        assert web.open("w/demo/jobs/").status == 200
+
+        assert_ctrl_c_stops_everything(server)
+
+
 def assert_ctrl_c_stops_everything(server: RunningServer) -> None:
+    started = children(server)
     began = time.monotonic()
     server.interrupt()
     gone = server.wait_group_gone(STOP_TIMEOUT)
@@ -179,3 +269,8 @@ def assert_ctrl_c_stops_everything(server: RunningServer) -> None:
     with pytest.raises(ProcessLookupError):
         os.killpg(server.pgid, 0)
     assert "stopping web, worker and beat" in server.log_path.read_text(errors="replace")
+    # The children run in sessions of their own (Ctrl-C in a terminal reaches only the supervisor):
+    # each of them, and whatever it started, must be gone too.
+    assert set(started) == {"web", "worker", "beat"}, server.log_tail()
+    left = {name: pid for name, pid in started.items() if not gone_soon(pid, 1.0)}
+    assert not left, f"still running after Ctrl-C: {left}\n{server.log_tail()}"
