@@ -31,16 +31,20 @@ def env_str(name: str, default: str | None = None) -> str | None:
     return default if value is None else value
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    value = env_raw(name)
-    if value is None:
-        return default
+def parse_bool(value: str, label: str) -> bool:
+    """``value`` read as a boolean (true/false, yes/no, on/off, 1/0); ImproperlyConfigured names
+    ``label`` otherwise."""
     lowered = value.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true or false)")
+    raise ImproperlyConfigured(f"{label}={value!r} is not a boolean (use true or false)")
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = env_raw(name)
+    return default if value is None else parse_bool(value, name)
 
 
 def env_int(name: str, default: int) -> int:

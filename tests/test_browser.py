@@ -16,14 +16,13 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
-from playwright.sync_api import Page, Request, Response, expect, sync_playwright
+from playwright.sync_api import Page, Request, Response, expect
 
+from tests.chromium import chromium
 from tests.processes import RunningServer, run_command
 
-pytestmark = pytest.mark.slow
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+# Its stack is the run command's own (embedded SQLite): the same in either pass, so it runs once.
+pytestmark = [pytest.mark.slow, pytest.mark.once]
 RUN_TIMEOUT_MS = 90_000
 SCREENSHOT_COPY = Path("/tmp/controlroom-run.png")
 RUN_URL = re.compile(r"/w/demo/runs/\d+/$")
@@ -31,14 +30,8 @@ RUN_URL = re.compile(r"/w/demo/runs/\d+/$")
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (never `playwright install`)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
 
 
 def seqs_in(html: str) -> list[int]:

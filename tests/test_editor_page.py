@@ -9,11 +9,11 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import BrowserContext, expect, sync_playwright
+from playwright.sync_api import BrowserContext, expect
 
 from connections.models import Connection
 from sqlwarehouse.engines import duckdb_engine_for
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.chromium import chromium
 from tests.test_editor_js import completion_labels, type_at_end
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -24,14 +24,10 @@ def signed_in(world, live_server, client) -> Iterator[BrowserContext]:
     """A browser context whose session cookie is the analyst's."""
     client.force_login(world.users["analyst"])
     cookie = client.cookies["sessionid"].value
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
-            yield context
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_cookies([{"name": "sessionid", "value": cookie, "url": live_server.url}])
+        yield context
 
 
 @pytest.fixture
@@ -39,7 +35,7 @@ def orders_demo(world) -> None:
     """A table in the workspace's DuckDB warehouse (made before the browser's event loop starts,
     since Django's ORM refuses to run inside it)."""
     warehouse = Connection.objects.get(workspace=world.workspace, name="warehouse")
-    duckdb_engine_for(warehouse, read_only=False).execute(
+    duckdb_engine_for(warehouse, read_only=False, environment=world.workspace.environments.get(name="dev")).execute(
         "CREATE TABLE orders_demo AS SELECT range AS id, (range % 7) * 10 AS amount FROM range(40)")
 
 

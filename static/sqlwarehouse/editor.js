@@ -6,7 +6,7 @@
 //
 // Contract with the page:
 //   <textarea id="sql" name="sql" data-draft-key="KEY" data-schema-url="URL"
-//             data-dialect="trino|duckdb">SERVER TEXT</textarea>
+//             data-dialect="trino|duckdb" data-csp-nonce="NONCE">SERVER TEXT</textarea>
 //   <div id="draft-notice" hidden></div>
 //   button[name=run] and button[name=save] inside the same form.
 (function () {
@@ -94,6 +94,8 @@
       doc: restored ? draft.text : serverText,
       extensions: [
         CM.basicSetup,
+        // CodeMirror writes its theme into a <style> element; the page's CSP admits it by this nonce.
+        CM.EditorView.cspNonce.of(textarea.dataset.cspNonce || ""),
         language.of(CM.sql({ dialect: dialect, upperCaseKeywords: false })),
         // basicSetup binds Mod-Enter to "insert blank line"; running the query wins.
         CM.Prec.highest(CM.keymap.of([{ key: "Mod-Enter", run: runQuery }])),
