@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ControlroomConfig(AppConfig):
     name = "controlroom"
     verbose_name = "Control Room platform"
+
+    def ready(self) -> None:
+        from controlroom import signals
+
+        signals.connect()
