@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from pathlib import Path
+import stat
 
 from django.db.models import Q
 
 from connections.models import Connection, SecretRef
+from connections.secret_rules import SecretRuleError, secret_locator_check
 from controlroom.models import Environment, Workspace
+
+log = logging.getLogger(__name__)
+MAX_SECRET_BYTES = 64 * 1024
 
 
 class ConnectionMissing(LookupError):
@@ -16,7 +21,12 @@ class ConnectionMissing(LookupError):
 
 
 class SecretUnavailable(LookupError):
-    pass
+    """A secret cannot be read. ``str()`` is the public sentence, fit for any member; ``detail``
+    (the variable name or the path, and why) goes to the log and to admins only."""
+
+    def __init__(self, ref: SecretRef, detail: str) -> None:
+        super().__init__(f"Secret '{ref.name}' cannot be read; ask a workspace admin.")
+        self.detail = detail
 
 
 def connection_resolve(*, workspace: Workspace, environment: Environment | None, name: str) -> Connection:
@@ -38,14 +48,39 @@ def connections_for(*, workspace: Workspace) -> list[Connection]:
     return list(Connection.objects.filter(workspace=workspace).select_related("environment"))
 
 
-def secret_resolve(ref: SecretRef) -> str:
-    """Read a secret's value; raise SecretUnavailable without ever echoing the value."""
-    if ref.source == SecretRef.Source.ENV:
-        value = os.environ.get(ref.locator)
-        if value is None:
-            raise SecretUnavailable(f"Secret '{ref.name}': environment variable {ref.locator} is not set.")
-        return value
+def secret_resolve(ref: SecretRef, *, workspace_id: int) -> str:
+    """Read a secret's value for a user of workspace ``workspace_id``; raise SecretUnavailable
+    (never echoing the value) when the reference belongs to another workspace, breaks the
+    reference rules (checked again now: settings and files change) or cannot be read."""
     try:
-        return Path(ref.locator).read_text().strip()
-    except OSError:
-        raise SecretUnavailable(f"Secret '{ref.name}': file {ref.locator} cannot be read.") from None
+        if ref.workspace_id != workspace_id:
+            raise SecretRuleError(f"the reference belongs to workspace {ref.workspace_id}, not {workspace_id}")
+        target = secret_locator_check(source=ref.source, locator=ref.locator)
+        if ref.source == SecretRef.Source.ENV:
+            value = os.environ.get(str(target))
+            if value is None:
+                raise SecretRuleError(f"environment variable {target} is not set")
+            return value
+        return _read_secret_file(str(target))
+    except SecretRuleError as exc:
+        log.warning("secret %s (id %s) cannot be read: %s", ref.name, ref.pk, exc,
+                    extra={"workspace_id": workspace_id})
+        raise SecretUnavailable(ref, str(exc)) from None
+
+
+def _read_secret_file(path: str) -> str:
+    # The path is already resolved; O_NOFOLLOW refuses a symbolic link swapped in since.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SecretRuleError(f"file {path} cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # not a FIFO, a device or a folder
+            raise SecretRuleError(f"{path} is not a regular file")
+        data = handle.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise SecretRuleError(f"file {path} is larger than {MAX_SECRET_BYTES // 1024} KiB")
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise SecretRuleError(f"file {path} is not UTF-8 text") from None

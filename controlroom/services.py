@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import slugify
 
 from controlroom.access import Access
-from controlroom.audit import audit_record
+from controlroom.audit import AuditTarget, audit_record
 from controlroom.models import ApiToken, Environment, Membership, Role, Workspace
 
 TOKEN_PREFIX = "crt_"  # noqa: S105 (a prefix, not a secret)
+TOKEN_NAME_MAX = 100  # ApiToken.name's max_length
+TOKEN_MAX_DAYS = 730  # the longest a token may live when it expires at all
 
 
 class ServiceError(Exception):
@@ -66,42 +71,101 @@ def _hash_token(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def api_token_create(*, access: Access, name: str, role: str) -> tuple[ApiToken, str]:
-    """Issue a token; returns the row and the plaintext value, which is never stored."""
-    access.require(Role.ADMIN)
-    name = name.strip()
+def _token_name(name: str) -> str:
+    name = (name or "").strip()
     if not name:
         raise ServiceError("A token needs a name.")
+    if len(name) > TOKEN_NAME_MAX:
+        raise ServiceError(f"A token name has at most {TOKEN_NAME_MAX} characters.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ServiceError("A token name must not contain control characters (such as NUL or a line break).")
+    return name
+
+
+def _token_expiry(expires_at: dt.datetime | int | None) -> dt.datetime | None:
+    if expires_at is None:
+        return None
+    now = timezone.now()
+    if isinstance(expires_at, bool) or not isinstance(expires_at, (int, dt.datetime)):
+        raise ServiceError("The expiry must be a date and time or a number of days.")
+    if isinstance(expires_at, int):
+        if not 1 <= expires_at <= TOKEN_MAX_DAYS:
+            raise ServiceError(f"A token expires after 1 to {TOKEN_MAX_DAYS} days.")
+        return now + dt.timedelta(days=expires_at)
+    if timezone.is_naive(expires_at):
+        raise ServiceError("The expiry needs a time zone.")
+    if expires_at <= now:
+        raise ServiceError("The expiry must be in the future.")
+    if expires_at > now + dt.timedelta(days=TOKEN_MAX_DAYS):
+        raise ServiceError(f"A token expires at most {TOKEN_MAX_DAYS} days from now.")
+    return expires_at
+
+
+def api_token_create(*, access: Access, name: str, role: str,
+                     expires_at: dt.datetime | int | None = None) -> tuple[ApiToken, str]:
+    """Issue a token; returns the row and the plaintext value, which is never stored.
+
+    ``name`` is stripped, 1 to 100 characters without control characters. ``expires_at`` is
+    None (no expiry), an aware datetime in the future, or a number of days from now; either way
+    at most TOKEN_MAX_DAYS ahead. An expired token authenticates nothing."""
+    access.require(Role.ADMIN)
+    name = _token_name(name)
+    expiry = _token_expiry(expires_at)
     value = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
             workspace=access.workspace, name=name, role=Role(role), prefix=value[:12],
-            token_hash=_hash_token(value), created_by=access.user,
+            token_hash=_hash_token(value), created_by=access.user, expires_at=expiry,
         )
-        audit_record(access=access, action="api_token.create", target=token, after={"name": name, "role": role})
+        audit_record(access=access, action="api_token.create", target=token,
+                     after={"name": name, "role": role, "expires_at": expiry.isoformat() if expiry else None})
     return token, value
 
 
 def api_token_revoke(*, access: Access, token: ApiToken) -> None:
+    """Revoke a token of the access's workspace (admins only); revoking twice is refused."""
     access.require(Role.ADMIN)
+    if token.workspace_id != access.workspace.pk:
+        raise ServiceError("No such token in this workspace.", code="not_found")
     with transaction.atomic():
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+            raise ServiceError(f"Token {token.name} is already revoked.", code="conflict")
+        token.refresh_from_db(fields=["revoked_at"])
         audit_record(access=access, action="api_token.revoke", target=token)
 
 
 def api_token_authenticate(value: str) -> Access | None:
-    """Resolve a bearer token to its workspace access, or None if unknown or revoked."""
+    """Resolve a bearer token to its workspace access, or None if unknown, revoked or expired."""
     if not value.startswith(TOKEN_PREFIX):
         return None
+    now = timezone.now()
     token = (
         ApiToken.objects.select_related("workspace")
-        .filter(token_hash=_hash_token(value), revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), token_hash=_hash_token(value),
+                revoked_at__isnull=True)
         .first()
     )
     if token is None:
         return None
-    now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return Access(workspace=token.workspace, role=token.role, token=token)
+
+
+AUTH_ACTIONS = ("auth.login", "auth.login_failed", "auth.logout")
+
+
+def auth_event_record(*, action: str, request: HttpRequest | None, user: AbstractBaseUser | None = None,
+                      username: str = "") -> None:
+    """Audit a login, a failed login or a logout on the platform chain, in its own transaction:
+    the user (or, for a failure, the username tried, never the password), the request id, the
+    client's address and its user agent, cut short."""
+    if action not in AUTH_ACTIONS:
+        raise ValueError(f"not an authentication action: {action}")
+    meta = getattr(request, "META", {})
+    username = (user.get_username() if user is not None else username or "")[:150]
+    after = {"username": username, "user_agent": meta.get("HTTP_USER_AGENT", "")[:200]}
+    with transaction.atomic():
+        audit_record(access=None, action=action, actor=user, actor_label=None if user is not None else "anonymous",
+                     target=user if user is not None else AuditTarget("user", ""), after=after,
+                     request_id=getattr(request, "request_id", None))

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from controlroom.access import Access
+from controlroom.ids import id_parse
 from controlroom.models import ApiToken, Role
 from controlroom.selectors import workspace_access, workspaces_for_user
 from controlroom.services import ServiceError, api_token_create, api_token_revoke
+
+EXPIRY_CHOICES = (7, 30, 90, 365)  # days offered by the token form; a date may name another
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -28,6 +35,36 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "controlroom/home.html", {"workspaces": workspaces})
 
 
+def _token_expiry(data: QueryDict) -> dt.datetime | int | None:
+    """The posted expiry: a date (valid through that day, UTC), a number of days, or none."""
+    on, days = data.get("expires_on", "").strip(), data.get("expires_in", "").strip()
+    if on:
+        try:
+            day = dt.date.fromisoformat(on)
+        except ValueError:
+            raise ServiceError("The expiry date must be YYYY-MM-DD.") from None
+        return dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    if days:
+        if id_parse(days) is None:
+            raise ServiceError("Choose a valid expiry.")
+        return int(days)
+    return None
+
+
+def _token_revoke(request: HttpRequest, access: Access) -> None:
+    token_id = id_parse(request.POST.get("revoke"))
+    token = ApiToken.objects.filter(workspace=access.workspace, pk=token_id).first() if token_id else None
+    if token is None:
+        messages.error(request, "That token does not exist in this workspace.")
+        return
+    try:
+        api_token_revoke(access=access, token=token)
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Token {token.name} revoked.")
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest, workspace: str) -> HttpResponse:
@@ -35,18 +72,17 @@ def token_list(request: HttpRequest, workspace: str) -> HttpResponse:
     new_value = None
     if request.method == "POST":
         if "revoke" in request.POST:
-            token = get_object_or_404(ApiToken, workspace=access.workspace, pk=request.POST["revoke"])
-            api_token_revoke(access=access, token=token)
-            messages.success(request, f"Token {token.name} revoked.")
+            _token_revoke(request, access)
             return redirect("token_list", workspace=workspace)
         try:
             _, new_value = api_token_create(
-                access=access, name=request.POST.get("name", ""), role=request.POST.get("role", Role.OPERATOR)
+                access=access, name=request.POST.get("name", ""), role=request.POST.get("role", Role.OPERATOR),
+                expires_at=_token_expiry(request.POST),
             )
         except (ServiceError, ValueError) as exc:
             messages.error(request, str(exc) if isinstance(exc, ServiceError) else "Choose a valid role.")
     tokens = ApiToken.objects.filter(workspace=access.workspace).order_by("-id")[:200]
     return render(request, "controlroom/tokens.html", {
         "access": access, "workspace": access.workspace, "tokens": tokens, "new_value": new_value,
-        "roles": Role.choices,
+        "roles": Role.choices, "expiry_days": EXPIRY_CHOICES, "now": timezone.now(),
     })

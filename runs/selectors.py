@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import Http404, QueryDict
 
 from controlroom.access import Access
+from controlroom.ids import id_parse
 from controlroom.models import MAX_DB_ID
 from runs.models import Job, Run, RunEvent, RunStatus
 
@@ -87,7 +88,7 @@ class RunFilters:
             status=status if status in RunStatus.values else "", job=query.get("job", "")[:64],
             environment=query.get("environment", "")[:16], trigger=trigger if trigger in Run.Trigger.values else "",
             date_from=dates["from"], date_to=dates["to"],
-            before=int(before) if before.isdigit() and int(before) <= MAX_DB_ID else None,
+            before=id_parse(before, minimum=0),
         ), error
 
     def query_string(self) -> str:

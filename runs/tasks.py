@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from runs.models import Run, RunStatus
 from runs.services.admission import runs_admit
+from runs.services.gitdeliveries import git_deliveries_stalled
 from runs.services.phases import phase_execute as phase_execute_service
 from runs.services.phases import phases_reap, runnable_phases, runs_stalled
 
@@ -43,6 +44,8 @@ def reap_expired_leases() -> None:
         touched |= set(runs_admit(workspace_id=workspace_id))
     for run_id in sorted(touched):
         run_dispatch(run_id)
+    for delivery_pk in git_deliveries_stalled():
+        git_tasks.git_delivery_process.delay(delivery_pk)
 
 
-from runs import schedule_tasks  # noqa: E402, F401
+from runs import git_tasks, schedule_tasks  # noqa: E402, F401  (registers their tasks)

@@ -1,7 +1,9 @@
 """Git push webhooks: GitHub (HMAC-SHA256 signature) and GitLab (shared token) shapes.
 
 No session and no CSRF token: the only credential is the workspace's webhook secret, checked
-over the raw body before anything in it is read. Errors use the API's JSON error shape."""
+over the raw body before anything in it is read. A verified delivery is recorded and answered
+at once (202); the sync runs on a worker; a replayed delivery id answers 200 "duplicate" and
+does nothing. Errors use the API's JSON error shape."""
 
 from __future__ import annotations
 
@@ -9,22 +11,22 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from connections.services import SecretUnavailable, secret_resolve
-from controlroom.access import system_access
 from controlroom.api import api_error
-from controlroom.services import ServiceError
 from runs.models import GitSource
-from runs.services.gitsync import PushResult, git_push_receive
+from runs.services.gitdeliveries import git_delivery_receive
+from runs.services.gitsync import SHA_RE
 
 log = logging.getLogger(__name__)
 ZERO_SHA = "0" * 40
-_SYNC_STATUS = {"git_failed": 502}
+_DELIVERY_RE = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, fits GitDelivery.delivery_id
 
 
 def _source_for(workspace: str) -> GitSource | None:
@@ -58,30 +60,40 @@ def _push_of(shape: str, request: HttpRequest, body: bytes) -> tuple[str, str] |
     if not isinstance(payload, dict) or not isinstance(payload.get("ref"), str):
         return "the payload names no ref"
     sha = payload.get("after" if shape == "github" else "checkout_sha") or ""
-    return payload["ref"], sha if isinstance(sha, str) else ""
+    if not isinstance(sha, str) or (sha and not SHA_RE.fullmatch(sha)):
+        return "the pushed commit id is not 40 hex digits"
+    return payload["ref"], sha.lower()
 
 
-def _push_json(push: PushResult, pushed_sha: str) -> dict[str, Any]:
-    sync = push.sync
-    return {
-        "sha": sync.sha, "pushed_sha": pushed_sha, "stale": sync.stale,
-        "jobs": [{"job": j.slug, "path": j.path, "version": j.version, "outcome": j.outcome} for j in sync.jobs],
-        "errors": [{"file": e.path, "errors": e.errors} for e in sync.errors],
-        "runs": push.run_ids, "run_errors": push.run_errors,
-    }
+def _delivery_id(request: HttpRequest, body: bytes) -> str:
+    """The sender's delivery id (GitHub, GitLab), else the body's sha256: a replay repeats both."""
+    raw = request.headers.get("X-GitHub-Delivery") or request.headers.get("X-Gitlab-Event-UUID") or ""
+    raw = raw.strip()
+    return raw if _DELIVERY_RE.fullmatch(raw) else hashlib.sha256(body).hexdigest()
+
+
+def _ignored_reason(push: tuple[str, str] | str, branch: str) -> str:
+    if isinstance(push, str):
+        return push
+    ref, sha = push
+    if ref != f"refs/heads/{branch}":
+        return f"push to {ref}, not to refs/heads/{branch}"
+    if sha == ZERO_SHA:
+        return f"branch {branch} was deleted"
+    return ""
 
 
 @csrf_exempt
 def git_push(request: HttpRequest, workspace: str) -> JsonResponse:
+    """Verify, record the delivery and answer at once (202); a worker syncs (runs/git_tasks.py)."""
     if request.method != "POST":
         return api_error(405, "method_not_allowed", "Use POST.")
     source = _source_for(workspace)
     if source is None:
         return api_error(404, "not_found", "No git webhook is configured for this workspace.")
     try:
-        secret = secret_resolve(source.webhook_secret)
-    except SecretUnavailable as exc:
-        log.error("git webhook secret unavailable: %s", exc, extra={"workspace": workspace})
+        secret = secret_resolve(source.webhook_secret, workspace_id=source.workspace_id)
+    except SecretUnavailable:  # secret_resolve logged the detail
         secret = ""
     if not secret:  # an empty secret would make an empty GitLab token "match"
         return api_error(503, "unavailable", "The webhook secret cannot be read; ask a workspace admin to fix it.")
@@ -94,20 +106,13 @@ def git_push(request: HttpRequest, workspace: str) -> JsonResponse:
         log.warning("git webhook with a missing or wrong signature", extra={"workspace": workspace})
         return api_error(401, "bad_signature", "The webhook signature is missing or does not match the secret.")
     push = _push_of(shape, request, body)
-    if isinstance(push, str):
-        return JsonResponse({"ignored": push}, status=202)
-    ref, pushed_sha = push
-    if ref != f"refs/heads/{source.branch}":
-        return JsonResponse({"ignored": f"push to {ref}, not to refs/heads/{source.branch}"}, status=202)
-    if pushed_sha == ZERO_SHA:
-        return JsonResponse({"ignored": f"branch {source.branch} was deleted"}, status=202)
-    try:
-        result = git_push_receive(access=system_access(source.workspace), source=source, sha=pushed_sha or None)
-    except ServiceError as exc:
-        return api_error(_SYNC_STATUS.get(exc.code, 422), "sync_failed", str(exc))
-    except PermissionDenied as exc:
-        return api_error(403, "forbidden", str(exc))
-    except Exception:
-        log.exception("git webhook sync failed", extra={"workspace": workspace})
-        return api_error(500, "internal", "Something went wrong on our side; the request id names it.")
-    return JsonResponse(_push_json(result, pushed_sha))
+    ignored = _ignored_reason(push, source.branch)
+    delivery_id = _delivery_id(request, body)
+    delivery, created = git_delivery_receive(source=source, delivery_id=delivery_id,
+                                             sha="" if ignored else push[1], ignored=ignored)
+    if not created:
+        return JsonResponse({"delivery": delivery_id, "status": "duplicate"}, status=200)
+    answer = {"delivery": delivery_id, "status": delivery.status}
+    if ignored:
+        answer["ignored"] = ignored
+    return JsonResponse(answer, status=202)

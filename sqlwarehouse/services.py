@@ -18,7 +18,8 @@ from django.http import Http404
 from connections.models import Connection
 from controlroom.access import Access
 from controlroom.audit import audit_record
-from controlroom.models import MAX_DB_ID, Role
+from controlroom.ids import id_parse
+from controlroom.models import Role
 from controlroom.services import ServiceError
 from sqlwarehouse import params
 from sqlwarehouse.models import SavedQuery, SavedQueryVersion
@@ -46,9 +47,9 @@ def saved_queries_visible(access: Access) -> QuerySet[SavedQuery]:
 
 def saved_query_get(*, access: Access, saved_id: int | str) -> SavedQuery:
     """One saved query the user may see; 404 otherwise (also for other workspaces)."""
-    raw = str(saved_id)
-    found = (saved_queries_visible(access).select_related("owner", "connection").filter(pk=int(raw)).first()
-             if raw.isdigit() and int(raw) <= MAX_DB_ID else None)
+    pk = id_parse(str(saved_id))
+    found = (saved_queries_visible(access).select_related("owner", "connection").filter(pk=pk).first()
+             if pk is not None else None)
     if found is None:
         raise Http404("No such saved query.")
     return found

@@ -113,8 +113,8 @@ class TrinoQueryEngine:
         password = None
         if connection.password_ref_id:
             try:
-                password = secret_resolve(connection.password_ref)
-            except SecretUnavailable as exc:
+                password = secret_resolve(connection.password_ref, workspace_id=connection.workspace_id)
+            except SecretUnavailable as exc:  # its text is the public sentence; the log has the detail
                 raise EngineError(f"Connection '{connection.name}': {exc}") from None
         try:
             port = int(config.get("port", 8080))

@@ -1,13 +1,8 @@
-"""Git sync against a real local repository made with the git CLI, and the push webhook."""
+"""Git sync against a real local repository made with the git CLI, and which git URLs a
+workspace may name (tests/git_fixtures.py has the repository; the webhook is in
+test_git_webhooks.py)."""
 
 from __future__ import annotations
-
-import hashlib
-import hmac
-import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -15,76 +10,15 @@ from django.core.exceptions import PermissionDenied
 from connections.models import SecretRef
 from controlroom.models import AuditEvent
 from controlroom.services import ServiceError
-from runs.models import GitSource, Job, JobVersion, Run
+from runs import admin as runs_admin
+from runs.git_urls import git_url_check
+from runs.models import GitSource, Job, JobVersion
+from runs.services import gitsync
+from runs.services.gitsources import git_source_set
 from runs.services.gitsync import git_sync
+from tests.git_fixtures import INVALID, VALID
 
 pytestmark = pytest.mark.django_db
-SECRET = "s3cret-webhook-value"
-HOOK = "/hooks/git/acme"
-
-VALID = """name: hello
-description: first
-phases:
-  - name: one
-    kind: sql
-    config:
-      sql: "SELECT 1"
-"""
-INVALID = """name: broken
-phases:
-  - name: one
-    kind: spark
-"""
-
-
-class Repo:
-    """A git repository in tmp_path, driven by the git CLI with no user or system config."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir()
-        self.git("init", "--quiet", "--initial-branch=main")
-
-    def git(self, *args: str) -> str:
-        env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-        return subprocess.run(
-            ["git", "-c", "user.email=ci@example.org", "-c", "user.name=CI", "-c", "commit.gpgsign=false", *args],
-            cwd=self.path, env=env, check=True, capture_output=True, text=True,
-        ).stdout.strip()
-
-    def commit(self, files: dict[str, str], message: str = "change") -> str:
-        for name, text in files.items():
-            target = self.path / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        self.git("add", "--all")
-        self.git("commit", "--quiet", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-    @property
-    def url(self) -> str:
-        return self.path.as_uri()
-
-
-@pytest.fixture
-def repo(tmp_path) -> Repo:
-    return Repo(tmp_path / "origin")
-
-
-@pytest.fixture
-def source(world, repo, monkeypatch) -> GitSource:
-    monkeypatch.setenv("CR_TEST_HOOK_SECRET", SECRET)
-    ref = SecretRef.objects.create(workspace=world.workspace, name="git-hook", source=SecretRef.Source.ENV,
-                                   locator="CR_TEST_HOOK_SECRET")
-    return GitSource.objects.create(workspace=world.workspace, url=repo.url, branch="main", folder="jobs",
-                                    webhook_secret=ref)
-
-
-def github_post(client, body: dict, *, secret: str = SECRET, event: str = "push"):
-    raw = json.dumps(body).encode()
-    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return client.post(HOOK, raw, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=signature,
-                       HTTP_X_GITHUB_EVENT=event)
 
 
 def test_sync_creates_valid_jobs_and_reports_invalid_files_with_lines(world, repo, source):
@@ -147,17 +81,103 @@ def test_symlinks_and_folders_outside_the_repository_are_not_read(world, repo, s
         git_sync(access=world.access("admin"), source=source)
 
 
-@pytest.mark.parametrize("url", ["ext::sh -c touch% {marker}", "EXT::sh -c touch% {marker}",
-                                 "--upload-pack=touch {marker}"])
-def test_command_running_urls_are_refused(world, source, tmp_path, url):
+
+ACCEPTED = ["https://github.com/acme/jobs.git", "https://ci:tok3n@gitlab.example.org:8443/acme/jobs",
+            "ssh://git@github.com/acme/jobs.git", "ssh://git@[2001:db8::1]:2222/srv/jobs",
+            "git@github.com:acme/jobs.git", "deploy@git.example.org:~/jobs"]
+ALWAYS_REFUSED = [
+    "ext::sh -c touch% {marker}", "EXT::sh -c touch% {marker}", "ext::touch {marker}", "fd::3",
+    "foo::bar", "https::github.com/acme/jobs", "--upload-pack=touch {marker}", "-oProxyCommand=touch {marker}",
+    "ssh://-oProxyCommand=touch%20{marker}/x", "http://github.com/acme/jobs.git", "git://github.com/acme/jobs",
+    "{origin}", "./origin", "~/origin", "github.com:acme/jobs", "HTTPS://github.com/acme/jobs",
+    "https://github.com/acme/jobs\nprotocol=file", "git+ssh://git@github.com/acme/jobs",
+]
+
+
+def test_git_url_check_accepts_https_ssh_and_scp_like_urls_only(settings):
+    settings.GIT_ALLOW_FILE_PROTOCOL = False
+    for url in ACCEPTED:
+        assert git_url_check(f"  {url} ") == url
+    for url in [*ALWAYS_REFUSED, "file:///srv/repo"]:
+        with pytest.raises(ServiceError, match=r"^This git URL is refused"):
+            git_url_check(url.format(marker="/tmp/x", origin="/srv/repo"))
+    settings.GIT_ALLOW_FILE_PROTOCOL = True
+    assert git_url_check("file:///srv/repo") == "file:///srv/repo"
+    with pytest.raises(ServiceError, match="refused"):
+        git_url_check("file://other-host/srv/repo")
+
+
+@pytest.mark.parametrize("url", ALWAYS_REFUSED)
+def test_other_urls_are_refused_before_git_runs_even_with_file_allowed(world, source, repo, tmp_path, url):
+    """Bare paths, transport::address, clear-text transports and option-like URLs never reach git."""
     marker = tmp_path / "pwned"
-    source.url = url.format(marker=marker)
-    with pytest.raises(ServiceError, match=r"refused|must not start with '-'"):
+    source.url = url.format(marker=marker, origin=repo.path)
+    with pytest.raises(ServiceError, match=r"^This git URL is refused: use https://host/path"):
         git_sync(access=world.access("admin"), source=source)
-    assert not marker.exists()
+    assert not marker.exists() and not Job.objects.exists()
     source.refresh_from_db()
-    assert "refused" in source.last_error or "must not start" in source.last_error
+    assert source.last_error.startswith("This git URL is refused")
     assert AuditEvent.objects.filter(action="git.sync", after__error=source.last_error).exists()
+
+
+def test_file_urls_need_the_setting(world, repo, source, settings):
+    repo.commit({"jobs/hello.yaml": VALID})
+    settings.GIT_ALLOW_FILE_PROTOCOL = False
+    with pytest.raises(ServiceError, match=r"refused.*file:// is off on this server"):
+        git_sync(access=world.access("admin"), source=source)
+    assert not Job.objects.exists()
+    settings.GIT_ALLOW_FILE_PROTOCOL = True
+    assert [j.slug for j in git_sync(access=world.access("admin"), source=source).jobs] == ["hello"]
+
+
+@pytest.mark.parametrize("kind", ["file-url", "bare-path"])
+def test_git_itself_refuses_local_repositories_when_our_check_is_bypassed(world, repo, source, settings,
+                                                                          monkeypatch, kind):
+    """GIT_ALLOW_PROTOCOL is the second wall: with file:// off, git refuses the transport even if
+    a URL got past git_url_check (and so would a redirect or a submodule)."""
+    repo.commit({"jobs/hello.yaml": VALID})
+    settings.GIT_ALLOW_FILE_PROTOCOL = False
+    monkeypatch.setattr(gitsync, "git_url_check", lambda url: url)
+    source.url = repo.url if kind == "file-url" else str(repo.path)
+    with pytest.raises(ServiceError, match="transport 'file' not allowed"):
+        git_sync(access=world.access("admin"), source=source)
+    assert not Job.objects.exists()
+
+
+def test_git_source_set_checks_the_url_and_the_secret_workspace_and_audits(world, repo, source, settings):
+    settings.GIT_ALLOW_FILE_PROTOCOL = False
+    admin = world.access("admin")
+    with pytest.raises(ServiceError, match="refused"):
+        git_source_set(access=admin, url=repo.url)
+    foreign = SecretRef.objects.create(workspace=world.other, name="theirs", source="env",
+                                       locator="CONTROLROOM_SECRET_THEIRS")
+    with pytest.raises(ServiceError, match="another workspace"):
+        git_source_set(access=admin, url="https://github.com/acme/jobs.git", webhook_secret=foreign)
+    with pytest.raises(PermissionDenied):
+        git_source_set(access=world.access("operator"), url="https://github.com/acme/jobs.git")
+    saved = git_source_set(access=admin, url="https://ci:tok3n@github.com/acme/jobs.git", branch="prod",
+                           run_on_push=True, webhook_secret=source.webhook_secret)
+    assert (saved.pk, saved.branch, saved.run_on_push) == (source.pk, "prod", True)
+    event = AuditEvent.objects.get(action="git_source.set")
+    assert event.before["url"] == repo.url and event.after["url"] == "https://github.com/acme/jobs.git"
+
+
+def test_admin_form_and_model_clean_refuse_bad_urls_and_foreign_secrets(world, source, settings):
+    settings.GIT_ALLOW_FILE_PROTOCOL = False
+    foreign = SecretRef.objects.create(workspace=world.other, name="theirs", source="env",
+                                       locator="CONTROLROOM_SECRET_THEIRS")
+    base = {"workspace": world.workspace.pk, "branch": "main", "folder": "jobs"}
+    for url in ("/srv/other-workspace/repo", "foo::bar", source.url):
+        form = runs_admin.GitSourceAdminForm(data={**base, "url": url}, instance=source)
+        assert not form.is_valid() and "refused" in form.errors["url"][0], url
+    form = runs_admin.GitSourceAdminForm(data={**base, "url": "git@github.com:acme/jobs.git",
+                                               "webhook_secret": foreign.pk}, instance=source)
+    assert not form.is_valid()
+    assert form.errors["webhook_secret"] == ["This secret reference belongs to another workspace."]
+    form = runs_admin.GitSourceAdminForm(data={**base, "url": " git@github.com:acme/jobs.git "}, instance=source)
+    assert form.is_valid(), form.errors
+    assert form.save().url == "git@github.com:acme/jobs.git"
+    assert GitSource.objects.get().url == "git@github.com:acme/jobs.git"
 
 
 def test_unreachable_repository_records_one_clear_error(world, source, tmp_path):
@@ -176,91 +196,6 @@ def test_only_admins_sync(world, repo, source, persona):
     assert not Job.objects.exists()
 
 
-def test_github_push_syncs_and_runs_changed_jobs(world, repo, source, client, django_capture_on_commit_callbacks):
-    source.run_on_push = True
-    source.save()
-    sha = repo.commit({"jobs/hello.yaml": VALID, "jobs/broken.yaml": INVALID})
-    with django_capture_on_commit_callbacks(execute=False):
-        response = github_post(client, {"ref": "refs/heads/main", "after": sha})
-    assert response.status_code == 200, response.content
-    body = response.json()
-    run = Run.objects.get()
-    assert body["sha"] == sha and body["runs"] == [run.pk]
-    assert body["jobs"] == [{"job": "hello", "path": "jobs/hello.yaml", "version": 1, "outcome": "created"}]
-    assert body["errors"][0]["file"] == "jobs/broken.yaml" and "line 4" in body["errors"][0]["errors"][0]
-    assert (run.job.slug, run.git_sha, run.trigger, run.environment.name) == ("hello", sha, Run.Trigger.GIT, "dev")
-    # The same push delivered again changes nothing and starts nothing.
-    with django_capture_on_commit_callbacks(execute=False):
-        again = github_post(client, {"ref": "refs/heads/main", "after": sha})
-    assert again.json()["runs"] == [] and Run.objects.count() == 1
-
-
-def test_github_push_without_run_on_push_only_syncs(world, repo, source, client):
-    sha = repo.commit({"jobs/hello.yaml": VALID})
-    response = github_post(client, {"ref": "refs/heads/main", "after": sha})
-    assert response.status_code == 200 and response.json()["runs"] == []
-    assert Job.objects.get().current_version.git_sha == sha and not Run.objects.exists()
-
-
-@pytest.mark.parametrize("headers", [
-    {"HTTP_X_HUB_SIGNATURE_256": "sha256=" + "0" * 64, "HTTP_X_GITHUB_EVENT": "push"},
-    {"HTTP_X_GITHUB_EVENT": "push"},
-    {"HTTP_X_GITLAB_TOKEN": "wrong", "HTTP_X_GITLAB_EVENT": "Push Hook"},
-    {"HTTP_X_GITLAB_TOKEN": "", "HTTP_X_GITLAB_EVENT": "Push Hook"},
-])
-def test_bad_or_missing_signature_is_401_and_changes_nothing(world, repo, source, client, headers):
-    repo.commit({"jobs/hello.yaml": VALID})
-    response = client.post(HOOK, json.dumps({"ref": "refs/heads/main"}), content_type="application/json", **headers)
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "bad_signature"
-    assert not Job.objects.exists() and not AuditEvent.objects.filter(action="git.sync").exists()
-    source.refresh_from_db()
-    assert source.last_synced_at is None
-
-
-def test_signature_with_another_secret_is_refused(world, repo, source, client):
-    repo.commit({"jobs/hello.yaml": VALID})
-    assert github_post(client, {"ref": "refs/heads/main"}, secret="guess").status_code == 401
-    assert not Job.objects.exists()
-
-
-def test_gitlab_token_shape_syncs(world, repo, source, client):
-    sha = repo.commit({"jobs/hello.yaml": VALID})
-    response = client.post(HOOK, json.dumps({"ref": "refs/heads/main", "checkout_sha": sha}),
-                           content_type="application/json", HTTP_X_GITLAB_TOKEN=SECRET,
-                           HTTP_X_GITLAB_EVENT="Push Hook")
-    assert response.status_code == 200 and response.json()["pushed_sha"] == sha
-    assert Job.objects.get().current_version.git_sha == sha
-
-
-def test_other_branches_and_events_are_ignored(world, repo, source, client):
-    repo.commit({"jobs/hello.yaml": VALID})
-    other = github_post(client, {"ref": "refs/heads/feature", "after": "a" * 40})
-    assert other.status_code == 202 and "refs/heads/feature" in other.json()["ignored"]
-    ping = github_post(client, {"zen": "hi"}, event="ping")
-    assert ping.status_code == 202 and "not a push" in ping.json()["ignored"]
-    deleted = github_post(client, {"ref": "refs/heads/main", "after": "0" * 40})
-    assert deleted.status_code == 202 and "deleted" in deleted.json()["ignored"]
-    assert not Job.objects.exists()
-
-
-def test_webhook_errors_share_the_api_shape(world, source, client, monkeypatch):
-    assert client.get(HOOK).json()["error"]["code"] == "method_not_allowed"
-    missing = client.post("/hooks/git/other", b"{}", content_type="application/json")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    monkeypatch.delenv("CR_TEST_HOOK_SECRET")
-    unreadable = github_post(client, {"ref": "refs/heads/main"})
-    assert unreadable.status_code == 503 and set(unreadable.json()["error"]) == {"code", "message"}
-
-
-def test_webhook_reports_a_refused_url_as_a_sync_error(world, source, client):
-    source.url = "ext::sh -c true"
-    source.save()
-    response = github_post(client, {"ref": "refs/heads/main", "after": "b" * 40})
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == "sync_failed" and "ext::" in response.json()["error"]["message"]
-
-
 def test_yaml_alias_bombs_are_refused_before_parsing(world, repo, source):
     levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
@@ -271,35 +206,3 @@ def test_yaml_alias_bombs_are_refused_before_parsing(world, repo, source):
     assert [(e.path, e.errors) for e in result.errors] == [
         ("jobs/bomb.yaml", ["line 9: YAML aliases (*a0) are not accepted"])]
     assert [j.slug for j in result.jobs] == ["hello"]
-
-
-def test_push_syncs_and_runs_the_pushed_commit_and_ignores_late_older_pushes(
-        world, repo, source, client, django_capture_on_commit_callbacks):
-    """Webhooks can arrive after later pushes. Each runs at its own commit, not at the branch
-    tip; one delivered after a newer commit was synced does not roll the job back."""
-    source.run_on_push = True
-    source.save()
-    first = repo.commit({"jobs/hello.yaml": VALID})
-    second = repo.commit({"jobs/hello.yaml": VALID.replace("first", "second")})
-    with django_capture_on_commit_callbacks(execute=False):
-        early = github_post(client, {"ref": "refs/heads/main", "after": first})
-    assert early.status_code == 200, early.content
-    assert early.json()["sha"] == first and not early.json()["stale"]
-    run = Run.objects.get(pk=early.json()["runs"][0])
-    assert run.git_sha == first and run.job_version.spec["description"] == "first"
-    with django_capture_on_commit_callbacks(execute=False):
-        late = github_post(client, {"ref": "refs/heads/main", "after": second})
-    run = Run.objects.get(pk=late.json()["runs"][0])
-    assert run.git_sha == second and run.job_version.spec["description"] == "second"
-    with django_capture_on_commit_callbacks(execute=False):
-        replay = github_post(client, {"ref": "refs/heads/main", "after": first})
-    assert replay.status_code == 200 and replay.json()["stale"] and replay.json()["runs"] == []
-    assert Job.objects.get().current_version.git_sha == second and Run.objects.count() == 2
-
-
-def test_push_naming_a_commit_the_repository_lacks_is_one_clear_error(world, repo, source, client):
-    repo.commit({"jobs/hello.yaml": VALID})
-    response = github_post(client, {"ref": "refs/heads/main", "after": "ab" * 20})
-    assert response.status_code in (422, 502), response.content
-    assert "cannot be fetched" in response.json()["error"]["message"]
-    assert not Job.objects.exists()

@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 from django.core.exceptions import PermissionDenied
@@ -27,6 +26,7 @@ from controlroom.access import Access
 from controlroom.audit import audit_record
 from controlroom.models import Role
 from controlroom.services import ServiceError
+from runs.git_urls import git_env, git_redact, git_url_check, git_url_display
 from runs.models import GitSource, Job, Run
 from runs.services.jobs import job_create, job_update
 from runs.services.runs import run_create
@@ -41,9 +41,6 @@ HISTORY_DEPTH = 200
 MAX_SPEC_FILES = 200
 MAX_SPEC_BYTES = 1_000_000
 SPEC_SUFFIXES = (".yaml", ".yml")
-# Remote helpers that run local commands or use local file descriptors; git refuses ext:: by
-# default (protocol.ext.allow), we refuse both before git ever sees the URL.
-REFUSED_TRANSPORTS = ("ext::", "fd::")
 
 
 @dataclass(frozen=True)
@@ -75,40 +72,10 @@ class SyncResult:
         return [j for j in self.jobs if j.outcome != "unchanged"]
 
 
-def git_url_check(url: str) -> str:
-    """The URL stripped, or ServiceError if git could read it as an option or a command."""
-    url = (url or "").strip()
-    if not url:
-        raise ServiceError("The git source has no URL.")
-    if url.startswith("-"):
-        raise ServiceError("A git URL must not start with '-' (git would read it as an option).")
-    if url.lower().startswith(REFUSED_TRANSPORTS):
-        raise ServiceError("Git URLs using the ext:: or fd:: remote helpers are refused (they run local commands).")
-    return url
-
-
-def git_url_display(url: str) -> str:
-    """The URL without a password or token, fit for versions, audit events and messages."""
-    parts = urlsplit(url)
-    if parts.password is None and not (parts.username and parts.scheme in ("http", "https")):
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
-
-
-def _redact(text: str, url: str) -> str:
-    parts = urlsplit(url)
-    for secret in (parts.password, parts.username if parts.scheme in ("http", "https") else None):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def _git(args: list[str], *, cwd: Path | None, url: str) -> str:
     """Run git without a shell or a terminal; its own session so a timeout kills helpers too."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    # GIT_ALLOW_PROTOCOL: git itself refuses other transports, in redirects and submodules too.
+    env = {**os.environ, **git_env()}
     command = ["git", "-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never", *args]
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -122,7 +89,7 @@ def _git(args: list[str], *, cwd: Path | None, url: str) -> str:
         proc.communicate()
         raise ServiceError(f"git {args[0]} did not finish within {GIT_TIMEOUT_S} s.", code="git_failed") from None
     if proc.returncode != 0:
-        detail = _redact(err.strip(), url)
+        detail = git_redact(err.strip(), url)
         log.warning("git %s failed (%s): %s", args[0], proc.returncode, detail)
         last = detail.splitlines()[-1] if detail else f"exit status {proc.returncode}"
         raise ServiceError(f"git {args[0]} failed: {last}", code="git_failed")
