@@ -29,7 +29,7 @@ class Preview:
 
 
 def _head_text(artifact: Artifact) -> tuple[str, bool]:
-    with get_store().open(artifact.blob_id) as fh:
+    with get_store().open(artifact.sha256) as fh:
         raw = fh.read(MAX_BYTES + 1)
     truncated = len(raw) > MAX_BYTES
     text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(raw[:MAX_BYTES], final=not truncated)
@@ -48,7 +48,7 @@ def _csv(artifact: Artifact) -> Preview:
 
 
 def _parquet(artifact: Artifact) -> Preview:
-    path = get_store().path_for(artifact.blob_id)
+    path = get_store().path_for(artifact.sha256)
     con = duckdb.connect()
     try:
         cursor = con.execute("SELECT * FROM read_parquet($p) LIMIT $n", {"p": str(path), "n": MAX_ROWS + 1})
@@ -81,8 +81,8 @@ def _text_from(text: str, truncated: bool) -> Preview:
 
 
 def preview_for(artifact: Artifact) -> Preview:
-    if artifact.blob.location:
-        return Preview(kind="none", note=f"Kept outside Control Room, at {artifact.blob.location}.")
+    if not artifact.stored:
+        return Preview(kind="none", note=f"Kept outside Control Room, at {artifact.location}.")
     media = artifact.media_type
     name = artifact.name.lower()
     if media == "text/csv" or name.endswith(".csv"):

@@ -8,7 +8,7 @@ from controlroom.access import Access
 
 
 def artifact_list(*, access: Access) -> QuerySet[Artifact]:
-    return Artifact.objects.filter(workspace=access.workspace).select_related("blob", "run__job", "phase")
+    return Artifact.objects.filter(workspace=access.workspace).select_related("run__job", "phase")
 
 
 def artifact_get(*, access: Access, artifact_id: int) -> Artifact:

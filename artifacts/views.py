@@ -33,9 +33,9 @@ def artifact_detail(request: HttpRequest, workspace: str, artifact_id: int) -> H
 def artifact_download(request: HttpRequest, workspace: str, artifact_id: int) -> FileResponse:
     access = workspace_access(user=request.user, slug=workspace)
     artifact = artifact_get(access=access, artifact_id=artifact_id)
-    if artifact.blob.location:
-        raise Http404(f"This artifact is kept outside Control Room, at {artifact.blob.location}.")
-    response = FileResponse(get_store().open(artifact.blob_id), as_attachment=True, filename=artifact.name,
+    if not artifact.stored:
+        raise Http404(f"This artifact is kept outside Control Room, at {artifact.location}.")
+    response = FileResponse(get_store().open(artifact.sha256), as_attachment=True, filename=artifact.name,
                             content_type=artifact.media_type)
-    response["ETag"] = f'"{artifact.blob_id}"'
+    response["ETag"] = f'"{artifact.sha256}"'
     return response

@@ -198,9 +198,9 @@ def trino_connection(workspace) -> Iterator:
     server.start()
     try:
         parts = urlsplit(server.credentials_url)
-        os.environ["CR_BENCH_TRINO_PASSWORD"] = unquote(parts.password or "")
+        os.environ["CONTROLROOM_SECRET_BENCH_TRINO_PASSWORD"] = unquote(parts.password or "")
         secret = SecretRef.objects.create(workspace=workspace, name="trino-password", source="env",
-                                          locator="CR_BENCH_TRINO_PASSWORD")
+                                          locator="CONTROLROOM_SECRET_BENCH_TRINO_PASSWORD")
         connection = Connection.objects.create(
             workspace=workspace, name="trino", kind="trino", password_ref=secret,
             config={"host": parts.hostname, "port": parts.port, "http_scheme": parts.scheme, "user": server.user,

@@ -33,12 +33,13 @@ from controlroom.models import Workspace  # noqa: E402
 from runs.models import Job, RunStatus  # noqa: E402
 from runs.services.runs import run_create  # noqa: E402
 from runs.spec import phases_of  # noqa: E402
+from sqlwarehouse.datasets import datasets_area  # noqa: E402
 from sqlwarehouse.engines import DuckDBEngine  # noqa: E402
 
 
 def bare_duckdb(spec: dict, params: dict, scratch: Path) -> float:
     engine = DuckDBEngine(database=scratch / "bare.duckdb", read_only=False,
-                          allowed_dirs=[settings.DATASETS_DIR, scratch])
+                          allowed_dirs=[datasets_area("demo"), scratch])
     start = time.perf_counter()
     for phase in phases_of(spec):
         config = phase.config
@@ -74,7 +75,8 @@ def main() -> None:
     celery_app.conf.task_always_eager = True
     workspace = Workspace.objects.get(slug="demo")
     job = Job.objects.get(workspace=workspace, slug="medallion")
-    params = {"source_file": "orders.csv", "min_amount": 0, "datasets_dir": str(settings.DATASETS_DIR), "run_id": 0}
+    params = {"source_file": "orders.csv", "min_amount": 0, "datasets_dir": str(datasets_area("demo")),
+              "run_id": 0}
     scratch = Path(tempfile.mkdtemp(prefix="cr-bare-"))
     cr, bare = [], []
     for i in range(args.runs + 1):  # the first round warms caches and is not counted

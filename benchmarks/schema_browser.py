@@ -60,9 +60,9 @@ def seed(server):
     analyst = get_user_model().objects.create_user(username="bench", password="unused-bench-password")  # noqa: S106
     workspace = workspace_create(name="Bench", slug="bench", owner=owner)
     Membership.objects.create(workspace=workspace, user=analyst, role=Role.ANALYST)
-    os.environ["BENCH_TRINO_PASSWORD"] = server.password
+    os.environ["CONTROLROOM_SECRET_BENCH_TRINO_PASSWORD"] = server.password
     ref = SecretRef.objects.create(workspace=workspace, name="trino", source=SecretRef.Source.ENV,
-                                   locator="BENCH_TRINO_PASSWORD")
+                                   locator="CONTROLROOM_SECRET_BENCH_TRINO_PASSWORD")
     connection = Connection.objects.create(
         workspace=workspace, name="trino", kind=Connection.Kind.TRINO, password_ref=ref,
         config={"host": "127.0.0.1", "port": server.port, "user": server.user, "http_scheme": "https",

@@ -4,8 +4,10 @@ A secret reference names where a secret lives; the value itself is never stored 
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from connections.secret_rules import FOREIGN_REFERENCE, SecretRuleError, secret_locator_check
 from controlroom.models import Environment, Workspace
 
 
@@ -25,6 +27,13 @@ class SecretRef(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace.slug}:{self.name} ({self.source})"
+
+    def clean(self) -> None:
+        """The locator must follow the reference rules (connections.secret_rules)."""
+        try:
+            secret_locator_check(source=self.source, locator=self.locator)
+        except SecretRuleError as exc:
+            raise ValidationError({"locator": str(exc)}) from None
 
 
 class Connection(models.Model):
@@ -59,3 +68,13 @@ class Connection(models.Model):
     def __str__(self) -> str:
         scope = self.environment.name if self.environment_id else "all environments"
         return f"{self.name} ({self.kind}, {scope})"
+
+    def clean(self) -> None:
+        """A connection uses only its own workspace's secret references and environments."""
+        errors = {}
+        if self.password_ref_id and self.workspace_id and self.password_ref.workspace_id != self.workspace_id:
+            errors["password_ref"] = FOREIGN_REFERENCE
+        if self.environment_id and self.workspace_id and self.environment.workspace_id != self.workspace_id:
+            errors["environment"] = "This environment belongs to another workspace."
+        if errors:
+            raise ValidationError(errors)

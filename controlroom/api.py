@@ -8,18 +8,30 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.db import DataError, IntegrityError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
+from controlroom.ids import id_parse
 from controlroom.models import MAX_DB_ID
 from controlroom.services import ServiceError, api_token_authenticate
 
 log = logging.getLogger(__name__)
-_STATUS = {"invalid": 400, "conflict": 409, "stale_lease": 409, "not_found": 404}
+_STATUS = {"invalid": 400, "conflict": 409, "stale_lease": 409, "not_found": 404, "too_large": 413,
+           "idempotency_key_reused": 422}
 
 
 def api_error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -31,21 +43,37 @@ def cursor_param(request: HttpRequest, name: str) -> int | None:
     raw = request.GET.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) > MAX_DB_ID:
+    value = id_parse(raw, minimum=0)
+    if value is None:
         raise ServiceError(f"'{name}' must be a whole number up to {MAX_DB_ID}.")
-    return int(raw)
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as infinity; no database stores that in JSON
+        raise ServiceError(f"The number {text[:40]} is too large.")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ServiceError(f"{name} is not a JSON number; send a finite number or null.")
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The body as a JSON object: strict JSON (no NaN or Infinity, finite numbers), no NUL in any
+    text, or a ServiceError that says what is wrong."""
     if not request.body:
         return {}
     try:
-        body = json.loads(request.body)
+        body = json.loads(request.body, parse_float=_finite, parse_constant=_no_constant)
+        if not isinstance(body, dict):
+            raise ServiceError("The request body must be a JSON object.")
+        _refuse_nul(body)
     except (ValueError, UnicodeDecodeError):
         raise ServiceError("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise ServiceError("The request body must be a JSON object.")
-    _refuse_nul(body)
+    except RecursionError:
+        raise ServiceError("The request body is nested too deeply.") from None
     return body
 
 
@@ -86,11 +114,16 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
             if any(isinstance(v, int) and not 0 < v <= MAX_DB_ID for v in kwargs.values()):
                 return api_error(404, "not_found", "Not found.")
             try:
+                # Multipart bodies are left unread here: an upload's view checks its lease and size
+                # before the body is read, and checks each field it takes (NUL included).
                 _refuse_nul(dict(request.GET.items()))
-                if request.content_type == "multipart/form-data":
-                    _refuse_nul(dict(request.POST.items()))
                 access.require(minimum)
                 return view(request, access, *args, **kwargs)
+            except RequestDataTooBig:
+                return api_error(413, "too_large", f"The request body is larger than "
+                                 f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.")
+            except (TooManyFieldsSent, TooManyFilesSent, SuspiciousOperation, MultiPartParserError) as exc:
+                return api_error(400, "invalid", f"The request could not be read: {exc}")
             except SpecError as exc:
                 return api_error(400, "invalid_spec", str(exc), errors=exc.errors)
             except ServiceError as exc:
@@ -99,6 +132,16 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
                 return api_error(403, "forbidden", str(exc) or "Your role does not allow this.")
             except Http404 as exc:
                 return api_error(404, "not_found", str(exc) or "Not found.")
+            except IntegrityError:
+                # A concurrent request changed the same thing first: the client may retry.
+                log.warning("API request lost a race", exc_info=True, extra={"path": request.path})
+                return api_error(409, "conflict", "A concurrent request changed this first; try again.")
+            except DataError:
+                # A value the database cannot hold that no check above caught: still the client's input.
+                log.warning("API request with a value the database refused", exc_info=True,
+                            extra={"path": request.path})
+                return api_error(400, "invalid", "A value in the request is too large or malformed for the "
+                                 "database; the request id names the details in the server log.")
             except Exception:
                 log.exception("API request failed", extra={"path": request.path})
                 return api_error(500, "internal", "Something went wrong on our side; the request id names it.")

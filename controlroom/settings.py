@@ -7,12 +7,15 @@ production refuses to start without a real SECRET_KEY, DATABASE_URL and CELERY_B
 
 from __future__ import annotations
 
+import re
 import secrets
+from email.utils import parseaddr
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from controlroom.email_url import email_settings_from_url
 from controlroom.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -47,6 +50,13 @@ def _required_in_production(name: str, embedded_default: str) -> str:
 
 
 SECRET_KEY = _secret_key()
+# Seals the audit chains' heads (controlroom/audit.py); kept out of the database on purpose. Unset:
+# derived from SECRET_KEY. AUDIT_KEY_FALLBACKS still verify heads sealed before a rotation ("derived"
+# names the key derived from SECRET_KEY, for installs that start setting AUDIT_KEY).
+AUDIT_KEY = env_str("AUDIT_KEY") or ""
+AUDIT_KEY_FALLBACKS = env_list("AUDIT_KEY_FALLBACKS", [])
+if any(len(key) < 32 or len(set(key)) < 5 for key in [AUDIT_KEY, *AUDIT_KEY_FALLBACKS] if key not in ("", "derived")):
+    raise ImproperlyConfigured("AUDIT_KEY (and each of AUDIT_KEY_FALLBACKS) must be at least 32 random characters")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if EMBEDDED else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -76,6 +86,7 @@ MIDDLEWARE = [
     "controlroom.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "controlroom.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -130,6 +141,15 @@ ACCOUNT_LOGIN_METHODS = {"username"}
 ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*", "password2*"]
 ACCOUNT_ADAPTER = "controlroom.auth.ClosedSignupAdapter"
 ACCOUNT_EMAIL_VERIFICATION = "none"
+# allauth's defaults, spelled out: they live in CACHES (shared by every process) and also
+# guard /admin/login/, which sends staff through this login (controlroom/urls.py).
+ACCOUNT_RATE_LIMITS = {"login": "30/m/ip", "login_failed": "10/m/ip,5/5m/key", "reset_password": "20/m/ip,5/m/key"}
+# Behind N reverse proxies the client's address is the Nth from the right in X-Forwarded-For;
+# with 0 (direct) that header is ignored, since a client could forge it to escape the limits.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# A reset asked for an unknown address sends nothing (allauth would mail an invitation to sign up).
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Control Room] "
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
@@ -148,9 +168,15 @@ if EMBEDDED:
 
 # Artifact store: file:///absolute/path (S3 arrives with the lakehouse work).
 ARTIFACT_STORE_URL = env_str("ARTIFACT_STORE_URL", (DATA_DIR / "artifacts").as_uri())
+# The largest artifact upload accepted (checked from Content-Length before the body is read).
+ARTIFACT_UPLOAD_MAX_BYTES = env_int("ARTIFACT_UPLOAD_MAX_BYTES", 5 * 2**30)
 # Where embedded DuckDB warehouses and job input files live; SQL may read only inside these.
 WAREHOUSE_DIR = Path(env_str("CONTROLROOM_WAREHOUSE_DIR", str(DATA_DIR / "warehouse"))).resolve()
-DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(BASE_DIR / "demo" / "data"))).resolve()
+# Each workspace's input files live in DATASETS_DIR/<workspace>/; SQL reads them read-only.
+DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(DATA_DIR / "datasets"))).resolve()
+if DATASETS_DIR == WAREHOUSE_DIR or DATASETS_DIR in WAREHOUSE_DIR.parents or WAREHOUSE_DIR in DATASETS_DIR.parents:
+    # A warehouse database inside a datasets area would be a file SQL writes where inputs live.
+    raise ImproperlyConfigured("CONTROLROOM_DATASETS_DIR and CONTROLROOM_WAREHOUSE_DIR must not contain each other")
 # The parser's read-only check (sqlcheck) in front of the engine's; switched off only by the
 # tests that prove the engine refuses writes on its own.
 SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)
@@ -163,21 +189,22 @@ PG_PREPARE_CLAIMS = env_bool("PG_PREPARE_CLAIMS", True)
 RUN_STALL_S = env_int("RUN_STALL_S", 30)
 # Modules whose @phase_callable functions may run as `python` phases.
 PHASE_CALLABLE_MODULES = env_list("PHASE_CALLABLE_MODULES", ["runs.builtin_callables"])
+# Secret references may name only environment variables with this prefix and files inside
+# these folders (symbolic links followed), so a reference cannot read the server's own secrets.
+SECRET_ENV_PREFIX = env_str("SECRET_ENV_PREFIX", "CONTROLROOM_SECRET_")
+if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", SECRET_ENV_PREFIX):
+    raise ImproperlyConfigured(f"SECRET_ENV_PREFIX={SECRET_ENV_PREFIX!r} must start a variable name (A-Z, 0-9, _)")
+SECRET_FILE_DIRS = [Path(d) for d in env_list("SECRET_FILE_DIRS", [str(DATA_DIR / "secrets"), "/run/secrets"])]
+if not all(d.is_absolute() for d in SECRET_FILE_DIRS):
+    raise ImproperlyConfigured("SECRET_FILE_DIRS must list absolute paths (comma-separated)")
+# Git sources may use https and ssh; file:// (a repository on this server) only when this is on.
+GIT_ALLOW_FILE_PROTOCOL = env_bool("GIT_ALLOW_FILE_PROTOCOL", False)
 
-# Celery. The embedded broker is a folder on disk: no server to run.
-_broker_dir = DATA_DIR / "broker"
-CELERY_BROKER_URL = _required_in_production("CELERY_BROKER_URL", "filesystem://localhost//")
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed", "control"):
-        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "control_folder": str(_broker_dir / "control"),  # else "control/" in the working directory
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-        "polling_interval": 0.1,
-    }
+# Celery. The embedded broker is a folder on disk (controlroom/broker.py): no server to run.
+CELERY_BROKER_URL = _required_in_production("CELERY_BROKER_URL", "controlroom-fs://")
+if CELERY_BROKER_URL.startswith("controlroom-fs://"):
+    # The URL's path (controlroom-fs:///some/dir) wins over this folder.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"broker_dir": str(DATA_DIR / "broker"), "polling_interval": 0.1}
 # Caches hold login rate limits, so every process must share them: the broker's Redis (or
 # CACHE_URL) in production, a database table in embedded mode (created by a migration).
 _cache_url = env_str("CACHE_URL") or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
@@ -185,10 +212,32 @@ _cache_url = env_str("CACHE_URL") or (CELERY_BROKER_URL if CELERY_BROKER_URL.sta
 if _cache_url:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}}
 elif EMBEDDED:
+    # Room for many clients' counters: when full, the table culls entries by key order, which
+    # could drop a counter someone is still building up.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache",
-                          "LOCATION": "controlroom_cache"}}
+                          "LOCATION": "controlroom_cache", "OPTIONS": {"MAX_ENTRIES": 100_000}}}
 else:
     raise ImproperlyConfigured("CACHE_URL (a redis:// URL) is required in production when the broker is not Redis")
+# Mail (password resets). EMAIL_URL wins in any mode; without it embedded mode writes each mail
+# as a file into <data>/mail (where a `make run` user reads the reset link), and production logs
+# that it sent nothing (teams that sign in through OIDC need no mail).
+_email_url = env_str("EMAIL_URL")
+if _email_url:
+    globals().update(email_settings_from_url(_email_url))  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, …
+elif EMBEDDED:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = DATA_DIR / "mail"
+else:
+    EMAIL_BACKEND = "controlroom.mail_backend.UnconfiguredEmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or ""
+if not DEFAULT_FROM_EMAIL:
+    if _email_url and not EMBEDDED:  # a real server rejects or spam-bins mail from localhost
+        raise ImproperlyConfigured("DEFAULT_FROM_EMAIL (such as 'Control Room <cr@example.com>') is required "
+                                   "with EMAIL_URL in production")
+    DEFAULT_FROM_EMAIL = "Control Room <controlroom@localhost>"
+elif "@" not in parseaddr(DEFAULT_FROM_EMAIL)[1]:
+    raise ImproperlyConfigured(f"DEFAULT_FROM_EMAIL={DEFAULT_FROM_EMAIL!r} is not an e-mail address")
+SERVER_EMAIL = env_str("SERVER_EMAIL") or DEFAULT_FROM_EMAIL
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

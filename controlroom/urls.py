@@ -1,7 +1,18 @@
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
 from controlroom import views
+
+# Staff sign in through allauth's login, so /admin/login/ has the same rate limits; a signed-in
+# user who is not active staff gets 403 there instead of the admin's own login form.
+admin.site.login = secure_admin_login(admin.site.login)
+
+# Under /api/ and /hooks/ every error, even a path that matches nothing, is JSON.
+handler400 = "controlroom.errors.bad_request"
+handler403 = "controlroom.errors.forbidden"
+handler404 = "controlroom.errors.not_found"
+handler500 = "controlroom.errors.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),

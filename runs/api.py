@@ -8,6 +8,7 @@ from django.http import HttpRequest, JsonResponse
 
 from controlroom.access import Access
 from controlroom.api import api_view, cursor_param, json_body
+from controlroom.limits import require_text
 from controlroom.models import Role
 from controlroom.services import ServiceError
 from runs import selectors
@@ -80,6 +81,16 @@ def job(request: HttpRequest, access: Access, job: str) -> JsonResponse:
     return JsonResponse(_job_json(obj))
 
 
+def idempotency_key(request: HttpRequest) -> str | None:
+    """The request's Idempotency-Key header (printable text up to 200 characters), or None."""
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None:
+        key = require_text(Run, "idempotency_key", key, label="Idempotency-Key")
+        if not key.isprintable():
+            raise ServiceError("The Idempotency-Key header must be printable text.")
+    return key
+
+
 @api_view(("POST",), Role.OPERATOR)
 def job_runs(request: HttpRequest, access: Access, job: str) -> JsonResponse:
     obj = selectors.job_get(access=access, slug=job)
@@ -88,8 +99,8 @@ def job_runs(request: HttpRequest, access: Access, job: str) -> JsonResponse:
     if not isinstance(parameters, dict):
         raise ServiceError("'parameters' must be a JSON object.")
     run = run_create(access=access, job=obj, environment=str(body.get("environment") or "dev"),
-                     parameters=parameters, trigger=Run.Trigger.API)
-    return JsonResponse(run_json(run), status=201)
+                     parameters=parameters, trigger=Run.Trigger.API, idempotency_key=idempotency_key(request))
+    return JsonResponse(run_json(run), status=200 if run.replayed else 201)
 
 
 @api_view(("GET",), Role.VIEWER)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from connections.secret_rules import FOREIGN_REFERENCE
 from controlroom.models import Environment, Workspace
+from controlroom.services import ServiceError
+from runs.git_urls import git_url_check
 
 
 class Job(models.Model):
@@ -117,6 +121,9 @@ class Run(Timed, models.Model):
     schedule = models.ForeignKey("JobSchedule", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     scheduled_for = models.DateTimeField(null=True, blank=True)  # the cron tick this run belongs to
     late = models.BooleanField(default=False)  # started too long after its tick
+
+    # Not stored: run_create sets it when a keyed request repeated an earlier one (answer 200, not 201).
+    replayed = False
 
     class Meta:
         ordering = ["-id"]
@@ -285,6 +292,20 @@ class GitSource(models.Model):
     def __str__(self) -> str:
         return f"{self.url}#{self.branch}:{self.folder}"
 
+    def clean(self) -> None:
+        """Only the git URLs git_url_check accepts; only the workspace's own webhook secret."""
+        errors = {}
+        try:
+            self.url = git_url_check(self.url)
+        except ServiceError as exc:
+            errors["url"] = str(exc)
+        if self.branch.startswith("-") or not self.branch.strip():
+            errors["branch"] = "The branch name must not be empty or start with '-'."
+        if self.webhook_secret_id and self.workspace_id and self.webhook_secret.workspace_id != self.workspace_id:
+            errors["webhook_secret"] = FOREIGN_REFERENCE
+        if errors:
+            raise ValidationError(errors)
+
 
 class GitDelivery(models.Model):
     """A push webhook delivery, kept so that a replayed delivery (same id) is ignored."""
@@ -293,8 +314,9 @@ class GitDelivery(models.Model):
     delivery_id = models.CharField(max_length=200)
     sha = models.CharField(max_length=40, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
-    # queued, synced, failed or ignored; ``result`` holds what the sync did (jobs, runs, errors).
+    # queued, syncing, synced, failed or ignored; ``result`` holds what the sync did (jobs, runs, errors).
     status = models.CharField(max_length=16, default="queued")
+    claimed_at = models.DateTimeField(null=True, blank=True)  # when a worker took it (status syncing)
     result = models.JSONField(default=dict, blank=True)
 
     class Meta:

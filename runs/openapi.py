@@ -40,8 +40,8 @@ PATHS: dict[str, Any] = {
             "requestBody": _json(_obj({"job": {"type": "string"}, "spec_slug": {"type": "string"},
                                        "git_sha": {"type": "string"}, "environment": {"enum": ["dev", "stage", "prod"]},
                                        "parameters": {"type": "object"}, "input_manifest": {"type": "object"}})),
-            "responses": {**_responses("201", 404, 409), "200": {"description": "the run an earlier request with "
-                                                                                  "this Idempotency-Key created"}}},
+            "responses": {**_responses("201", 404, 409, 413, 422),
+                          "200": {"description": "the run an earlier request with this Idempotency-Key created"}}},
     },
     "/runs/{run_id}": {"get": {"operationId": "getRun", "parameters": [_id("run_id")],
                                "responses": _responses("200", 404)}},
@@ -76,18 +76,21 @@ PATHS: dict[str, Any] = {
         "responses": _responses("200", 404, 409, ok_schema=_obj({"cancel_requested": {"type": "boolean"},
                                                                  "lease_expires_at": {"type": "string"}}))}},
     "/phases/{phase_id}/artifacts": {"post": {
-        "operationId": "registerArtifact", "parameters": [_id("phase_id")],
+        "operationId": "registerArtifact", "parameters": [
+            _id("phase_id"),
+            # An upload's lease travels here: it is checked (with Content-Length) before the body is read.
+            {"name": "X-Lease-Token", "in": "header", "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": _obj({**_TOKEN, "name": {"type": "string"}, "sha256": {"type": "string"},
                                                  "size": {"type": "integer", "minimum": 0},
                                                  "media_type": {"type": "string"}, "location": {"type": "string"}},
                                                 ["lease_token", "name", "sha256", "size"])},
-            "multipart/form-data": {"schema": _obj({**_TOKEN, "name": {"type": "string"},
+            "multipart/form-data": {"schema": _obj({"name": {"type": "string"},
                                                     "sha256": {"type": "string"}, "size": {"type": "integer"},
                                                     "media_type": {"type": "string"},
                                                     "file": {"type": "string", "format": "binary"}},
-                                                   ["lease_token", "name", "sha256", "size", "file"])}}},
-        "responses": _responses("201", 404, 409)}},
+                                                   ["name", "sha256", "size", "file"])}}},
+        "responses": _responses("201", 404, 409, 413)}},
     "/phases/{phase_id}/complete": {"post": {
         "operationId": "completePhase", "parameters": [_id("phase_id")],
         "requestBody": _json(_obj({**_TOKEN, "outcome": {"enum": ["succeeded", "failed", "cancelled"]},

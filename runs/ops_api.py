@@ -9,23 +9,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 
-from artifacts.services import artifact_register_blob
+from artifacts.uploads import StagingUploadHandler
 from controlroom.access import Access
 from controlroom.api import api_view, json_body
 from controlroom.models import MAX_DB_ID, Role
 from controlroom.services import ServiceError
 from runs import selectors
-from runs.api import events_page, run_json, runs_page
+from runs.api import events_page, idempotency_key, run_json, runs_page
 from runs.models import Phase, Run
 from runs.openapi import document
 from runs.services.events import events_append_batch
-from runs.services.leases import phase_claim_next, phase_heartbeat, phase_live
+from runs.services.leases import phase_claim_next, phase_heartbeat, phase_require_live
+from runs.services.outputs import phase_artifact_add
 from runs.services.phases import phase_complete
 from runs.services.reruns import run_rerun
 from runs.services.runs import run_cancel, run_create
+from runs.spec import typed_parameters
 
 MAX_WAIT_S = 30
 POLL_S = 0.25
@@ -68,14 +71,10 @@ def runs_create(request: HttpRequest, access: Access) -> JsonResponse:
     for key in ("parameters", "input_manifest"):
         if not isinstance(body.get(key) or {}, dict):
             raise ServiceError(f"'{key}' must be a JSON object.")
-    key = request.headers.get("Idempotency-Key") or None
-    if key is not None and len(key) > 200:
-        raise ServiceError("The Idempotency-Key header is limited to 200 characters.")
-    existed = key is not None and Run.objects.filter(workspace=access.workspace, idempotency_key=key).exists()
     run = run_create(access=access, job=job, environment=str(body.get("environment") or "dev"),
-                     parameters=body.get("parameters") or {}, trigger=Run.Trigger.API, idempotency_key=key,
-                     input_manifest=body.get("input_manifest") or {})
-    return JsonResponse(run_json(run), status=200 if existed else 201)
+                     parameters=body.get("parameters") or {}, trigger=Run.Trigger.API,
+                     idempotency_key=idempotency_key(request), input_manifest=body.get("input_manifest") or {})
+    return JsonResponse(run_json(run), status=200 if run.replayed else 201)
 
 
 @api_view(("POST",), Role.OPERATOR)
@@ -101,7 +100,8 @@ def claim(request: HttpRequest, access: Access) -> HttpResponse:
     return JsonResponse({
         "phase": {"id": phase.pk, "name": phase.name, "kind": phase.kind, "config": phase.config,
                   "attempt": phase.attempt, "max_attempts": phase.max_attempts, "timeout_s": phase.timeout_s},
-        "run": {"id": phase.run_id, "parameters": phase.run.parameters, "git_sha": phase.run.git_sha,
+        "run": {"id": phase.run_id, "git_sha": phase.run.git_sha,
+                "parameters": typed_parameters(phase.run.job_version.spec, phase.run.parameters),
                 "input_manifest": phase.run.input_manifest, "environment": phase.run.environment.name},
         "lease_token": token, "lease_expires_at": phase.lease_expires_at.isoformat(),
     })
@@ -127,26 +127,60 @@ def events_dispatch(request: HttpRequest, access: Access, run_id: int) -> JsonRe
     return JsonResponse({**result, "last_seq": run.last_seq})
 
 
+LEASE_HEADER = "X-Lease-Token"
+
+
+def _upload_body(request: HttpRequest, phase_id: int) -> tuple[dict[str, Any], str, StagingUploadHandler]:
+    """The fields of a multipart upload, its lease token and the handler holding the staged bytes.
+    The lease (from the header) and the announced length are checked before the body is read."""
+    token = request.headers.get(LEASE_HEADER, "")
+    if not token:
+        raise ServiceError(f"Send the lease token in the {LEASE_HEADER} header with an upload: it is checked "
+                           "before the body is read.")
+    limit = settings.ARTIFACT_UPLOAD_MAX_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ServiceError("The Content-Length header is not a number.") from None
+    if length > limit:
+        raise ServiceError(f"The upload is {length:,} bytes; the limit is {limit:,} (ARTIFACT_UPLOAD_MAX_BYTES).",
+                           code="too_large")
+    phase_require_live(phase_id=phase_id, lease_token=token)
+    handler = StagingUploadHandler(request, max_bytes=limit)
+    request.upload_handlers = [handler]
+    try:
+        body = request.POST.dict()
+        if handler.too_large:
+            raise ServiceError(f"The upload is larger than {limit:,} bytes (ARTIFACT_UPLOAD_MAX_BYTES).",
+                               code="too_large")
+        if body.get("lease_token", token) != token:
+            raise ServiceError(f"The lease_token field and the {LEASE_HEADER} header differ.")
+    except BaseException:
+        handler.discard()
+        raise
+    return body, token, handler
+
+
 @api_view(("POST",), Role.OPERATOR)
 def artifacts(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
-    """JSON {lease_token, name, sha256, size, media_type, location?} or a multipart upload
-    with the same fields and the bytes in 'file'."""
+    """JSON {lease_token, name, sha256, size, media_type, location?} registers by hash or location;
+    a multipart upload sends the same fields with the bytes in 'file' and the lease token in the
+    X-Lease-Token header. Either way the lease is checked again inside the write's transaction."""
     phase = _phase(access, phase_id)
-    upload = request.FILES.get("file")
-    body = request.POST.dict() if upload is not None or request.content_type == "multipart/form-data" \
-        else json_body(request)
-    live = phase_live(phase_id=phase.pk, lease_token=_token(body))
-    try:
-        size = int(body.get("size"))
-    except (TypeError, ValueError):
-        raise ServiceError("'size' must be the number of bytes.") from None
-    artifact = artifact_register_blob(
-        workspace=access.workspace, run=live.run, phase=live, name=str(body.get("name") or ""),
-        media_type=str(body.get("media_type") or ""), sha256=str(body.get("sha256") or ""), size=size,
-        location=str(body.get("location") or ""), upload=upload,
+    staged = None
+    if request.content_type == "multipart/form-data":
+        body, token, handler = _upload_body(request, phase.pk)
+        staged = handler.staged
+    else:
+        body = json_body(request)
+        token = _token(body)
+    artifact = phase_artifact_add(
+        access=access, phase_id=phase.pk, lease_token=token, name=body.get("name"),
+        media_type=body.get("media_type") or "", sha256=body.get("sha256"), size=body.get("size"),
+        location=body.get("location") or "", staged=staged,
     )
-    return JsonResponse({"id": artifact.pk, "name": artifact.name, "sha256": artifact.blob_id,
-                         "size": artifact.blob.size, "location": artifact.blob.location}, status=201)
+    return JsonResponse({"id": artifact.pk, "name": artifact.name, "sha256": artifact.sha256,
+                         "size": artifact.size, "location": artifact.location}, status=201)
 
 
 @api_view(("POST",), Role.OPERATOR)

@@ -42,11 +42,12 @@ class ContractClient:
             raise ValueError(f"--url must be an http(s) URL, not {url!r}")
         self.base, self.token = url.rstrip("/") + "/api/v1/ops", token
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, data: bytes | None = None,
-             content_type: str = "application/json", timeout: float = 60) -> dict[str, Any] | None:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, data: Any = None,
+             content_type: str = "application/json", timeout: float = 60,
+             headers: dict[str, str] | None = None) -> dict[str, Any] | None:
         payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(f"{self.base}{path}", data=payload, method=method, headers={  # noqa: S310
-            "Authorization": f"Bearer {self.token}", "Content-Type": content_type})
+            "Authorization": f"Bearer {self.token}", "Content-Type": content_type, **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) checked)
                 return None if response.status == 204 else json.loads(response.read() or b"{}")
@@ -57,15 +58,27 @@ class ContractClient:
                 detail = {}
             raise ContractError(exc.code, detail) from None
 
-    def upload(self, phase_id: int, fields: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    def upload(self, phase_id: int, lease_token: str, fields: dict[str, Any], path: Path) -> dict[str, Any] | None:
+        """A multipart upload streamed from disk; the lease token travels in a header, so the server
+        checks it before it reads the body."""
         boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                 for k, v in fields.items()]
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
-        parts.append(f"--{boundary}--\r\n".encode())
-        return self.call("POST", f"/phases/{phase_id}/artifacts", data=b"".join(parts),
-                         content_type=f"multipart/form-data; boundary={boundary}")
+        head = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                        for k, v in fields.items())
+        head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        length = len(head) + path.stat().st_size + len(tail)
+
+        def body() -> Any:
+            yield head
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    yield chunk
+            yield tail
+
+        return self.call("POST", f"/phases/{phase_id}/artifacts", data=body(),
+                         content_type=f"multipart/form-data; boundary={boundary}",
+                         headers={"Content-Length": str(length), "X-Lease-Token": lease_token})
 
 
 class RemotePhaseContext:
@@ -76,7 +89,10 @@ class RemotePhaseContext:
         self.lease_token = claim["lease_token"]
         self.phase = SimpleNamespace(**claim["phase"], pk=claim["phase"]["id"])
         self.run_id = claim["run"]["id"]
-        self.parameters = {**claim["run"]["parameters"], "datasets_dir": str(datasets), "run_id": self.run_id}
+        self.parameters = {**claim["run"]["parameters"], "datasets_dir": "datasets://", "run_id": self.run_id}
+        self.environment = claim["run"].get("environment") or "dev"
+        if self.environment not in ("dev", "stage", "prod"):  # it becomes a folder name below
+            raise ContractError(0, {"error": {"message": f"unknown environment {self.environment!r}"}})
         self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run_id}-{self.phase.name}-"))
         self.warehouse, self.datasets = warehouse, datasets
         self.outputs: list[dict[str, Any]] = []
@@ -91,18 +107,22 @@ class RemotePhaseContext:
     def duckdb(self, name: str):
         from sqlwarehouse.engines import DuckDBEngine
 
-        engine = DuckDBEngine(database=self.warehouse / f"{name}.duckdb", read_only=False,
-                              allowed_dirs=[self.datasets, self.scratch])
+        # One database per environment, and this machine's datasets folder read-only, as on the server.
+        engine = DuckDBEngine(database=self.warehouse / self.environment / f"{name}.duckdb", read_only=False,
+                              allowed_dirs=[self.scratch], datasets=self.datasets)
         self._engines.append(engine)
         if self.stopped:
             engine.interrupt()
         return engine
 
     def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        fields = {"lease_token": self.lease_token, "name": name, "sha256": digest, "size": path.stat().st_size,
-                  "media_type": media_type}
-        self.client.upload(self.phase.pk, fields, path)
+        hasher = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                hasher.update(chunk)
+        digest = hasher.hexdigest()
+        fields = {"name": name, "sha256": digest, "size": path.stat().st_size, "media_type": media_type}
+        self.client.upload(self.phase.pk, self.lease_token, fields, path)
         record = {"name": name, "sha256": digest, "size": fields["size"], "media_type": media_type}
         self.outputs.append(record)
         self.log(f"artifact {name} uploaded ({record['size']} bytes, sha256 {digest[:12]})")
@@ -202,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", required=True, help="an operator API token of the workspace")
     parser.add_argument("--kinds", default="sql,python", help="comma-separated phase kinds (default: sql,python)")
     parser.add_argument("--warehouse", default="./executor-warehouse", help="DuckDB files for sql phases")
-    parser.add_argument("--datasets", default=None, help="directory SQL may read files from")
+    parser.add_argument("--datasets", default="./executor-datasets",
+                        help="directory whose files SQL may read (read-only, as datasets://)")
     parser.add_argument("--name", default="", help="executor name shown on leases")
     parser.add_argument("--until-idle", action="store_true", help="exit when nothing is runnable")
     return parser
@@ -215,13 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from django.conf import settings
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     warehouse = Path(args.warehouse).resolve()
     warehouse.mkdir(parents=True, exist_ok=True)
-    datasets = Path(args.datasets).resolve() if args.datasets else settings.DATASETS_DIR
+    datasets = Path(args.datasets).resolve()
+    datasets.mkdir(parents=True, exist_ok=True)
     count = serve(url=args.url, token=args.token, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
                   warehouse=warehouse, datasets=datasets, name=args.name, until_idle=args.until_idle)
     log.info("ran %d phase(s)", count)

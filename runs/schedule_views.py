@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -42,7 +43,7 @@ def schedule_edit(request: HttpRequest, workspace: str, job: str) -> HttpRespons
                 saved = schedule_set(access=access, job=obj, environment=environment, **posted)
                 state = "enabled" if saved.enabled else "disabled"
                 messages.success(request, f"Schedule in {environment} saved ({saved.cron}, {saved.timezone}, {state}).")
-        except ServiceError as exc:
+        except (ServiceError, PermissionDenied) as exc:
             messages.error(request, f"Could not save the schedule: {exc}")
             return render(request, "runs/schedule_form.html", _context(access, obj, environment, posted))
         return redirect("schedules:schedule_edit", workspace=workspace, job=obj.slug)

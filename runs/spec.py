@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,14 @@ def _located(root: yaml.Node | None, path: list[str | int], message: str) -> str
     return f"{where}{_field(path)}: {message}"
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what an engine's BIGINT holds
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def coerce_parameter(name: str, ptype: str, value: Any) -> Any:
     """Convert ``value`` to the declared type or raise ValueError with a clear reason."""
     if ptype == "string":
@@ -136,22 +145,29 @@ def coerce_parameter(name: str, ptype: str, value: Any) -> Any:
             return False
         raise ValueError(f"parameter {name} must be true or false, not {value!r}")
     if ptype == "integer":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
             raise ValueError(f"parameter {name} must be an integer, not {value!r}")
         try:
-            return int(str(value).strip()) if not isinstance(value, float) else int(value)
+            number = int(str(value).strip()) if not isinstance(value, float) else int(value)
         except ValueError:
-            raise ValueError(f"parameter {name} must be an integer, not {value!r}") from None
+            raise ValueError(f"parameter {name} must be an integer, not {_short(value)}") from None
+        if not INT_MIN <= number <= INT_MAX:
+            raise ValueError(f"parameter {name} must be an integer between {INT_MIN} and {INT_MAX}")
+        return number
     if ptype == "number":
         if isinstance(value, bool):
             raise ValueError(f"parameter {name} must be a number, not {value!r}")
-        if isinstance(value, (int, float)):
-            return value
-        try:
+        if not isinstance(value, (int, float)):
             text = str(value).strip()
-            return int(text) if text.lstrip("+-").isdigit() else float(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter {name} must be a number, not {value!r}") from None
+            try:
+                value = int(text) if text.lstrip("+-").isdigit() and len(text) <= 400 else float(text)
+            except (TypeError, ValueError):
+                raise ValueError(f"parameter {name} must be a number, not {_short(value)}") from None
+        if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+            value = float(value) if abs(value) < 10**308 else math.inf  # engines bind numbers as doubles
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"parameter {name} must be a finite number, not {_short(value)}")
+        return value
     if ptype == "date":
         if isinstance(value, dt.date):
             return value.isoformat()
@@ -286,3 +302,18 @@ def resolve_parameters(spec: dict[str, Any], given: dict[str, Any] | None) -> di
     if errors:
         raise SpecError(errors)
     return resolved
+
+
+def typed_parameters(spec: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored parameters with their declared types restored for binding: JSON storage may
+    hand a large float back as an integer (PostgreSQL's jsonb writes 1e40 as 1 and 40 zeros),
+    which an engine cannot bind; a value that no longer coerces is passed on as stored."""
+    declared = spec.get("parameters") or {}
+    typed = dict(stored)
+    for name, value in stored.items():
+        if name in declared:
+            try:
+                typed[name] = coerce_parameter(name, declared[name]["type"], value)
+            except ValueError:
+                pass
+    return typed

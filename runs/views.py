@@ -6,6 +6,7 @@ import difflib
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -112,7 +113,7 @@ def job_trigger(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
     try:
         run = run_create(access=access, job=obj, environment=request.POST.get("environment", "dev"),
                          parameters=params, trigger=Run.Trigger.UI)
-    except (SpecError, ServiceError) as exc:
+    except (SpecError, ServiceError, PermissionDenied) as exc:
         messages.error(request, f"Could not start the run: {exc}")
         return redirect("runs:job_detail", workspace=workspace, job=obj.slug)
     return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)
@@ -214,7 +215,7 @@ def run_rerun_view(request: HttpRequest, workspace: str, run_id: int) -> HttpRes
     run = selectors.run_get(access=access, run_id=run_id)
     try:
         new = run_rerun(access=access, run=run, mode=request.POST.get("mode", ""))
-    except ServiceError as exc:
+    except (ServiceError, PermissionDenied) as exc:
         messages.error(request, str(exc))
         return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)
     return redirect("runs:run_detail", workspace=workspace, run_id=new.pk)

@@ -1,7 +1,10 @@
 """SQL engines behind one interface. DuckDB (embedded) now; Trino joins it later.
 
 DuckDB runs sandboxed: no extension installs or loads, file access only inside the allowed
-directories, configuration locked once set, and read-only when the caller may not write.
+directories (a phase's own scratch folder; none for the editor), the workspace's datasets through
+a read-only file system (``sqlwarehouse.datasets``), configuration locked once set, and read-only
+when the caller may not write. Each environment has its own database file unless the connection
+is scoped to one environment or shares one dataset across all of them.
 """
 
 from __future__ import annotations
@@ -18,12 +21,25 @@ import duckdb
 from django.conf import settings
 
 from connections.models import Connection
+from controlroom.models import Environment
+from sqlwarehouse.datasets import URL as DATASETS_URL
+from sqlwarehouse.datasets import ReadOnlyDatasets, datasets_area
 
 _LOCK_WAIT_S = 30.0
 
 
 class EngineError(Exception):
     """A query failed in the engine; the message is the engine's, fit for the user."""
+
+
+def duckdb_error_text(exc: BaseException) -> str:
+    """DuckDB's message, without the Python traceback it embeds when a registered file system
+    (our read-only datasets) refused: just that refusal's own sentence."""
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 @dataclass
@@ -37,10 +53,13 @@ class QueryResult:
 class DuckDBEngine:
     """An embedded DuckDB database file, opened per use (other processes share the file)."""
 
-    def __init__(self, *, database: Path, read_only: bool, allowed_dirs: list[Path]) -> None:
+    def __init__(self, *, database: Path, read_only: bool, allowed_dirs: list[Path],
+                 datasets: Path | None = None) -> None:
         self.database = database
         self.read_only = read_only
+        # Directories SQL may use read-write (a phase's scratch folder); datasets come read-only.
         self.allowed_dirs = [str(d.resolve()) + "/" for d in allowed_dirs]
+        self.datasets = datasets
         self._active: duckdb.DuckDBPyConnection | None = None
         self._interrupted = False
 
@@ -70,7 +89,11 @@ class DuckDBEngine:
                     raise EngineError(f"The warehouse database is busy: {exc}") from exc
                 time.sleep(0.1)
         try:
-            con.execute("SET allowed_directories = $dirs", {"dirs": self.allowed_dirs})
+            allowed = list(self.allowed_dirs)
+            if self.datasets is not None:
+                con.register_filesystem(ReadOnlyDatasets(self.datasets))
+                allowed.append(DATASETS_URL)
+            con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
             con.execute("SET enable_external_access = false")
             con.execute("SET python_enable_replacements = false")  # FROM duckdb: not the Python module
             con.execute("SET lock_configuration = true")
@@ -110,7 +133,7 @@ class DuckDBEngine:
                     raise EngineError("The query was interrupted.") from exc
                 raise EngineError(f"The query was stopped after {timeout_s:g} s (timeout).") from exc
             except duckdb.Error as exc:
-                raise EngineError(str(exc)) from exc
+                raise EngineError(duckdb_error_text(exc)) from exc
             finally:
                 if timer:
                     timer.cancel()
@@ -122,13 +145,41 @@ class DuckDBEngine:
             )
 
 
-def duckdb_engine_for(conn: Connection, *, read_only: bool, extra_dirs: list[Path] | None = None) -> DuckDBEngine:
-    """Engine for a DuckDB connection; its file lives under WAREHOUSE_DIR/<workspace>/."""
+def per_environment(conn: Connection) -> bool:
+    """Whether ``conn`` keeps one database per environment (an unscoped DuckDB connection)."""
+    return (conn.kind == Connection.Kind.DUCKDB and conn.environment_id is None
+            and not conn.shared_across_environments)
+
+
+def reaches_all_environments(conn: Connection) -> bool:
+    """Whether a write through ``conn`` lands in data every environment reads, prod included: a
+    connection not scoped to one environment whose data is not split per environment (Trino
+    without an environment, or a connection marked shared across environments)."""
+    return conn.environment_id is None and not per_environment(conn)
+
+
+def duckdb_database(conn: Connection, environment: Environment | None) -> Path:
+    """The database file of a DuckDB connection in ``environment``: one per environment under
+    WAREHOUSE_DIR/<workspace>/<environment>/, unless the connection is scoped to one environment
+    (that one's folder) or shares one dataset across all (WAREHOUSE_DIR/<workspace>/)."""
     filename = str(conn.config.get("database") or f"{conn.name}.duckdb")
     base = (settings.WAREHOUSE_DIR / conn.workspace.slug).resolve()
-    database = (base / filename).resolve()
-    if base not in database.parents:
+    if conn.environment_id is not None:
+        folder = base / conn.environment.name
+    elif conn.shared_across_environments:
+        folder = base
+    else:
+        if environment is None:
+            raise EngineError(f"Connection '{conn.name}' keeps one database per environment: choose one.")
+        folder = base / environment.name
+    database = (folder / filename).resolve()
+    if folder.resolve() not in database.parents:
         raise EngineError(f"Connection '{conn.name}': the database must stay inside the warehouse directory.")
-    return DuckDBEngine(
-        database=database, read_only=read_only, allowed_dirs=[settings.DATASETS_DIR, *(extra_dirs or [])]
-    )
+    return database
+
+
+def duckdb_engine_for(conn: Connection, *, read_only: bool, environment: Environment | None,
+                      extra_dirs: list[Path] | None = None) -> DuckDBEngine:
+    """Engine for a DuckDB connection in ``environment``, reading the workspace's datasets."""
+    return DuckDBEngine(database=duckdb_database(conn, environment), read_only=read_only,
+                        allowed_dirs=list(extra_dirs or []), datasets=datasets_area(conn.workspace))

@@ -1,8 +1,10 @@
 """Asynchronous SQL execution: submit (returns at once), execute on the Celery ``sql`` queue,
 cancel. The row is the truth; the Celery message only wakes a worker.
 
-Who may write: analysts never; operators and admins in dev and stage; in prod only admins.
-Read-only is checked twice: by the parser (sqlcheck) before anything runs, and by the engine,
+Who may write: analysts never; operators and admins in dev and stage; in prod only admins. A
+connection whose data every environment shares (not split per environment) reaches prod, so
+writing through it follows prod's rule whichever environment was chosen. Read-only is checked
+twice: by the parser (sqlcheck) before anything runs, and by the engine,
 which receives a read-only identity (Trino ``<user>~ro``, DuckDB opened read-only).
 """
 
@@ -23,7 +25,7 @@ from controlroom.access import Access
 from controlroom.audit import audit_record
 from controlroom.models import Environment, Role
 from controlroom.services import ServiceError
-from sqlwarehouse.engines import EngineError
+from sqlwarehouse.engines import EngineError, reaches_all_environments
 from sqlwarehouse.models import QueryExecution, SavedQuery
 from sqlwarehouse.params import ParameterError, bind
 from sqlwarehouse.results import store_stream
@@ -36,10 +38,11 @@ MAX_SQL_CHARS = 200_000  # checking a 900 KB statement took about 6 s
 STALE_S = 60  # a running execution whose heartbeat is older than this lost its worker
 
 
-def may_write(access: Access, environment: Environment | None) -> bool:
-    if environment is not None and environment.name == Environment.Name.PROD:
-        return access.can(Role.ADMIN)
-    return access.can(Role.OPERATOR)
+def may_write(access: Access, environment: Environment | None, connection: Connection | None = None) -> bool:
+    """Whether ``access`` may write through ``connection`` in ``environment``."""
+    reaches_prod = (environment is not None and environment.name == Environment.Name.PROD) or (
+        connection is not None and reaches_all_environments(connection))
+    return access.can(Role.ADMIN) if reaches_prod else access.can(Role.OPERATOR)
 
 
 def query_submit(
@@ -57,7 +60,9 @@ def query_submit(
     if connection is None or connection.workspace_id != access.workspace.pk:
         raise ServiceError("Choose a connection of this workspace.")
     environment = connection.environment or environment
-    read_only = not may_write(access, environment)
+    if environment is None or environment.workspace_id != access.workspace.pk:
+        environment = access.workspace.environments.get(name=Environment.Name.DEV)
+    read_only = not may_write(access, environment, connection)
     execution = QueryExecution(
         workspace=access.workspace, user=access.user, connection=connection, saved_query=saved_query,
         environment=environment, sql=sql, parameters=parameters or {}, engine=connection.kind,
@@ -162,7 +167,8 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
         if execution.connection is None:
             raise EngineError("The connection of this query was deleted.")
         user = execution.user.username if execution.user else "controlroom"
-        engine = open_engine(execution.connection, user=user, read_only=execution.read_only)
+        engine = open_engine(execution.connection, user=user, read_only=execution.read_only,
+                             environment=execution.environment)
         declared = execution.saved_query.parameters if execution.saved_query else None
         statements = split_statements(execution.sql, dialect)
         watch = _Watch(execution.pk, engine)
@@ -173,7 +179,7 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
             text, values = bind(statement, execution.parameters, dialect=dialect, declared=declared)
             stream = engine.run(text, values, workspace.sql_timeout_s)
             if stream is not None:
-                result = store_stream(stream, row_cap=workspace.sql_row_cap,
+                result = store_stream(stream, workspace=workspace, row_cap=workspace.sql_row_cap,
                                       on_rows=lambda n: setattr(watch, "rows", n))
                 stored = result  # the last statement that returns rows is the result shown
         execution.status = QueryExecution.Status.SUCCEEDED

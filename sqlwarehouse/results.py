@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 from django.conf import settings
 
 from artifacts.models import Blob
+from artifacts.services import blob_store_file
 from artifacts.storage import get_store
+from controlroom.models import Workspace
 from sqlwarehouse.streams import StatementStream
 
 PREVIEW_ROWS = 100
@@ -56,8 +58,9 @@ class StoredResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def store_stream(stream: StatementStream, *, row_cap: int, on_rows=None) -> StoredResult:
-    """Write the stream to Parquet (at most ``row_cap`` rows) and keep it in the artifact store."""
+def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int, on_rows=None) -> StoredResult:
+    """Write the stream to Parquet (at most ``row_cap`` rows) and keep it in the artifact store,
+    visible to ``workspace``."""
     columns = [{"name": n, "type": t} for n, t in zip(stream.columns, stream.types, strict=True)]
     tmp_dir = Path(settings.DATA_DIR) / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -87,9 +90,8 @@ def store_stream(stream: StatementStream, *, row_cap: int, on_rows=None) -> Stor
         if writer is None:  # no batch at all: an empty result still gets a file with its columns
             schema = pa.schema([pa.field(c["name"] or f"_col{i}", pa.string()) for i, c in enumerate(columns)])
             pq.write_table(schema.empty_table(), path)
-        sha, size = get_store().put_file(path)
-    blob, _ = Blob.objects.get_or_create(sha256=sha, defaults={"size": size})
-    manifest = {"columns": columns, "rows": rows, "bytes": size, "sha256": sha, "media_type": MEDIA_TYPE,
+        blob = blob_store_file(workspace=workspace, path=path)
+    manifest = {"columns": columns, "rows": rows, "bytes": blob.size, "sha256": blob.sha256, "media_type": MEDIA_TYPE,
                 "truncated": truncated}
     return StoredResult(blob, columns, rows, truncated, preview, manifest)
 

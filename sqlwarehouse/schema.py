@@ -22,7 +22,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from connections.models import Connection
-from sqlwarehouse.engines import EngineError
+from controlroom.models import Environment
+from sqlwarehouse.engines import EngineError, per_environment
 from sqlwarehouse.models import SchemaSnapshot
 from sqlwarehouse.streams import QueryEngine, open_engine
 
@@ -95,15 +96,28 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def schema_fetch(*, connection: Connection, user: AbstractBaseUser) -> SchemaSnapshot:
+def snapshot_environment(connection: Connection, environment: Environment | None) -> Environment | None:
+    """The environment a snapshot of ``connection`` belongs to: the chosen one (default dev) for a
+    DuckDB connection with one database per environment; None (one snapshot) for the others."""
+    if not per_environment(connection):
+        return None
+    if environment is not None and environment.workspace_id == connection.workspace_id:
+        return environment
+    return Environment.objects.get(workspace_id=connection.workspace_id, name=Environment.Name.DEV)
+
+
+def schema_fetch(*, connection: Connection, user: AbstractBaseUser,
+                 environment: Environment | None = None) -> SchemaSnapshot:
     """Read the connection's schema from its engine as ``user``'s read-only identity and store it,
-    replacing the previous snapshot.
+    replacing the previous snapshot (of ``environment``, for a connection with one database per
+    environment).
 
     A Trino catalog that cannot be read is left out and named in ``error``; the others are kept.
     Raises ``EngineError`` (and keeps the stored snapshot) when the engine cannot be read at all.
     """
     began = time.monotonic()
-    engine = open_engine(connection, user=user.username, read_only=True)
+    environment = snapshot_environment(connection, environment)
+    engine = open_engine(connection, user=user.username, read_only=True, environment=environment)
     try:
         if connection.kind == Connection.Kind.TRINO:
             namespace, errors = _read_trino(engine, connection)
@@ -118,7 +132,7 @@ def schema_fetch(*, connection: Connection, user: AbstractBaseUser) -> SchemaSna
     finally:
         engine.close()
     tables = sum(len(schema) for catalog in namespace.values() for schema in catalog.values())
-    snapshot, _ = SchemaSnapshot.objects.update_or_create(connection=connection, defaults={
+    snapshot, _ = SchemaSnapshot.objects.update_or_create(connection=connection, environment=environment, defaults={
         "namespace": namespace, "tables": tables, "fetched_at": timezone.now(),
         "fetch_ms": int((time.monotonic() - began) * 1000), "error": "\n".join(errors),
     })
@@ -162,17 +176,24 @@ def _add_rows(namespace: Namespace, catalogs: list, schemas: list, tables: list,
         namespace.setdefault(catalog, {}).setdefault(schema, {}).setdefault(table, []).append([column, type_])
 
 
-def schema_get(*, connection: Connection, user: AbstractBaseUser, max_age_s: int | None = None) -> SchemaSnapshot:
-    """The stored snapshot of ``connection``; read from the engine (as ``user``) only when there is
-    none, or when it is older than ``max_age_s``. A stale snapshot is returned as it is when the
-    refresh fails. The namespace comes from this process's cache when it is current."""
-    snapshot = SchemaSnapshot.objects.filter(connection=connection).defer("namespace").first()
+def schema_get(*, connection: Connection, user: AbstractBaseUser, max_age_s: int | None = None,
+               environment: Environment | None = None) -> SchemaSnapshot:
+    """The stored snapshot of ``connection`` (in ``environment``, where that matters); read from the
+    engine (as ``user``) only when there is none, or when it is older than ``max_age_s``. A stale
+    snapshot is returned as it is when the refresh fails. The namespace comes from this process's
+    cache when it is current."""
+    if per_environment(connection) and environment is None:
+        scope: dict[str, Any] = {"environment__name": Environment.Name.DEV}  # no query for the default
+    else:
+        environment = snapshot_environment(connection, environment)
+        scope = {"environment": environment}
+    snapshot = SchemaSnapshot.objects.filter(connection=connection, **scope).defer("namespace").first()
     if snapshot is None:
-        return schema_fetch(connection=connection, user=user)
+        return schema_fetch(connection=connection, user=user, environment=environment)
     snapshot.connection = connection
     if max_age_s is not None and snapshot.fetched_at < timezone.now() - timedelta(seconds=max_age_s):
         try:
-            return schema_fetch(connection=connection, user=user)
+            return schema_fetch(connection=connection, user=user, environment=environment)
         except EngineError:
             log.warning("schema refresh failed; serving the stored snapshot", exc_info=True,
                         extra={"connection_id": connection.pk})
@@ -182,7 +203,7 @@ def schema_get(*, connection: Connection, user: AbstractBaseUser, max_age_s: int
         # pair the old fetched_at with the new namespace in the cache.
         row = SchemaSnapshot.objects.filter(pk=snapshot.pk).values_list("namespace", "fetched_at", "tables").first()
         if row is None:  # deleted meanwhile (its connection was)
-            return schema_fetch(connection=connection, user=user)
+            return schema_fetch(connection=connection, user=user, environment=environment)
         snapshot.namespace, snapshot.fetched_at, snapshot.tables = row
         entry = parsed_cache.put(snapshot)
     snapshot.namespace = entry.namespace

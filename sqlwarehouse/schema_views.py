@@ -22,12 +22,19 @@ from django.views.decorators.http import require_GET, require_POST
 from connections.models import Connection
 from connections.services import connections_for
 from controlroom.access import Access
-from controlroom.models import Role
+from controlroom.models import Environment, Role
 from controlroom.request_id import get_request_id
 from controlroom.selectors import workspace_access
 from sqlwarehouse.engines import EngineError
 from sqlwarehouse.models import SchemaSnapshot
-from sqlwarehouse.schema import completion_json, failed_catalogs, schema_fetch, schema_get, schema_tree
+from sqlwarehouse.schema import (
+    completion_json,
+    failed_catalogs,
+    schema_fetch,
+    schema_get,
+    schema_tree,
+    snapshot_environment,
+)
 from sqlwarehouse.schema import schema_tables as tables_of
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,12 @@ def _connection(access: Access, connection_id: int | str) -> Connection:
     if connection is None:
         raise Http404("No such connection in this workspace.")
     return connection
+
+
+def _environment(access: Access, request: HttpRequest) -> Environment | None:
+    """The environment asked for (``environment=`` in the query or form; default dev)."""
+    name = request.GET.get("environment") or request.POST.get("environment") or Environment.Name.DEV
+    return access.workspace.environments.filter(name=name).first()
 
 
 def _failure(connection: Connection, exc: EngineError) -> str:
@@ -75,7 +88,8 @@ def schema_browser(request: HttpRequest, workspace: str) -> HttpResponse:
     snapshot, error = None, ""
     if connection is not None:
         try:
-            snapshot = schema_get(connection=connection, user=request.user)
+            snapshot = schema_get(connection=connection, user=request.user,
+                                  environment=_environment(access, request))
         except EngineError as exc:
             error = _failure(connection, exc)
     context = {**_browser_context(access, connection, snapshot, error), "connections": connections}
@@ -94,7 +108,7 @@ def schema_tables(request: HttpRequest, workspace: str, connection_id: int) -> H
                "schema": schema, "q": q, "limit": TABLE_LIMIT, "tables": [], "matched": 0, "missing": False,
                "error": ""}
     try:
-        snapshot = schema_get(connection=connection, user=request.user)
+        snapshot = schema_get(connection=connection, user=request.user, environment=_environment(access, request))
     except EngineError as exc:
         context["error"] = _failure(connection, exc)
         snapshot = None
@@ -116,13 +130,15 @@ def schema_completion(request: HttpRequest, workspace: str, connection_id: int) 
     access = workspace_access(user=request.user, slug=workspace, minimum=Role.ANALYST)
     connection = _connection(access, connection_id)
     # The editor loads this on every page: answer "not modified" without loading the namespace.
-    stored = SchemaSnapshot.objects.filter(connection=connection).values_list("pk", "fetched_at").first()
+    environment = snapshot_environment(connection, _environment(access, request))
+    stored = SchemaSnapshot.objects.filter(connection=connection, environment=environment).values_list(
+        "pk", "fetched_at").first()
     if stored is not None:
         etag = f'"schema-{stored[0]}-{stored[1].timestamp():.6f}"'
         if (not_modified := get_conditional_response(request, etag=etag)) is not None:
             return not_modified
     try:
-        snapshot = schema_get(connection=connection, user=request.user)
+        snapshot = schema_get(connection=connection, user=request.user, environment=environment)
     except EngineError as exc:
         return JsonResponse({"error": _failure(connection, exc)}, status=502)
     response = JsonResponse(completion_json(snapshot))
@@ -137,11 +153,12 @@ def schema_refresh(request: HttpRequest, workspace: str, connection_id: int) -> 
     access = workspace_access(user=request.user, slug=workspace, minimum=Role.ANALYST)
     connection = _connection(access, connection_id)
     error = ""
+    environment = snapshot_environment(connection, _environment(access, request))
     try:
-        snapshot = schema_fetch(connection=connection, user=request.user)
+        snapshot = schema_fetch(connection=connection, user=request.user, environment=environment)
     except EngineError as exc:
         error = _failure(connection, exc)
-        snapshot = SchemaSnapshot.objects.filter(connection=connection).first()
+        snapshot = SchemaSnapshot.objects.filter(connection=connection, environment=environment).first()
     if request.htmx:
         return render(request, "sqlwarehouse/schema.html#browser",
                       _browser_context(access, connection, snapshot, error))

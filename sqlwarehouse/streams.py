@@ -17,7 +17,8 @@ import duckdb
 import pyarrow as pa
 
 from connections.models import Connection
-from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for
+from controlroom.models import Environment
+from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for, duckdb_error_text
 
 BATCH_ROWS = 50_000
 
@@ -72,7 +73,7 @@ class DuckDBQueryEngine:
         except duckdb.InterruptException as exc:
             raise EngineError(self._stopped_why(timeout_s)) from exc
         except duckdb.Error as exc:
-            raise EngineError(str(exc)) from exc
+            raise EngineError(duckdb_error_text(exc)) from exc
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
@@ -88,7 +89,7 @@ class DuckDBQueryEngine:
             except (duckdb.Error, pa.ArrowException) as exc:
                 if self.engine._interrupted:
                     raise EngineError(self._stopped_why(timeout_s)) from exc
-                raise EngineError(str(exc)) from exc
+                raise EngineError(duckdb_error_text(exc)) from exc
             finally:
                 if self._timer:
                     self._timer.cancel()
@@ -114,10 +115,11 @@ class DuckDBQueryEngine:
         self._stack.close()
 
 
-def open_engine(connection: Connection, *, user: str, read_only: bool) -> QueryEngine:
-    """The engine for ``connection``, acting as ``user`` (read-only when asked)."""
+def open_engine(connection: Connection, *, user: str, read_only: bool,
+                environment: Environment | None = None) -> QueryEngine:
+    """The engine for ``connection`` in ``environment``, acting as ``user`` (read-only when asked)."""
     if connection.kind == Connection.Kind.DUCKDB:
-        return DuckDBQueryEngine(duckdb_engine_for(connection, read_only=read_only))
+        return DuckDBQueryEngine(duckdb_engine_for(connection, read_only=read_only, environment=environment))
     if connection.kind == Connection.Kind.TRINO:
         from sqlwarehouse.trino_engine import TrinoQueryEngine
 

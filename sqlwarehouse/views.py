@@ -18,6 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from connections.models import Connection
 from connections.services import connections_for
 from controlroom.access import Access
+from controlroom.ids import id_parse
 from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
@@ -33,7 +34,8 @@ ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
 
 
 def _connection(access: Access, raw: str | None) -> Connection | None:
-    return Connection.objects.filter(workspace=access.workspace, pk=raw).first() if raw and raw.isdigit() else None
+    pk = id_parse(raw)
+    return Connection.objects.filter(workspace=access.workspace, pk=pk).first() if pk is not None else None
 
 
 def _saved(access: Access, raw: str | None) -> SavedQuery | None:
@@ -89,8 +91,8 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
         "param_fields": [(n, data.get(f"param.{n}", declared_defaults.get(n) or ""))
                          for n in params.names(sql, dialect)],
         "draft_key": f"{access.workspace.slug}:{f'saved:{saved.pk}' if saved else 'new'}",
-        "schema_url": reverse("sqlwarehouse:schema_completion", args=[workspace, connection.pk]) if connection
-        else "",
+        "schema_url": reverse("sqlwarehouse:schema_completion", args=[workspace, connection.pk])
+        + f"?environment={environment.name if environment else 'dev'}" if connection else "",
         "visibilities": SavedQuery.Visibility.choices,
     })
 

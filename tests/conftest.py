@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,20 @@ from controlroom.access import Access, system_access
 from controlroom.celery import app as celery_app
 from controlroom.models import Membership, Role, Workspace
 from controlroom.services import api_token_create, workspace_create
+from sqlwarehouse.datasets import datasets_area
 
-pytest_plugins = ["tests.trino_fixtures"]
+pytest_plugins = ["tests.trino_fixtures", "tests.git_fixtures"]
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests on an engine server (Trino) run once per ``make test``, in the PostgreSQL pass, as
+    those with their own embedded stack do: both carry the ``once`` marker."""
+    for item in items:
+        if "trino_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.once)
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +59,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 def isolated_storage(settings, tmp_path: Path) -> Path:
     settings.ARTIFACT_STORE_URL = (tmp_path / "artifacts").as_uri()
     settings.WAREHOUSE_DIR = tmp_path / "warehouse"
+    settings.DATASETS_DIR = tmp_path / "datasets"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
     return tmp_path
 
@@ -96,6 +107,7 @@ def world(db) -> World:
     for ws in (acme, other):
         Connection.objects.create(workspace=ws, name="warehouse", kind=Connection.Kind.DUCKDB,
                                   config={"database": "warehouse.duckdb"})
+        shutil.copyfile(REPO / "demo" / "data" / "orders.csv", datasets_area(ws) / "orders.csv")
     return World(workspace=acme, other=other, users=users)
 
 

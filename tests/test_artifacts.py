@@ -8,16 +8,22 @@ import pytest
 
 from artifacts.models import Artifact, Blob
 from artifacts.previews import MAX_ROWS, preview_for
-from artifacts.services import artifact_register
+from artifacts.services import blob_store_file
 from artifacts.storage import get_store
 
 pytestmark = pytest.mark.django_db
 
 
+def artifact_from_file(workspace, path, name: str, media_type: str) -> Artifact:
+    blob = blob_store_file(workspace=workspace, path=path)
+    return Artifact.objects.create(workspace=workspace, name=name, media_type=media_type, sha256=blob.sha256,
+                                   size=blob.size, blob=blob)
+
+
 def register(world, tmp_path, name: str, content: bytes, media_type: str, workspace=None) -> Artifact:
     path = tmp_path / f"src-{name}"
     path.write_bytes(content)
-    return artifact_register(workspace=workspace or world.workspace, name=name, path=path, media_type=media_type)
+    return artifact_from_file(workspace or world.workspace, path, name, media_type)
 
 
 def test_same_bytes_are_stored_once(world, tmp_path):
@@ -40,8 +46,7 @@ def test_csv_preview_shows_only_the_first_rows(world, tmp_path):
 def test_parquet_preview_reads_first_rows_and_counts_all(world, tmp_path):
     path = tmp_path / "t.parquet"
     duckdb.sql(f"COPY (SELECT range AS n, 'x' || range AS s FROM range(100000)) TO '{path}' (FORMAT PARQUET)")
-    artifact = artifact_register(workspace=world.workspace, name="t.parquet", path=path,
-                                 media_type="application/vnd.apache.parquet")
+    artifact = artifact_from_file(world.workspace, path, "t.parquet", "application/vnd.apache.parquet")
     preview = preview_for(artifact)
     assert preview.columns == ["n", "s"] and preview.rows[1] == [1, "x1"] and len(preview.rows) == MAX_ROWS
     assert preview.note == "100000 rows in all" and preview.truncated

@@ -142,9 +142,11 @@ def test_artifacts_upload_verified_dedupe_and_location(agent, django_capture_on_
     data = b"country,revenue\nDE,1\n"
     sha = hashlib.sha256(data).hexdigest()
     fields = {"lease_token": token, "name": "out.csv", "sha256": sha, "size": len(data), "media_type": "text/csv"}
-    up = agent.client.post(f"{OPS}{url}", {**fields, "file": io.BytesIO(data)}, **agent.auth)
+    up = agent.client.post(f"{OPS}{url}", {**fields, "file": io.BytesIO(data)}, **agent.auth,
+                           HTTP_X_LEASE_TOKEN=token)
     assert up.status_code == 201 and up.json()["sha256"] == sha
-    lying = agent.client.post(f"{OPS}{url}", {**fields, "sha256": "f" * 64, "file": io.BytesIO(data)}, **agent.auth)
+    lying = agent.client.post(f"{OPS}{url}", {**fields, "sha256": "f" * 64, "file": io.BytesIO(data)}, **agent.auth,
+                              HTTP_X_LEASE_TOKEN=token)
     assert lying.status_code == 400 and "hash to" in lying.json()["error"]["message"]
     by_hash = agent.post(url, {**fields, "name": "copy.csv"})  # same bytes, no upload needed
     assert by_hash.status_code == 201 and Blob.objects.count() == 1

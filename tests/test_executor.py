@@ -18,23 +18,26 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def test_standalone_executor_runs_the_demo_job_over_http(world, demo_job, live_server, tmp_path: Path):
     run = run_create(access=world.access("operator"), job=demo_job)  # the Celery wake-up goes nowhere here
-    warehouse = tmp_path / "remote-warehouse"
+    warehouse, datasets = tmp_path / "remote-warehouse", tmp_path / "remote-datasets"
+    datasets.mkdir()
+    (datasets / "orders.csv").write_bytes((REPO / "demo" / "data" / "orders.csv").read_bytes())
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # it needs no database
     result = subprocess.run(
         [sys.executable, "-m", "runs.remote", "--url", live_server.url, "--token", world.token("operator"),
-         "--kinds", "sql,python", "--warehouse", str(warehouse), "--name", "laptop-7", "--until-idle"],
+         "--kinds", "sql,python", "--warehouse", str(warehouse), "--datasets", str(datasets), "--name", "laptop-7",
+         "--until-idle"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, (run.error, result.stderr[-3000:])
     assert set(run.phases.values_list("worker", flat=True)) == {"laptop-7"}
-    assert (warehouse / "warehouse.duckdb").exists()  # the SQL ran on the executor's machine
+    assert (warehouse / "dev" / "warehouse.duckdb").exists()  # the SQL ran on the executor's machine
     logs = list(run.events.filter(type="PHASE_LOG").values_list("message", flat=True))
     assert "table gold_revenue_by_country has 6 rows" in logs
     artifact = run.artifacts.get()
-    stored = get_store().path_for(artifact.blob_id).read_bytes()
-    assert hashlib.sha256(stored).hexdigest() == artifact.blob_id and stored.startswith(b"country,orders")
+    stored = get_store().path_for(artifact.sha256).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == artifact.sha256 and stored.startswith(b"country,orders")
     assert "ran 5 phase(s)" in result.stderr
 
 

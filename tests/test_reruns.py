@@ -28,7 +28,7 @@ def test_retry_from_failed_reruns_only_what_did_not_succeed(world, settings, eag
     assert dict(failed.phases.values_list("name", "state")) == {"load": "succeeded", "check": "failed",
                                                                 "publish": "skipped"}
     # Someone fixes the upstream data; retrying from failed keeps `load` and runs the rest.
-    duckdb.connect(str(settings.WAREHOUSE_DIR / "acme" / "warehouse.duckdb")).execute(
+    duckdb.connect(str(settings.WAREHOUSE_DIR / "acme" / "dev" / "warehouse.duckdb")).execute(
         "create table upstream_flags as select 1 as ok").close()
     with django_capture_on_commit_callbacks(execute=True):
         retry = run_rerun(access=world.access("operator"), run=failed, mode="retry")

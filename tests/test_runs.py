@@ -90,9 +90,9 @@ def test_failure_skips_dependents_and_explains(world, eager_celery, django_captu
 
 def test_missing_connection_fails_the_phase_clearly(world, eager_celery, django_capture_on_commit_callbacks):
     text = "name: t\nphases:\n  - name: a\n    kind: sql\n    config: {sql: select 1, connection: nope}\n"
-    run = trigger(world, text, django_capture_on_commit_callbacks, environment="prod")
+    run = trigger(world, text, django_capture_on_commit_callbacks, environment="stage")
     assert run.status == RunStatus.FAILED
-    assert run.phases.get().error == "No connection named 'nope' in acme/prod."
+    assert run.phases.get().error == "No connection named 'nope' in acme/stage."
 
 
 def test_executor_crash_is_logged_and_reported_briefly(world, settings, eager_celery, caplog,

@@ -88,11 +88,11 @@ def test_below_operator_may_not_schedule(world, demo_job, persona):
 
 
 def test_set_creates_a_beat_periodic_task_and_an_audit_event(world, demo_job):
-    schedule = schedule_set(access=world.access("operator"), job=demo_job, environment="prod",
+    schedule = schedule_set(access=world.access("operator"), job=demo_job, environment="stage",
                             cron="*/15  9-17 * * 1-5", timezone="Europe/Berlin",
                             parameters={"min_amount": "2.5", "source_file": ""}, missed_policy="catch_up")
     schedule.refresh_from_db()
-    assert schedule.cron == "*/15 9-17 * * 1-5" and schedule.environment.name == "prod"
+    assert schedule.cron == "*/15 9-17 * * 1-5" and schedule.environment.name == "stage"
     assert schedule.parameters == {"min_amount": 2.5}  # typed; the unset one keeps following the spec
     assert schedule.last_tick_at is not None  # ticks before the schedule existed are not missed ones
     task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
@@ -103,7 +103,8 @@ def test_set_creates_a_beat_periodic_task_and_an_audit_event(world, demo_job):
         "*/15", "9-17", "*", "*", "1-5")
     assert str(cron.timezone) == "Europe/Berlin"
     event = AuditEvent.objects.get(action="schedule.set")
-    assert event.actor_user_id == world.users["operator"].pk and event.before is None and event.after["cron"] == schedule.cron
+    assert event.actor_user_id == world.users["operator"].pk
+    assert event.before is None and event.after["cron"] == schedule.cron
 
 
 def test_set_again_updates_the_same_task_and_can_disable_it(world, demo_job):

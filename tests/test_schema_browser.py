@@ -30,7 +30,7 @@ def warehouse(world) -> Connection:
 
 
 def write(conn: Connection, sql: str) -> None:
-    duckdb_engine_for(conn, read_only=False).execute(sql)
+    duckdb_engine_for(conn, read_only=False, environment=conn.workspace.environments.get(name="dev")).execute(sql)
 
 
 def url(world, name: str, conn: Connection | None = None) -> str:
@@ -309,7 +309,7 @@ def test_a_failing_catalog_is_recorded_and_the_others_kept(world, monkeypatch):
     })
     seen = {}
 
-    def fake_open(connection, *, user, read_only):
+    def fake_open(connection, *, user, read_only, environment=None):
         seen.update(user=user, read_only=read_only)
         return engine
 
@@ -339,9 +339,9 @@ NATION = [["nationkey", "bigint"], ["name", "varchar(25)"], ["regionkey", "bigin
 def trino(world, trino_server, monkeypatch):
     """A Trino connection of 'acme' (service user and password from the suite's server)."""
     parts = urlsplit(trino_server.url)
-    monkeypatch.setenv("CR_TEST_SCHEMA_TRINO_PASSWORD", unquote(parts.password or ""))
+    monkeypatch.setenv("CONTROLROOM_SECRET_TEST_SCHEMA_TRINO_PASSWORD", unquote(parts.password or ""))
     ref = SecretRef.objects.create(workspace=world.workspace, name="trino-password", source=SecretRef.Source.ENV,
-                                   locator="CR_TEST_SCHEMA_TRINO_PASSWORD")
+                                   locator="CONTROLROOM_SECRET_TEST_SCHEMA_TRINO_PASSWORD")
     return Connection.objects.create(
         workspace=world.workspace, name="trino", kind=Connection.Kind.TRINO, password_ref=ref,
         config={"host": parts.hostname, "port": parts.port, "user": unquote(parts.username or ""),

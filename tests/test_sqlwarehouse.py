@@ -231,7 +231,7 @@ def test_duckdb_alone_stops_the_bypass_corpus(world, settings):
                                        "CHECKPOINT")
     assert setup.status == "succeeded", setup.error
     database = duckdb_engine_for(Connection.objects.get(workspace=world.workspace, name="warehouse"),
-                                 read_only=True).database
+                                 read_only=True, environment=world.workspace.environments.get(name="dev")).database
     before = hashlib.sha256(database.read_bytes()).hexdigest()
     settings.SQL_PARSER_CHECK = False
     ran = [sql for dialect, sql, _ in ENGINE_BYPASSES

@@ -26,11 +26,14 @@ SESSION_ONLY = ("SET SESSION", "RESET SESSION", "SET TIME ZONE", "SET PATH", "ST
 @pytest.fixture
 def trino(world, trino_server, monkeypatch) -> Connection:
     parts = urlsplit(trino_server.url)
-    monkeypatch.setenv("CR_TEST_TRINO_PASSWORD", unquote(parts.password or ""))
+    monkeypatch.setenv("CONTROLROOM_SECRET_TEST_TRINO_PASSWORD", unquote(parts.password or ""))
     secret = SecretRef.objects.create(workspace=world.workspace, name="trino-password", source="env",
-                                      locator="CR_TEST_TRINO_PASSWORD")
+                                      locator="CONTROLROOM_SECRET_TEST_TRINO_PASSWORD")
+    # Scoped to dev: an operator writes there (through a connection for every environment, the
+    # lake prod reads, only admins would).
     return Connection.objects.create(
         workspace=world.workspace, name="trino", kind="trino", password_ref=secret,
+        environment=world.workspace.environments.get(name="dev"),
         config={"host": parts.hostname, "port": parts.port, "http_scheme": parts.scheme,
                 "user": trino_server.service_user, "verify": trino_server.ca_file or True,
                 "catalog": "memory", "schema": "default"})

@@ -56,6 +56,7 @@ def worker_env(*, broker_url: str, data_dir: Path, **extra: str) -> dict[str, st
     return {
         **os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": broker_url,
         "ARTIFACT_STORE_URL": settings.ARTIFACT_STORE_URL, "CONTROLROOM_WAREHOUSE_DIR": str(settings.WAREHOUSE_DIR),
+        "CONTROLROOM_DATASETS_DIR": str(settings.DATASETS_DIR),
         "CONTROLROOM_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **extra,
     }
 

@@ -7,11 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
 from connections.models import Connection
 from connections.services import ConnectionMissing, connection_resolve
 from runs.models import Phase
+from runs.spec import typed_parameters
+from sqlwarehouse.datasets import URL as DATASETS_URL
 from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for
 
 
@@ -25,9 +25,9 @@ class PhaseContext:
         self.run = phase.run
         self.lease_token = lease_token
         # Built-in values every phase may bind ($datasets_dir, $run_id); specs cannot shadow them.
-        self.parameters: dict[str, Any] = {
-            **self.run.parameters, "datasets_dir": str(settings.DATASETS_DIR), "run_id": self.run.pk,
-        }
+        # $datasets_dir is the workspace's read-only datasets file system, not a local folder.
+        self.parameters: dict[str, Any] = {**typed_parameters(self.run.job_version.spec, self.run.parameters),
+                                           "datasets_dir": DATASETS_URL, "run_id": self.run.pk}
         self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run.pk}-{phase.name}-"))
         self.outputs: list[dict[str, Any]] = []
         self.stopped = False
@@ -56,7 +56,8 @@ class PhaseContext:
         if conn.kind != Connection.Kind.DUCKDB:
             raise PhaseFailure(f"Connection '{name}' is {conn.kind}, not duckdb.")
         try:
-            engine = duckdb_engine_for(conn, read_only=False, extra_dirs=[self.scratch])
+            engine = duckdb_engine_for(conn, read_only=False, environment=self.run.environment,
+                                       extra_dirs=[self.scratch])
         except EngineError as exc:
             raise PhaseFailure(str(exc)) from None
         self._engines.append(engine)
@@ -65,15 +66,19 @@ class PhaseContext:
         return engine
 
     def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
-        from artifacts.services import artifact_register
+        """Store the file and register it, fenced by this phase's lease like every other write."""
+        from artifacts.storage import get_store
+        from controlroom.access import system_access
+        from runs.services.outputs import phase_artifact_add
 
-        artifact = artifact_register(
-            workspace=self.run.workspace, run=self.run, phase=self.phase, name=name,
-            path=path, media_type=media_type,
+        staged = get_store().stage_file(path)
+        artifact = phase_artifact_add(
+            access=system_access(self.run.workspace), phase_id=self.phase.pk, lease_token=self.lease_token,
+            name=name, media_type=media_type, sha256=staged.sha256, size=staged.size, staged=staged,
         )
-        record = {"name": name, "sha256": artifact.blob_id, "size": artifact.blob.size, "media_type": media_type}
+        record = {"name": name, "sha256": artifact.sha256, "size": artifact.size, "media_type": media_type}
         self.outputs.append(record)
-        self.log(f"artifact {name} registered ({artifact.blob.size} bytes, sha256 {artifact.blob_id[:12]})")
+        self.log(f"artifact {name} registered ({artifact.size} bytes, sha256 {artifact.sha256[:12]})")
         return record
 
     def cleanup(self) -> None:

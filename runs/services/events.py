@@ -9,13 +9,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlroom.services import ServiceError
-from runs.models import Phase, PhaseState, Run, RunEvent
+from runs.models import Phase, Run, RunEvent
+from runs.services.fence import StaleLease, lease_fence, phases_locked_live
 
-
-class StaleLease(ServiceError):
-    """The caller's lease token is not the phase's live one: it may write nothing."""
-
-    code = "stale_lease"
+__all__ = ["StaleLease", "event_append", "events_append_batch", "phase_log"]
 
 
 def event_append(
@@ -44,11 +41,8 @@ def phase_log(
     *, phase: Phase, lease_token: str, message: str, level: str = "info", payload: dict[str, Any] | None = None
 ) -> RunEvent:
     """A PHASE_LOG line from the executor holding the lease; a stale token writes nothing."""
-    with transaction.atomic():
-        live = Phase.objects.filter(pk=phase.pk, lease_token=lease_token, state=PhaseState.RUNNING).exists()
-        if not live:
-            raise StaleLease(f"phase {phase.pk}: lease token is no longer valid")
-        return event_append(run=phase.run, phase=phase, type="PHASE_LOG", message=message, level=level,
+    with lease_fence(phase_id=phase.pk, lease_token=lease_token) as live:
+        return event_append(run=live.run, phase=live, type="PHASE_LOG", message=message, level=level,
                             payload=payload)
 
 
@@ -81,10 +75,8 @@ def events_append_batch(*, run: Run, events: list[dict[str, Any]]) -> dict[str, 
             raise ServiceError(f"events[{index}]: level must be one of {', '.join(LEVELS)}, payload an object.")
         parsed.append((event_id, phase, raw))
     with transaction.atomic():
-        # One lease check per (phase, token) pair, not per event: the batch is all or nothing.
-        for phase_id, token in {(p.pk, str(raw.get("lease_token") or "-")) for _, p, raw in parsed}:
-            if not Phase.objects.filter(pk=phase_id, lease_token=token, state=PhaseState.RUNNING).exists():
-                raise StaleLease(f"the lease token of phase {phases[phase_id].name} is not the live one.")
+        # One locked lease check per (phase, token) pair, not per event: the batch is all or nothing.
+        phases_locked_live((phase.pk, str(raw.get("lease_token") or "")) for _, phase, raw in parsed)
         seen = set(RunEvent.objects.filter(event_id__in=[e for e, _, _ in parsed]).values_list("event_id", flat=True))
         fresh, ids = [], set()
         for event_id, phase, raw in parsed:

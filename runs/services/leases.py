@@ -20,6 +20,7 @@ from django.utils import timezone
 from controlroom.models import Workspace
 from runs.models import EventType, Phase, PhaseState, Run, RunStatus
 from runs.services.events import StaleLease, event_append
+from runs.services.fence import lease_is_live
 
 
 def lease_ttl() -> timedelta:
@@ -94,19 +95,18 @@ def phase_heartbeat(*, phase_id: int, lease_token: str) -> bool:
     """Extend the lease; returns whether the run asked to cancel. StaleLease if not ours."""
     now = timezone.now()
     with transaction.atomic():
-        extended = Phase.objects.filter(pk=phase_id, lease_token=lease_token, state=PhaseState.RUNNING).update(
+        # An expired lease is dead even before the reaper has seen it: a heartbeat cannot revive it.
+        extended = Phase.objects.filter(pk=phase_id, lease_token=lease_token, state=PhaseState.RUNNING,
+                                        lease_expires_at__gt=now).update(
             lease_expires_at=now + lease_ttl(), heartbeat_at=now
         )
         if extended != 1:
-            raise StaleLease(f"phase {phase_id}: lease token is no longer valid")
+            raise StaleLease(f"phase {phase_id}: the lease token is no longer valid (expired, taken over or ended)")
         return Run.objects.filter(phases__pk=phase_id).values_list("cancel_requested", flat=True).get()
 
 
-def phase_live(*, phase_id: int, lease_token: str) -> Phase:
-    """The running phase if ``lease_token`` is its live lease; StaleLease otherwise."""
-    phase = Phase.objects.select_related("run").filter(
-        pk=phase_id, lease_token=lease_token, state=PhaseState.RUNNING
-    ).first()
-    if phase is None:
-        raise StaleLease(f"phase {phase_id}: lease token is no longer valid")
-    return phase
+def phase_require_live(*, phase_id: int, lease_token: str) -> None:
+    """Refuse early (StaleLease) when ``lease_token`` is not the phase's live lease: a look without
+    a lock, for before expensive work such as reading an upload; the write itself is fenced again."""
+    if not lease_is_live(phase_id=phase_id, lease_token=lease_token):
+        raise StaleLease(f"phase {phase_id}: the lease token is no longer valid (expired, taken over or ended)")

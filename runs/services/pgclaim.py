@@ -93,6 +93,7 @@ WITH took AS (
   UPDATE {_P} p SET state = '{PhaseState.SUCCEEDED}', output = %(output)s::jsonb, error = '', finished_at = %(now)s,
     lease_token = '', lease_expires_at = NULL
   WHERE p.id = %(phase)s AND p.lease_token = %(token)s AND p.state = '{PhaseState.RUNNING}'
+    AND p.lease_expires_at > %(now)s  -- an expired lease is dead before the reaper sees it
   RETURNING p.*
 ), seq AS (
   UPDATE {_R} r SET last_seq = r.last_seq + 1 WHERE r.id = %(run)s AND EXISTS (SELECT 1 FROM took)

@@ -97,7 +97,7 @@ def phase_complete(
         return current
     with transaction.atomic():
         current = Phase.objects.select_for_update(of=("self",)).select_related("run").filter(
-            pk=phase.pk, lease_token=lease_token, state=PhaseState.RUNNING
+            pk=phase.pk, lease_token=lease_token, state=PhaseState.RUNNING, lease_expires_at__gt=timezone.now()
         ).first()
         if current is None:
             raise StaleLease(f"phase {phase.pk}: lease token is no longer valid")

@@ -53,7 +53,8 @@ def _keep_succeeded(*, original: Run, new: Run) -> None:
         phase.save()
         for artifact in Artifact.objects.filter(run=original, phase=kept):  # same blob, now also this run's
             Artifact.objects.create(workspace=new.workspace, run=new, phase=phase, name=artifact.name,
-                                    media_type=artifact.media_type, blob_id=artifact.blob_id)
+                                    media_type=artifact.media_type, sha256=artifact.sha256, size=artifact.size,
+                                    blob_id=artifact.blob_id, location=artifact.location)
         event_append(run=new, phase=phase, type=EventType.PHASE_SUCCEEDED,
                      message=f"{phase.name} kept from run {original.pk} (it succeeded there)",
                      payload={"kept_from_run": original.pk})

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-from django.db import transaction
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from controlroom.access import Access
 from controlroom.audit import audit_record
-from controlroom.models import Environment, Role
+from controlroom.models import Environment, Role, Workspace
 from controlroom.request_id import get_request_id
 from controlroom.services import ServiceError
 from runs.models import TERMINAL_PHASE, EventType, Job, JobVersion, Phase, PhaseState, Run, RunStatus
 from runs.services.events import event_append
 from runs.spec import phases_of, resolve_parameters
+
+
+def run_trigger_check(*, access: Access, environment: Environment) -> None:
+    """Who may start runs: operators and admins; in prod only admins, unless the workspace lets
+    operators (``operators_run_in_prod``). Every trigger passes here: UI, API, schedules, reruns."""
+    access.require(Role.OPERATOR)
+    if environment.name == Environment.Name.PROD and not access.can(Role.ADMIN):
+        if not Workspace.objects.filter(pk=access.workspace.pk, operators_run_in_prod=True).exists():
+            raise PermissionDenied("Only workspace admins may start runs in prod; an admin can let operators "
+                                   "do it in the workspace's settings.")
+
+
+def _fingerprint(**request: Any) -> str:
+    """What a keyed request asked for, canonically: the same key must always ask for the same."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _replay(run: Run, fingerprint: str) -> Run:
+    if run.idempotency_fingerprint and run.idempotency_fingerprint != fingerprint:
+        raise ServiceError("This Idempotency-Key was used for a different request (another job, environment, "
+                           "parameters or inputs); use a new key.", code="idempotency_key_reused")
+    run.replayed = True
+    return run
 
 
 def run_create(
@@ -24,12 +50,15 @@ def run_create(
 ) -> Run:
     """Create a run of the job's current version with its phases, then wake a worker.
 
-    With an idempotency key, a repeated request returns the run the first one created."""
+    With an idempotency key, a repeated request (also a concurrent one) returns the run the first
+    one created, marked ``replayed``; the same key with a different request is refused."""
     access.require(Role.OPERATOR)
+    fingerprint = _fingerprint(job=job.pk, environment=environment, parameters=parameters or {},
+                               input_manifest=input_manifest or {}) if idempotency_key else ""
     if idempotency_key:
         existing = Run.objects.filter(workspace=access.workspace, idempotency_key=idempotency_key).first()
         if existing is not None:
-            return existing
+            return _replay(existing, fingerprint)
     version = job.current_version
     if version is None:
         raise ServiceError("This job has no version to run.")
@@ -37,11 +66,22 @@ def run_create(
     if env is None:
         raise ServiceError(f"Unknown environment '{environment}'; use dev, stage or prod.")
     resolved = resolve_parameters(version.spec, parameters)
-    with transaction.atomic():
-        run = run_insert(access=access, version=version, environment=env, parameters=resolved, trigger=trigger,
-                         idempotency_key=idempotency_key or None, input_manifest=input_manifest or {}, **fields)
+    try:
+        with transaction.atomic():
+            run = run_insert(access=access, version=version, environment=env, parameters=resolved, trigger=trigger,
+                             idempotency_key=idempotency_key or None, idempotency_fingerprint=fingerprint,
+                             input_manifest=input_manifest or {}, **fields)
+    except IntegrityError:
+        # A concurrent request with the same key committed first (the unique constraint decided):
+        # this one is a replay of it.
+        existing = Run.objects.filter(workspace=access.workspace, idempotency_key=idempotency_key).first() \
+            if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint)
     _admit_and_dispatch(workspace_id=run.workspace_id)
     run.refresh_from_db()
+    run.replayed = False
     return run
 
 
@@ -49,6 +89,7 @@ def run_insert(*, access: Access, version: JobVersion, environment: Environment,
                trigger: str, **fields: Any) -> Run:
     """Write a run of ``version`` with its pending phases, its RUN_CREATED event and its audit
     event. Call inside a transaction; parameters must already be resolved."""
+    run_trigger_check(access=access, environment=environment)
     job = version.job
     run = Run.objects.create(
         workspace=access.workspace, environment=environment, job=job, job_version=version, parameters=parameters,
@@ -118,7 +159,7 @@ def run_settle(*, run_id: int) -> Run:
         run.started_at = run.started_at or run.finished_at
         failed = [(name, error) for _, name, st, _, error in phases if st == PhaseState.FAILED]
         run.error = "" if ok else "; ".join(f"{name}: {error}" for name, error in failed)[:2000]
-        run.output_manifest = {"artifacts": dict(run.artifacts.order_by("id").values_list("name", "blob_id"))}
+        run.output_manifest = {"artifacts": dict(run.artifacts.order_by("id").values_list("name", "sha256"))}
         run.save(update_fields=["status", "finished_at", "started_at", "error", "output_manifest"])
         kind = {RunStatus.SUCCEEDED: EventType.RUN_SUCCEEDED, RunStatus.CANCELLED: EventType.RUN_CANCELLED,
                 RunStatus.FAILED: EventType.RUN_FAILED}[run.status]

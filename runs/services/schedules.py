@@ -20,7 +20,7 @@ from controlroom.audit import audit_record
 from controlroom.models import Environment, Role
 from controlroom.services import ServiceError
 from runs.models import Job, JobSchedule, Run
-from runs.services.runs import run_create
+from runs.services.runs import run_create, run_trigger_check
 from runs.spec import SpecError, resolve_parameters
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ def schedule_set(
     env = Environment.objects.filter(workspace=access.workspace, name=environment).first()
     if env is None:
         raise ServiceError(f"environment: unknown environment '{environment}'; use dev, stage or prod.")
+    # Whoever sets a schedule triggers its runs: the prod rule applies to them now (ticks run as
+    # the platform).
+    run_trigger_check(access=access, environment=env)
     cron = " ".join(str(cron or "").split())
     cron_parse(cron)
     _zone(timezone)

@@ -5,6 +5,7 @@ Idempotent: a second run changes nothing and prints the same credentials."""
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -18,8 +19,10 @@ from controlroom.models import Workspace
 from controlroom.services import workspace_create
 from runs.models import Job
 from runs.services.jobs import job_create
+from sqlwarehouse.datasets import datasets_area
 
 DEMO_SPEC = settings.BASE_DIR / "demo" / "jobs" / "medallion.yaml"
+DEMO_DATA = settings.BASE_DIR / "demo" / "data"
 
 
 class Command(BaseCommand):
@@ -46,7 +49,17 @@ class Command(BaseCommand):
             if not Job.objects.filter(workspace=workspace, slug="medallion").exists():
                 job_create(access=system_access(workspace), spec_text=DEMO_SPEC.read_text(),
                            git_path="demo/jobs/medallion.yaml")
+        self._datasets(workspace)
         self.stdout.write(f"Demo workspace ready. Sign in as {username} / {password}")
+
+    def _datasets(self, workspace: Workspace) -> None:
+        # The demo's inputs, copied into the workspace's own datasets area (where SQL reads them,
+        # read-only); a file already there is the user's and is left alone.
+        area = datasets_area(workspace)
+        for source in sorted(DEMO_DATA.glob("*.csv")):
+            target = area / source.name
+            if not target.exists():
+                shutil.copyfile(source, target)
 
     def _password(self) -> str:
         # One random password per data directory, kept beside the database (mode 0600).

@@ -1,0 +1,105 @@
+"""Each workspace's datasets area, readable from SQL and writable from SQL by nobody.
+
+Files a workspace's jobs and queries read live in ``DATASETS_DIR/<workspace slug>/``. DuckDB never
+gets that folder as a directory it may use (an allowed directory is writable too, and a read-only
+connection still runs ``COPY … TO``); it gets a file system registered under ``datasets://``
+whose only way in is ``open(mode="rb")``, rooted at the one workspace's area, that resolves every
+path (symlinks included) and refuses any that leaves the area. So no SQL of any role can write a
+dataset or read another workspace's files, whatever the parser lets through.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from django.conf import settings
+
+from controlroom.models import Workspace
+
+PROTOCOL = "datasets"
+URL = f"{PROTOCOL}://"  # what $datasets_dir is: read_csv($datasets_dir || '/orders.csv')
+
+
+def datasets_area(workspace: Workspace | str) -> Path:
+    """The folder holding ``workspace``'s datasets (created when missing)."""
+    slug = workspace if isinstance(workspace, str) else workspace.slug
+    area = (settings.DATASETS_DIR / slug).resolve()
+    if area.parent != settings.DATASETS_DIR.resolve():
+        raise ValueError(f"workspace slug {slug!r} does not name a folder")
+    area.mkdir(parents=True, exist_ok=True)
+    return area
+
+
+class ReadOnlyDatasets(fsspec.AbstractFileSystem):
+    """``datasets://<path>``: files under one root, read only. Paths are shown root-relative."""
+
+    protocol = (PROTOCOL,)
+    root_marker = "/"
+    cachable = False  # one instance per engine: never shared between workspaces by fsspec's cache
+
+    def __init__(self, root: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = os.path.realpath(root)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = str(path)
+        if path.startswith(URL):
+            path = path[len(URL):]
+        return "/" + path.lstrip("/")
+
+    def _real(self, path: str) -> str:
+        """The file's real path, or PermissionError if it (or a link on the way) leaves the root."""
+        relative = self._strip_protocol(path).lstrip("/")
+        real = os.path.realpath(os.path.join(self.root, relative))
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise PermissionError(f"{URL}{relative} is outside this workspace's datasets")
+        return real
+
+    def _entry(self, real: str) -> dict[str, Any]:
+        stat = os.stat(real)
+        relative = os.path.relpath(real, self.root)
+        name = "/" if relative == "." else "/" + relative
+        return {"name": name, "size": stat.st_size, "type": "directory" if os.path.isdir(real) else "file",
+                "mtime": stat.st_mtime}
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        real = self._real(path)
+        if not os.path.exists(real):
+            raise FileNotFoundError(path)
+        if not os.path.isdir(real):
+            entries = [self._entry(real)]
+        else:
+            entries = []
+            for child in sorted(os.listdir(real)):
+                try:
+                    entries.append(self._entry(self._real(os.path.relpath(os.path.join(real, child), self.root))))
+                except (PermissionError, FileNotFoundError):
+                    continue  # a link out of the area, or one that dangles: not listed
+        return entries if detail else [e["name"] for e in entries]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        real = self._real(path)
+        if not os.path.exists(real):
+            raise FileNotFoundError(path)
+        return {**self._entry(real), "name": self._strip_protocol(path)}
+
+    def modified(self, path: str) -> Any:
+        import datetime as dt
+
+        return dt.datetime.fromtimestamp(os.stat(self._real(path)).st_mtime, tz=dt.UTC)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if mode != "rb":
+            raise PermissionError("datasets are read-only: write results to a table or an artifact instead")
+        return open(self._real(path), "rb")
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError("datasets are read-only: write results to a table or an artifact instead")
+
+    mkdir = makedirs = rm = rm_file = _rm = rmdir = mv = cp_file = copy = put_file = touch = pipe_file = _refuse
