@@ -66,7 +66,12 @@ class Connection(models.Model):
         ordering = ["name"]
 
     def __str__(self) -> str:
-        scope = self.environment.name if self.environment_id else "all environments"
+        if self.environment_id:
+            scope = self.environment.name
+        elif self.shared_across_environments or self.kind != self.Kind.DUCKDB:
+            scope = "one dataset for all environments"
+        else:
+            scope = "one database per environment"
         return f"{self.name} ({self.kind}, {scope})"
 
     def clean(self) -> None:

@@ -66,9 +66,11 @@ def _failure(connection: Connection, exc: EngineError) -> str:
 
 
 def _browser_context(access: Access, connection: Connection | None, snapshot: SchemaSnapshot | None,
-                     error: str = "") -> dict:
+                     error: str = "", environment: Environment | None = None) -> dict:
     return {
         "access": access, "workspace": access.workspace, "connection": connection, "snapshot": snapshot,
+        "environment": environment.name if environment else Environment.Name.DEV,
+        "environments": Environment.Name.values,
         "just_read": snapshot is not None and timezone.now() - snapshot.fetched_at < timedelta(minutes=1),
         "tree": schema_tree(snapshot, schema_limit=SCHEMA_LIMIT), "failed": failed_catalogs(snapshot),
         "error": error,
@@ -85,14 +87,13 @@ def schema_browser(request: HttpRequest, workspace: str) -> HttpResponse:
     if raw and connection is None:
         raise Http404("No such connection in this workspace.")
     connection = connection or (connections[0] if connections else None)
-    snapshot, error = None, ""
+    snapshot, error, environment = None, "", _environment(access, request)
     if connection is not None:
         try:
-            snapshot = schema_get(connection=connection, user=request.user,
-                                  environment=_environment(access, request))
+            snapshot = schema_get(connection=connection, user=request.user, environment=environment)
         except EngineError as exc:
             error = _failure(connection, exc)
-    context = {**_browser_context(access, connection, snapshot, error), "connections": connections}
+    context = {**_browser_context(access, connection, snapshot, error, environment), "connections": connections}
     partial = request.htmx and not request.htmx.history_restore_request
     return render(request, "sqlwarehouse/schema.html#browser" if partial else "sqlwarehouse/schema.html", context)
 
@@ -104,11 +105,13 @@ def schema_tables(request: HttpRequest, workspace: str, connection_id: int) -> H
     connection = _connection(access, connection_id)
     catalog, schema = request.GET.get("catalog", ""), request.GET.get("schema", "")
     q = request.GET.get("q", "").strip()[:200]
+    environment = _environment(access, request)
     context = {"access": access, "workspace": access.workspace, "connection": connection, "catalog": catalog,
+               "environment": environment.name if environment else Environment.Name.DEV,
                "schema": schema, "q": q, "limit": TABLE_LIMIT, "tables": [], "matched": 0, "missing": False,
                "error": ""}
     try:
-        snapshot = schema_get(connection=connection, user=request.user, environment=_environment(access, request))
+        snapshot = schema_get(connection=connection, user=request.user, environment=environment)
     except EngineError as exc:
         context["error"] = _failure(connection, exc)
         snapshot = None
@@ -161,7 +164,7 @@ def schema_refresh(request: HttpRequest, workspace: str, connection_id: int) -> 
         snapshot = SchemaSnapshot.objects.filter(connection=connection, environment=environment).first()
     if request.htmx:
         return render(request, "sqlwarehouse/schema.html#browser",
-                      _browser_context(access, connection, snapshot, error))
+                      _browser_context(access, connection, snapshot, error, _environment(access, request)))
     if error:
         messages.error(request, error)
     else:

@@ -119,3 +119,16 @@ def test_prod_rule_holds_for_ui_api_schedules_and_reruns(world, job, django_capt
     assert world.client("operator").post(f"/w/acme/runs/{prod_run.pk}/rerun/", {"mode": "rebuild"}).status_code == 302
     assert Run.objects.filter(environment__name="prod").count() == 1
     assert schedule_set(access=world.access("admin"), job=job, environment="prod", cron="0 * * * *").pk
+
+
+def test_the_schema_browser_shows_the_chosen_environments_tables(world):
+    assert sql(world, "operator", "CREATE TABLE stage_only AS SELECT 1 AS n", "stage").status == "succeeded"
+    client = world.client("analyst")
+    conn = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    dev = client.get(f"/w/acme/sql/schema/{conn.pk}/tables/?catalog=warehouse&schema=main").content.decode()
+    stage = client.get(f"/w/acme/sql/schema/{conn.pk}/tables/?catalog=warehouse&schema=main&environment=stage")
+    assert "stage_only" not in dev and "stage_only" in stage.content.decode()
+    page = client.get(f"/w/acme/sql/schema/?connection={conn.pk}&environment=stage").content.decode()
+    assert '<option value="stage" selected>' in page and "environment=stage" in page
+    completion = client.get(f"/w/acme/sql/schema/{conn.pk}/completion.json?environment=stage").json()
+    assert "stage_only" in str(completion)
