@@ -183,3 +183,12 @@ def test_everything_under_api_answers_json(agent, method, path):
     answer = getattr(agent.client, method)(path, **agent.auth)
     assert answer.status_code == 404 and answer["Content-Type"] == "application/json"
     assert answer.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field, limit", [("git_repo", 500), ("git_path", 500), ("git_sha", 40)])
+def test_job_git_fields_over_their_column_are_refused_on_every_database(agent, field, limit):
+    spec = PARAMS.replace("name: params", "name: longer")
+    answer = agent.client.post("/api/v1/workspaces/acme/jobs", {"spec": spec, field: "a" * (limit + 1)},
+                               content_type="application/json", **agent.auth)
+    assert answer.status_code == 400 and f"the limit is {limit}" in answer.json()["error"]["message"]

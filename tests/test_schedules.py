@@ -289,3 +289,9 @@ def test_operator_removes_a_schedule(world, demo_job):
     client.post(URL, FORM)
     response = client.post(URL, {"environment": "stage", "action": "delete"})
     assert response.status_code == 302 and not JobSchedule.objects.exists()
+
+
+def test_a_cron_longer_than_its_column_is_refused_on_every_database(world, demo_job):
+    every_minute = ",".join(str(m) for m in range(60))
+    with pytest.raises(ServiceError, match="the limit is 100"):
+        schedule_set(access=world.access("operator"), job=demo_job, environment="dev", cron=f"{every_minute} * * * *")

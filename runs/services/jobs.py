@@ -7,6 +7,7 @@ from django.utils.text import slugify
 
 from controlroom.access import Access
 from controlroom.audit import audit_record
+from controlroom.limits import require_text
 from controlroom.models import Role
 from controlroom.services import ServiceError
 from runs.models import Job, JobVersion
@@ -14,10 +15,11 @@ from runs.spec import parse_spec, spec_hash
 
 
 def _git_fields(git_repo: str, git_sha: str, git_path: str) -> dict[str, str]:
-    git_sha = (git_sha or "").strip().lower()
+    git_sha = require_text(JobVersion, "git_sha", (git_sha or "").strip()).lower()
     if git_sha and not (7 <= len(git_sha) <= 40 and all(c in "0123456789abcdef" for c in git_sha)):
         raise ServiceError(f"git sha {git_sha!r} is not a hexadecimal commit id (7 to 40 characters).")
-    return {"git_repo": (git_repo or "").strip(), "git_sha": git_sha, "git_path": (git_path or "").strip()}
+    return {"git_repo": require_text(JobVersion, "git_repo", git_repo).strip(), "git_sha": git_sha,
+            "git_path": require_text(JobVersion, "git_path", git_path).strip()}
 
 
 def job_create(

@@ -17,6 +17,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from controlroom.access import Access, system_access
 from controlroom.audit import audit_record
+from controlroom.limits import require_text
 from controlroom.models import Environment, Role
 from controlroom.services import ServiceError
 from runs.models import Job, JobSchedule, Run
@@ -95,9 +96,9 @@ def schedule_set(
     # Whoever sets a schedule triggers its runs: the prod rule applies to them now (ticks run as
     # the platform).
     run_trigger_check(access=access, environment=env)
-    cron = " ".join(str(cron or "").split())
+    cron = require_text(JobSchedule, "cron", " ".join(str(cron or "").split()))
     cron_parse(cron)
-    _zone(timezone)
+    _zone(require_text(JobSchedule, "timezone", timezone))
     if missed_policy not in JobSchedule.Missed.values:
         raise ServiceError(f"missed_policy: use one of {', '.join(JobSchedule.Missed.values)}.")
     try:
