@@ -39,4 +39,7 @@ RUN SECRET_KEY=build-only-collectstatic-not-a-secret-0123456789abcdef \
 
 EXPOSE 8000
 
-CMD ["gunicorn", "controlroom.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# Threads, and a timeout above the executor contract's longest long-poll (claim wait <= 30 s):
+# a sync worker would be busy (and killed at 30 s) for the whole wait of one claim.
+CMD ["gunicorn", "controlroom.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
+     "--timeout", "75", "--access-logfile", "-"]

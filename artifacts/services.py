@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from runs.models import Phase, Run
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+(\s*;.*)?$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: no trailing newline
+_MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+(;[ \w.+=/\"-]*)?")  # fullmatch; no line breaks (it becomes a header)
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
 
@@ -65,10 +65,10 @@ def artifact_fields(*, name: object, media_type: object, sha256: object, size: o
     if "/" in name or "\\" in name or name in (".", ".."):
         raise ServiceError("'name' must be a file name (no slashes).")
     media_type = require_text(Artifact, "media_type", media_type) or DEFAULT_MEDIA_TYPE
-    if not _MEDIA_TYPE.match(media_type):
+    if not _MEDIA_TYPE.fullmatch(media_type):
         raise ServiceError("'media_type' must look like type/subtype, e.g. text/csv.")
     sha256 = require_text(Artifact, "sha256", sha256).lower()
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise ServiceError("'sha256' must be 64 hexadecimal characters.")
     return {"name": name, "media_type": media_type, "sha256": sha256, "size": require_count(size, label="size"),
             "location": require_text(Artifact, "location", location).strip()}

@@ -26,6 +26,7 @@ from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from controlroom.ids import id_parse
+from controlroom.limits import text_problem
 from controlroom.models import MAX_DB_ID
 from controlroom.services import ServiceError, api_token_authenticate
 
@@ -78,10 +79,10 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 def _refuse_nul(value: Any) -> None:
-    # PostgreSQL text cannot hold NUL; refuse it at the edge rather than fail in the database.
+    # Text no database stores (NUL, lone surrogates) is refused at the edge, not by the database.
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ServiceError("Text must not contain NUL (\\u0000) characters.")
+        if (problem := text_problem(value)) is not None:
+            raise ServiceError(f"Text {problem}.")
     elif isinstance(value, dict):
         for key, item in value.items():
             _refuse_nul(key)

@@ -16,7 +16,7 @@ JSON_PREFIXES = ("/api/", "/hooks/")
 
 
 def _json(request: HttpRequest) -> bool:
-    return request.path.startswith(JSON_PREFIXES)
+    return request.path.startswith(JSON_PREFIXES) or request.path in ("/api", "/hooks")
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -14,6 +14,18 @@ from controlroom.services import ServiceError
 BIGINT_MAX = 2**63 - 1
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text on every database, or None: PostgreSQL refuses NUL,
+    and a lone surrogate (JSON's "\\ud800") is not Unicode any database can encode."""
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000) characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (a lone surrogate such as \\ud800 is not)"
+    return None
+
+
 def require_text(model: type[models.Model], field: str, value: Any, *, label: str | None = None,
                  required: bool = False) -> str:
     """``value`` as text that fits ``model.field`` (its max_length), without NUL characters."""
@@ -27,8 +39,8 @@ def require_text(model: type[models.Model], field: str, value: Any, *, label: st
     limit = model._meta.get_field(field).max_length
     if limit is not None and len(value) > limit:
         raise ServiceError(f"'{label}' is {len(value):,} characters long; the limit is {limit:,}.")
-    if "\x00" in value:
-        raise ServiceError(f"'{label}' must not contain NUL (\\u0000) characters.")
+    if (problem := text_problem(value)) is not None:
+        raise ServiceError(f"'{label}' {problem}.")
     return value
 
 

@@ -87,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "controlroom.csp.ContentSecurityPolicyMiddleware",
+    "controlroom.request_guard.RejectUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -177,9 +178,16 @@ DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(DATA_DIR / "datasets
 if DATASETS_DIR == WAREHOUSE_DIR or DATASETS_DIR in WAREHOUSE_DIR.parents or WAREHOUSE_DIR in DATASETS_DIR.parents:
     # A warehouse database inside a datasets area would be a file SQL writes where inputs live.
     raise ImproperlyConfigured("CONTROLROOM_DATASETS_DIR and CONTROLROOM_WAREHOUSE_DIR must not contain each other")
+# The most memory one DuckDB database (editor query or phase) may use before it spills or fails.
+DUCKDB_MEMORY_LIMIT = env_str("DUCKDB_MEMORY_LIMIT", "1GB")
+if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", DUCKDB_MEMORY_LIMIT, re.IGNORECASE):
+    raise ImproperlyConfigured(f"DUCKDB_MEMORY_LIMIT={DUCKDB_MEMORY_LIMIT!r} is not a size such as 512MB or 2GB")
 # The parser's read-only check (sqlcheck) in front of the engine's; switched off only by the
 # tests that prove the engine refuses writes on its own.
 SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)
+# Claims that long-poll (wait > 0) hold a web thread; at most this many wait at once per process
+# (the others answer 204 at once and the executor retries after a pause).
+CLAIM_LONG_POLLS_PER_PROCESS = env_int("CLAIM_LONG_POLLS_PER_PROCESS", 2)
 # A claimed phase's lease lasts this long unless a heartbeat renews it (workers beat at a third).
 PHASE_LEASE_TTL_S = env_int("PHASE_LEASE_TTL_S", 30)
 # Claims and successes run as server-side prepared statements on PostgreSQL. Turn off behind a

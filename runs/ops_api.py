@@ -6,6 +6,7 @@ standalone executor) use these endpoints. A stale lease token answers 409 and wr
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -32,6 +33,9 @@ from runs.spec import typed_parameters
 
 MAX_WAIT_S = 30
 POLL_S = 0.25
+# Long polls hold a web thread for their whole wait: at most this many at once per process, so
+# idle executors (or one token sending many) cannot take every thread; the others answer at once.
+_LONG_POLLS = threading.BoundedSemaphore(max(1, settings.CLAIM_LONG_POLLS_PER_PROCESS))
 
 
 def openapi(request: HttpRequest) -> JsonResponse:
@@ -39,9 +43,9 @@ def openapi(request: HttpRequest) -> JsonResponse:
 
 
 def _int(body: dict[str, Any], key: str, default: int | None = None) -> int | None:
-    value = body.get(key, default)
-    if value is None:
-        return None
+    value = body.get(key)
+    if value is None:  # absent or null: the default
+        return default
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DB_ID:
         raise ServiceError(f"'{key}' must be a whole number.")
     return value
@@ -88,12 +92,16 @@ def claim(request: HttpRequest, access: Access) -> HttpResponse:
     run_id, wait = _int(body, "run"), _int(body, "wait", 0)
     if not 0 <= wait <= MAX_WAIT_S:
         raise ServiceError(f"'wait' must be between 0 and {MAX_WAIT_S} seconds.")
-    deadline = time.monotonic() + wait
-    while True:
-        got = phase_claim_next(workspace=access.workspace, worker=executor.strip(), kinds=kinds, run_id=run_id)
-        if got is not None or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_S)
+    got = phase_claim_next(workspace=access.workspace, worker=executor.strip(), kinds=kinds, run_id=run_id)
+    if got is None and wait and _LONG_POLLS.acquire(blocking=False):
+        try:
+            deadline = time.monotonic() + wait
+            while got is None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+                got = phase_claim_next(workspace=access.workspace, worker=executor.strip(), kinds=kinds,
+                                       run_id=run_id)
+        finally:
+            _LONG_POLLS.release()
     if got is None:
         return HttpResponse(status=204)
     phase, token = got
@@ -104,6 +112,7 @@ def claim(request: HttpRequest, access: Access) -> HttpResponse:
                 "parameters": typed_parameters(phase.run.job_version.spec, phase.run.parameters),
                 "input_manifest": phase.run.input_manifest, "environment": phase.run.environment.name},
         "lease_token": token, "lease_expires_at": phase.lease_expires_at.isoformat(),
+        "lease_ttl_s": settings.PHASE_LEASE_TTL_S,
     })
 
 
@@ -112,7 +121,8 @@ def heartbeat(request: HttpRequest, access: Access, phase_id: int) -> JsonRespon
     phase = _phase(access, phase_id)
     cancel = phase_heartbeat(phase_id=phase.pk, lease_token=_token(json_body(request)))
     phase.refresh_from_db(fields=["lease_expires_at"])
-    return JsonResponse({"cancel_requested": cancel, "lease_expires_at": phase.lease_expires_at.isoformat()})
+    return JsonResponse({"cancel_requested": cancel, "lease_expires_at": phase.lease_expires_at.isoformat(),
+                         "lease_ttl_s": settings.PHASE_LEASE_TTL_S})
 
 
 @api_view(("GET", "POST"), Role.VIEWER)

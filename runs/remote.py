@@ -13,6 +13,8 @@ import argparse
 import hashlib
 import json
 import logging
+import random
+import re
 import shutil
 import socket
 import tempfile
@@ -26,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 log = logging.getLogger("controlroom.executor")
+LEASE_SAFETY = 0.9  # share of a lease's life after which unrenewed engine work is stopped
 
 
 class ContractError(Exception):
@@ -87,6 +90,7 @@ class RemotePhaseContext:
     def __init__(self, client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path) -> None:
         self.client, self.claim = client, claim
         self.lease_token = claim["lease_token"]
+        self.claimed_at = time.monotonic()
         self.phase = SimpleNamespace(**claim["phase"], pk=claim["phase"]["id"])
         self.run_id = claim["run"]["id"]
         self.parameters = {**claim["run"]["parameters"], "datasets_dir": "datasets://", "run_id": self.run_id}
@@ -105,11 +109,16 @@ class RemotePhaseContext:
         self.client.call("POST", f"/runs/{self.run_id}/events", {"events": [event]})
 
     def duckdb(self, name: str):
+        from runs.executors import PhaseFailure
         from sqlwarehouse.engines import DuckDBEngine
 
-        # One database per environment, and this machine's datasets folder read-only, as on the server.
-        engine = DuckDBEngine(database=self.warehouse / self.environment / f"{name}.duckdb", read_only=False,
-                              allowed_dirs=[self.scratch], datasets=self.datasets)
+        # One database per environment, and this machine's datasets folder read-only, as on the
+        # server. The name comes from a job spec: it must name a file in that folder, nothing else.
+        folder = (self.warehouse / self.environment).resolve()
+        database = (folder / f"{name}.duckdb").resolve()
+        if not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", name or "") or database.parent != folder:
+            raise PhaseFailure(f"Connection {name!r} is not a connection name (letters, digits, - and _).")
+        engine = DuckDBEngine(database=database, read_only=False, allowed_dirs=[self.scratch], datasets=self.datasets)
         self._engines.append(engine)
         if self.stopped:
             engine.interrupt()
@@ -138,19 +147,33 @@ class RemotePhaseContext:
 
 
 def _heartbeat(ctx: RemotePhaseContext, halt: threading.Event, state: dict[str, bool], interval: float) -> None:
-    while not halt.wait(interval):
+    """Renew the lease; stop the engine on cancel, on a lost lease, and when renewals kept failing
+    until the lease is about to lapse (then another executor may get the phase: two attempts
+    must never write side by side). The lease's length comes from the server as a duration,
+    so the two clocks need not agree."""
+    ttl = float(ctx.claim.get("lease_ttl_s") or 30)
+    renewed = ctx.claimed_at
+    interval = max(0.2, min(interval, ttl / 3))
+    while not halt.wait(min(interval, max(0.05, renewed + ttl * LEASE_SAFETY - time.monotonic()))):
+        sent = time.monotonic()
         try:
             answer = ctx.client.call("POST", f"/phases/{ctx.phase.pk}/heartbeat", {"lease_token": ctx.lease_token})
+            renewed = sent
         except ContractError as exc:
             if exc.status == 409:
                 state["lost"] = True
                 ctx.stop()
                 return
             log.warning("heartbeat refused: %s", exc)
-            continue
+            answer = None
         except OSError as exc:  # the server is unreachable for now; the lease may still hold
             log.warning("heartbeat failed: %s", exc)
-            continue
+            answer = None
+        if answer is None and time.monotonic() >= renewed + ttl * LEASE_SAFETY:
+            log.error("the lease is about to lapse without a renewal: stopping phase %s", ctx.phase.name)
+            state["lost"] = True
+            ctx.stop()
+            return
         if answer and answer.get("cancel_requested"):
             state["cancelled"] = True
             ctx.stop()
@@ -200,6 +223,7 @@ def serve(*, url: str, token: str, kinds: list[str], warehouse: Path, datasets: 
     executor = name or f"executor@{socket.gethostname()}"
     done = 0
     while True:
+        asked = time.monotonic()
         try:
             claim = client.call("POST", "/claim", {"executor": executor, "kinds": kinds,
                                                    "wait": 0 if until_idle else wait}, timeout=wait + 30)
@@ -210,6 +234,9 @@ def serve(*, url: str, token: str, kinds: list[str], warehouse: Path, datasets: 
         if claim is None:
             if until_idle:
                 return done
+            if time.monotonic() - asked < wait / 2:
+                # The server answered at once (its long polls are all taken): pause before asking again.
+                time.sleep(random.uniform(1.0, 3.0))
             continue
         outcome = run_one(client, claim, warehouse, datasets)
         log.info("phase %s of run %s: %s", claim["phase"]["name"], claim["run"]["id"], outcome)

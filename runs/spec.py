@@ -17,18 +17,21 @@ from typing import Any
 import jsonschema
 import yaml
 
+from controlroom.limits import text_problem
+
 PHASE_KINDS = ("sql", "python")
 PARAM_TYPES = ("string", "integer", "number", "boolean", "date")
 RESERVED_PARAMETERS = ("datasets_dir", "run_id")
 MAX_SPEC_BYTES = 256 * 1024
-_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+MAX_DEPTH = 32  # how deeply a spec's mappings and lists may nest
+_NAME = r"^[a-z][a-z0-9_]{0,62}\Z"  # \Z: "$" would let a trailing newline through
 
 SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "phases"],
     "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,62}$"},
+        "name": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,62}\Z"},
         "description": {"type": "string"},
         "parameters": {
             "type": "object",
@@ -221,6 +224,27 @@ def _has_cycle(phases: list[PhaseSpec]) -> bool:
     return False
 
 
+def _data_errors(value: Any, path: list[str | int], root: yaml.Node | None) -> list[str]:
+    """What in the parsed YAML is not storable as JSON on every database: keys that are not text
+    (YAML reads ``2024-01-01:`` as a date, ``~:`` as null), numbers that are not finite (``.nan``,
+    ``.inf``), text with NUL or lone surrogates (``"\\0"``, ``"\\ud800"``)."""
+    if isinstance(value, dict):
+        errors = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                errors.append(_located(root, path, f"the key {json.dumps(key, default=str)} must be text (quote it)"))
+            else:
+                errors += _data_errors(item, [*path, key], root)
+        return errors
+    if isinstance(value, list):
+        return [e for index, item in enumerate(value) for e in _data_errors(item, [*path, index], root)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [_located(root, path, f"{value} is not a finite number")]
+    if isinstance(value, str) and (problem := text_problem(value)) is not None:
+        return [_located(root, path, f"the text {problem}")]
+    return []
+
+
 def parse_spec(text: str) -> dict[str, Any]:
     """Parse and validate YAML spec text; return the spec as plain data or raise SpecError."""
     if not text or not text.strip():
@@ -229,10 +253,19 @@ def parse_spec(text: str) -> dict[str, Any]:
         raise SpecError([f"the spec is larger than {MAX_SPEC_BYTES // 1024} KiB"])
     try:
         # Aliases could expand a few hundred bytes into gigabytes ("billion laughs"): refuse them.
+        # Deep nesting would exhaust the recursion of YAML's composer: refuse it before composing.
+        depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 line = event.start_mark.line + 1
                 raise SpecError([f"line {line}: YAML aliases (*name) are not allowed in job specs"])
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError([f"line {event.start_mark.line + 1}: the spec nests deeper than {MAX_DEPTH} "
+                                     "levels"])
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -242,6 +275,9 @@ def parse_spec(text: str) -> dict[str, Any]:
         raise SpecError([f"{where}invalid YAML: {problem}"]) from None
     if not isinstance(spec, dict):
         raise SpecError(["line 1: the spec must be a mapping with name and phases"])
+    errors = _data_errors(spec, [], root)
+    if errors:
+        raise SpecError(errors)
     errors = [
         _located(root, list(e.absolute_path), _message(e))
         for e in sorted(_VALIDATOR.iter_errors(spec), key=lambda e: list(map(str, e.absolute_path)))

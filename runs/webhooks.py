@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from connections.services import SecretUnavailable, secret_resolve
 from controlroom.api import api_error
+from controlroom.limits import text_problem
 from runs.models import GitSource
 from runs.services.gitdeliveries import git_delivery_receive
 from runs.services.gitsync import SHA_RE
@@ -55,10 +56,13 @@ def _push_of(shape: str, request: HttpRequest, body: bytes) -> tuple[str, str] |
         return f"event '{event}' is not a push"
     try:
         payload: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         payload = None
     if not isinstance(payload, dict) or not isinstance(payload.get("ref"), str):
         return "the payload names no ref"
+    ref = payload["ref"]
+    if len(ref) > 255 or not ref.isprintable() or text_problem(ref) is not None:
+        return "the ref is not a printable branch name"
     sha = payload.get("after" if shape == "github" else "checkout_sha") or ""
     if not isinstance(sha, str) or (sha and not SHA_RE.fullmatch(sha)):
         return "the pushed commit id is not 40 hex digits"

@@ -97,7 +97,10 @@ class ReadOnlyDatasets(fsspec.AbstractFileSystem):
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb":
             raise PermissionError("datasets are read-only: write results to a table or an artifact instead")
-        return open(self._real(path), "rb")
+        try:
+            return open(self._real(path), "rb")
+        except OSError as exc:  # the message names the datasets path, never the server's
+            raise type(exc)(exc.errno, exc.strerror, URL + self._strip_protocol(path).lstrip("/")) from None
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
         raise PermissionError("datasets are read-only: write results to a table or an artifact instead")

@@ -10,6 +10,7 @@ is scoped to one environment or shares one dataset across all of them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from django.conf import settings
 
 from connections.models import Connection
 from controlroom.models import Environment
+from sqlwarehouse.datasets import PROTOCOL as DATASETS_PROTOCOL
 from sqlwarehouse.datasets import URL as DATASETS_URL
 from sqlwarehouse.datasets import ReadOnlyDatasets, datasets_area
 
@@ -50,6 +52,14 @@ class QueryResult:
     truncated: bool = False
 
 
+def _spill_dir(database: Path) -> Path:
+    """Where DuckDB spills for this database file: one folder per file (every connection to a
+    file in a process must share its settings), outside the warehouse folder."""
+    folder = settings.DATA_DIR / "tmp" / "duckdb" / hashlib.sha256(str(database).encode()).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 class DuckDBEngine:
     """An embedded DuckDB database file, opened per use (other processes share the file)."""
 
@@ -70,6 +80,28 @@ class DuckDBEngine:
         if active is not None:
             active.interrupt()
 
+    def _sandbox(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Lock the connection's instance down: file access only in the allowed folders and the
+        read-only datasets, no Python replacement scans, configuration locked.
+
+        Connections to one file in one process share its database instance, with its settings and
+        registered file systems (the web server's threads can meet there): a later connection
+        finds them locked by the first, which belongs to the same workspace and environment,
+        since a database file does; it checks the lock holds and adds nothing."""
+        if con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+            if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0]:
+                raise EngineError("The warehouse database is open without its sandbox; try again.")
+            return
+        allowed = list(self.allowed_dirs)
+        if self.datasets is not None:
+            if DATASETS_PROTOCOL not in con.list_filesystems():
+                con.register_filesystem(ReadOnlyDatasets(self.datasets))
+            allowed.append(DATASETS_URL)
+        con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
+        con.execute("SET enable_external_access = false")
+        con.execute("SET python_enable_replacements = false")  # FROM duckdb: not the Python module
+        con.execute("SET lock_configuration = true")
+
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self.database.parent.mkdir(parents=True, exist_ok=True)
@@ -78,10 +110,12 @@ class DuckDBEngine:
         deadline = time.monotonic() + _LOCK_WAIT_S
         while True:
             try:
-                con = duckdb.connect(
-                    str(self.database), read_only=self.read_only,
-                    config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
-                )
+                con = duckdb.connect(str(self.database), read_only=self.read_only, config={
+                    "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                    # A bound on what one query holds (a 300 MB cell, a huge sort), and its spill
+                    # folder outside the warehouse folder (DuckDB lets SQL write there).
+                    "memory_limit": settings.DUCKDB_MEMORY_LIMIT, "temp_directory": str(_spill_dir(self.database)),
+                })
                 break
             except duckdb.IOException as exc:
                 # Another process holds the file's write lock: wait our turn, briefly.
@@ -89,14 +123,7 @@ class DuckDBEngine:
                     raise EngineError(f"The warehouse database is busy: {exc}") from exc
                 time.sleep(0.1)
         try:
-            allowed = list(self.allowed_dirs)
-            if self.datasets is not None:
-                con.register_filesystem(ReadOnlyDatasets(self.datasets))
-                allowed.append(DATASETS_URL)
-            con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
-            con.execute("SET enable_external_access = false")
-            con.execute("SET python_enable_replacements = false")  # FROM duckdb: not the Python module
-            con.execute("SET lock_configuration = true")
+            self._sandbox(con)
             self._active = con
             if self._interrupted:
                 raise EngineError("The query was interrupted.")

@@ -27,12 +27,25 @@ from artifacts.models import Blob
 from artifacts.services import blob_store_file
 from artifacts.storage import get_store
 from controlroom.models import Workspace
+from sqlwarehouse.engines import EngineError
 from sqlwarehouse.streams import StatementStream
 
 PREVIEW_ROWS = 100
+PREVIEW_CELL_CHARS = 2_000  # a preview cell longer than this is cut (the stored result keeps it whole)
+# One batch of a result in memory at most (a single huge cell arrives in one batch): beyond it the
+# query fails with a clear message instead of taking the worker's memory.
+BATCH_MAX_BYTES = 256 * 2**20
 ROW_GROUP_ROWS = 100_000
 CSV_BATCH_ROWS = 20_000
 MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+def preview_cell(value: Any) -> Any:
+    """A cell as the preview keeps it: JSON-safe, and text cut to PREVIEW_CELL_CHARS."""
+    value = cell(value)
+    if isinstance(value, str) and len(value) > PREVIEW_CELL_CHARS:
+        return value[:PREVIEW_CELL_CHARS] + f"… ({len(value):,} characters)"
+    return value
 
 
 def cell(value: Any) -> Any:
@@ -70,6 +83,9 @@ def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int,
         writer: pq.ParquetWriter | None = None
         try:
             for batch in stream.batches:
+                if batch.nbytes > BATCH_MAX_BYTES:
+                    raise EngineError(f"The result holds more than {BATCH_MAX_BYTES // 2**20} MB in "
+                                      f"{batch.num_rows:,} row(s): select fewer or narrower columns.")
                 if rows + batch.num_rows > row_cap:
                     batch, truncated = batch.slice(0, row_cap - rows), True
                 if writer is None:
@@ -78,7 +94,7 @@ def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int,
                     writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
                 if len(preview) < PREVIEW_ROWS:
                     head = batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist()
-                    preview += [[cell(v) for v in row.values()] for row in head]
+                    preview += [[preview_cell(v) for v in row.values()] for row in head]
                 rows += batch.num_rows
                 if on_rows is not None:
                     on_rows(rows)
@@ -121,7 +137,7 @@ def read_page(blob: Blob, *, offset: int, limit: int, sort: str | None = None,
                         params={"path": path, "limit": limit, "offset": offset}).to_arrow_table()
     finally:
         con.close()
-    return [[cell(v) for v in row.values()] for row in table.to_pylist()]
+    return [[preview_cell(v) for v in row.values()] for row in table.to_pylist()]
 
 
 def csv_chunks(blob: Blob) -> Iterator[bytes]:

@@ -192,3 +192,83 @@ def test_job_git_fields_over_their_column_are_refused_on_every_database(agent, f
     answer = agent.client.post("/api/v1/workspaces/acme/jobs", {"spec": spec, field: "a" * (limit + 1)},
                                content_type="application/json", **agent.auth)
     assert answer.status_code == 400 and f"the limit is {limit}" in answer.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path, body", [
+    ("/runs", '{"job": "params\\ud800"}'),
+    ("/runs", '{"job": "params", "environment": "\\ud800"}'),
+    ("/runs", '{"job": "params", "parameters": {"count": 1, "amount": 2}, "input_manifest": {"k": "\\ud800"}}'),
+    ("/claim", '{"executor": "x\\ud800", "kinds": ["python"]}'),
+    ("/claim", '{"executor": "x", "kinds": ["\\u0000"]}'),
+    ("/runs/1/events", '{"events": [{"event_id": "9d7c7f5e-4c1f-4d9a-9b7e-1d2f3a4b5c6d", "phase_id": [], '
+                       '"type": "PHASE_LOG", "lease_token": "x"}]}'),
+    ("/runs/1/events", '{"events": [{"event_id": "9d7c7f5e-4c1f-4d9a-9b7e-1d2f3a4b5c6d", "phase_id": {}, '
+                       '"type": "PHASE_LOG", "lease_token": "x"}]}'),
+    ("/phases/1/complete", '{"lease_token": "\\ud800", "outcome": "succeeded"}'),
+    ("/phases/1/complete", '{"lease_token": "x", "outcome": "failed", "output": {"k": "\\ud800"}}'),
+    ("/phases/1/artifacts", '{"lease_token": "x", "name": "a\\ud800", "sha256": "' + "a" * 64 + '", "size": 1}'),
+], ids=lambda v: v if v.startswith("/") else "")
+def test_text_no_database_stores_is_refused_with_a_4xx(agent, path, body, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        agent.post("/runs", {"job": "params"})
+    runs = Run.objects.count()
+    answer = agent.client.post(f"{OPS}{path}", body, content_type="application/json", **agent.auth)
+    assert 400 <= answer.status_code < 500 and answer["Content-Type"] == "application/json", answer.content
+    assert Run.objects.count() == runs
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("yaml_text, message", [
+    ("  - {name: a, kind: python, config: {callable: sleep, args: {2024-01-01: 1}}}", 'the key "2024-01-01"'),
+    ("  - {name: a, kind: python, config: {callable: sleep, args: {~: 1}}}", "the key null"),
+    ("  - {name: a, kind: python, config: {callable: sleep, 1: x, b: y}}", "the key 1"),
+    ("  - {name: a, kind: python, config: {callable: sleep, args: {seconds: .nan}}}", "not a finite number"),
+    ('  - {name: a, kind: python, config: {callable: sleep, args: {x: "a\\0b"}}}', "NUL"),
+    ("  - {name: a, kind: python, config: {callable: sleep, args: " + "[" * 3000 + "]" * 3000 + "}}",
+     "nests deeper"),
+])
+def test_specs_no_database_stores_are_refused_with_their_line(agent, yaml_text, message):
+    spec = "name: odd\nphases:\n" + yaml_text + "\n"
+    api = agent.client.post("/api/v1/workspaces/acme/jobs", {"spec": spec}, content_type="application/json",
+                            **agent.auth)
+    assert api.status_code == 400 and message in str(api.json()["error"]["errors"]), api.content
+    page = Client()
+    page.force_login(__import__("django.contrib.auth", fromlist=["x"]).get_user_model().objects.get(
+        username="operator"))
+    form = page.post("/w/acme/jobs/new/", {"spec_text": spec})
+    assert form.status_code == 200 and message in form.content.decode().replace("&quot;", '"')
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [
+    "/w/acme/runs/?job=%00", "/w/acme/runs/?environment=%00", "/w/acme/sql/history/?q=%00",
+    "/w/acme/sql/saved/?q=%00", "/w/acme/sql/?environment=%00", "/w/acme/sql/schema/?environment=%00",
+])
+def test_nul_in_a_query_or_form_is_a_400_on_every_page(agent, world, url):
+    client = world.client("admin")
+    assert client.get(url).status_code == 400
+    posted = client.post("/w/acme/jobs/params/trigger/", {"environment": "dev\x00", "param_count": "1"})
+    assert posted.status_code == 400 and not Run.objects.exists()
+    api = client.get("/api/v1/ops/runs?status=%00")
+    assert api.status_code == 400 and api.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.django_db
+def test_a_media_type_with_a_line_break_is_refused(agent, phase):
+    answer = agent.post(f"/phases/{phase['phase']['id']}/artifacts", {
+        "lease_token": phase["lease_token"], "name": "x.csv", "sha256": "a" * 64, "size": 3,
+        "location": "s3://lake/x.csv", "media_type": "text/csv\n"})
+    assert answer.status_code == 400 and "media_type" in answer.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_api_without_its_slash_is_json_too(agent):
+    answer = agent.client.get("/api", **agent.auth)
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_a_null_wait_is_the_default(agent):
+    answer = agent.post("/claim", {"executor": "x", "kinds": ["python"], "wait": None})
+    assert answer.status_code == 204

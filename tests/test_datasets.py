@@ -136,3 +136,23 @@ def test_datasets_and_warehouse_folders_must_not_nest(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import django, os; os.environ['DJANGO_SETTINGS_MODULE']="
                            "'controlroom.settings'; django.setup()"], env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and "must not contain each other" in proc.stderr
+
+
+def test_errors_name_the_dataset_not_the_servers_folder(world, hostile, settings):
+    (datasets_area(world.other) / "folder").mkdir()
+    for sql in ("SELECT * FROM read_text('datasets:///folder')", "SELECT * FROM read_csv('datasets:///nope.csv')"):
+        execution = run(hostile, sql)
+        assert execution.status == "failed" and str(settings.DATASETS_DIR) not in execution.error, execution.error
+
+
+def test_two_engines_on_one_database_in_one_process_both_read_datasets(world):
+    """Connections to one file in a process share DuckDB's instance (the web server's threads do):
+    the second must not fail on the file system the first registered."""
+    from sqlwarehouse.engines import duckdb_engine_for
+
+    conn = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    dev = world.workspace.environments.get(name="dev")
+    first, second = (duckdb_engine_for(conn, read_only=False, environment=dev) for _ in range(2))
+    with first.connect() as a, second.connect() as b:
+        counts = [c.execute("SELECT count(*) FROM read_csv('datasets:///orders.csv')").fetchone()[0] for c in (a, b)]
+    assert counts[0] == counts[1] > 0

@@ -132,3 +132,24 @@ def test_the_schema_browser_shows_the_chosen_environments_tables(world):
     assert '<option value="stage" selected>' in page and "environment=stage" in page
     completion = client.get(f"/w/acme/sql/schema/{conn.pk}/completion.json?environment=stage").json()
     assert "stage_only" in str(completion)
+
+
+def test_a_dev_run_cannot_write_a_dataset_prod_reads(world, eager_celery, django_capture_on_commit_callbacks):
+    """A job's phases follow the same rule as the editor: a connection whose one dataset every
+    environment reads is changed only by a prod run (which only admins, or operators where the
+    workspace allows it, start)."""
+    Connection.objects.create(workspace=world.workspace, name="shared", kind=Connection.Kind.DUCKDB,
+                              shared_across_environments=True, config={"database": "shared.duckdb"})
+    spec = ("name: plant\nphases:\n  - {name: a, kind: sql, config: {connection: shared, table: planted, "
+            "sql: \"SELECT 'from dev' AS msg\"}}\n")
+    job = job_create(access=world.access("operator"), spec_text=spec)
+    with django_capture_on_commit_callbacks(execute=True):
+        dev = run_create(access=world.access("operator"), job=job, environment="dev")
+    dev.refresh_from_db()
+    assert dev.status == RunStatus.FAILED and "read-only" in dev.phases.get().error
+    assert sql(world, "analyst", "SELECT * FROM planted", "prod", connection="shared").status == "failed"
+    with django_capture_on_commit_callbacks(execute=True):
+        prod = run_create(access=world.access("admin"), job=job, environment="prod")
+    prod.refresh_from_db()
+    assert prod.status == RunStatus.SUCCEEDED, prod.error
+    assert sql(world, "analyst", "SELECT msg FROM planted", "dev", connection="shared").rows == [["from dev"]]

@@ -174,3 +174,85 @@ def test_a_fenced_write_holds_the_lease_until_it_commits(world, django_capture_o
     assert "took_over" not in outcome, "the lease was taken over while a fenced write was open"
     Phase.objects.filter(pk=phase.pk).update(lease_token="taken-over")  # after the commit it may
     assert Run.objects.get(pk=phase.run_id).events.filter(seq=10_000).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["../prod/warehouse", "/tmp/escape", "a/b", "warehouse\n", ""])
+def test_a_connection_name_cannot_reach_outside_the_warehouse_folder(world, tmp_path, name):
+    from runs.executors import PhaseFailure
+    from runs.remote import RemotePhaseContext
+    from runs.spec import SpecError, parse_spec
+
+    spec = f"name: esc\nphases:\n  - {{name: a, kind: sql, config: {{connection: {name!r}, sql: select 1}}}}\n"
+    with pytest.raises(SpecError, match="connection"):
+        parse_spec(spec.replace("\n'", "\\n'"))
+    claim = {"lease_token": "t", "phase": {"id": 1, "name": "a", "kind": "sql", "config": {}},
+             "run": {"id": 1, "parameters": {}, "environment": "dev"}}
+    ctx = RemotePhaseContext(None, claim, tmp_path / "warehouse", tmp_path / "datasets")
+    try:
+        with pytest.raises(PhaseFailure, match="not a connection name"):
+            ctx.duckdb(name)
+    finally:
+        ctx.cleanup()
+    assert not list(tmp_path.rglob("*.duckdb"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_engine_work_stops_before_an_unrenewed_lease_lapses(world, settings, monkeypatch,
+                                                            django_capture_on_commit_callbacks):
+    """Heartbeats fail (the database is unreachable for them): the phase's query is interrupted at
+    90 % of the lease, before another worker could be handed the phase, and writes no table."""
+    from django.db import OperationalError as DbError
+
+    from runs.services.phases import phase_execute
+
+    settings.PHASE_LEASE_TTL_S = 2
+    job = job_create(access=world.access("operator"), spec_text=(
+        "name: slow\nphases:\n  - {name: a, kind: sql, config: {table: late, "
+        "sql: \"SELECT sum(hash(i)) AS s FROM range(20000000000) t(i)\"}}\n"))
+    with django_capture_on_commit_callbacks(execute=False):
+        run = run_create(access=world.access("operator"), job=job)
+    phase = run.phases.get()
+
+    def unreachable(**kwargs):
+        raise DbError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("runs.services.phases.phase_heartbeat", unreachable)
+    began = time.monotonic()
+    assert phase_execute(phase_id=phase.pk, worker="w1") is None  # no outcome: the lease is not ours to use
+    took = time.monotonic() - began
+    assert took < 2.0, f"the query ran {took:.1f} s, past the lease"
+    current = Phase.objects.get(pk=phase.pk)
+    assert current.state == PhaseState.RUNNING and current.lease_expires_at > timezone.now() - timedelta(seconds=1)
+    from connections.models import Connection
+    from sqlwarehouse.engines import duckdb_engine_for
+
+    engine = duckdb_engine_for(Connection.objects.get(workspace=world.workspace, name="warehouse"), read_only=True,
+                               environment=run.environment)
+    assert not engine.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'late'").rows[0][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_long_polling_claims_cannot_take_every_web_thread(world, monkeypatch):
+    """At most CLAIM_LONG_POLLS_PER_PROCESS claims wait at once; the others answer at once."""
+    monkeypatch.setattr("runs.ops_api._LONG_POLLS", threading.BoundedSemaphore(1))
+    token = world.token("operator")
+    waited = {}
+
+    def long_poll() -> None:
+        try:
+            began = time.monotonic()
+            Agent(token).claim(kinds=["nothing-runs-this"], wait=2)
+            waited["first"] = time.monotonic() - began
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=long_poll)
+    thread.start()
+    time.sleep(0.5)
+    began = time.monotonic()
+    second = Agent(token, name="agent-2").claim(kinds=["nothing-runs-this"], wait=2)
+    second_s = time.monotonic() - began
+    thread.join(10)
+    assert second.status_code == 204 and second_s < 1.0, second_s
+    assert waited["first"] >= 1.9

@@ -206,3 +206,14 @@ def test_yaml_alias_bombs_are_refused_before_parsing(world, repo, source):
     assert [(e.path, e.errors) for e in result.errors] == [
         ("jobs/bomb.yaml", ["line 9: YAML aliases (*a0) are not accepted"])]
     assert [j.slug for j in result.jobs] == ["hello"]
+
+
+def test_a_file_no_database_can_store_is_reported_and_the_others_imported(world, repo, source):
+    dated = "name: dated\nphases:\n  - {name: a, kind: python, config: {callable: sleep, args: {2024-01-01: 1}}}\n"
+    not_a_number = "name: nn\nphases:\n  - {name: a, kind: python, config: {callable: sleep, args: {seconds: .nan}}}\n"
+    repo.commit({"jobs/hello.yaml": VALID, "jobs/dated.yaml": dated, "jobs/nn.yaml": not_a_number})
+    result = git_sync(access=world.access("admin"), source=source)
+    assert [j.slug for j in result.jobs] == ["hello"]
+    assert {e.path: e.errors[0] for e in result.errors} == {
+        "jobs/dated.yaml": 'line 3, phases[0].config.args: the key "2024-01-01" must be text (quote it)',
+        "jobs/nn.yaml": "line 3, phases[0].config.args.seconds: nan is not a finite number"}

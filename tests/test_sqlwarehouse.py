@@ -69,7 +69,9 @@ def test_sql_error_is_one_clear_message(world):
 
 def test_bad_input_gets_a_message_and_no_execution(world):
     assert run_sql(world, "analyst", "   ") is None
-    assert run_sql(world, "analyst", "select 1\x00") is None
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    nul = world.client("analyst").post(EDITOR, {"sql": "select 1\x00", "connection": connection.pk, "run": "1"})
+    assert nul.status_code == 400 and "The field &#x27;sql&#x27; must not contain NUL" in nul.content.decode()
     response = world.client("analyst").post(EDITOR, {"sql": "select 1", "run": "1"})
     assert "Choose a connection of this workspace." in response.content.decode()
     foreign = Connection.objects.get(workspace=world.other)
@@ -296,3 +298,27 @@ def test_admins_can_see_everyones_history(world):
     theirs = QueryExecution.objects.get()
     assert world.client("admin").get(f"/w/acme/sql/executions/{theirs.pk}/").status_code == 200
     assert world.client("operator").get(f"/w/acme/sql/executions/{theirs.pk}/").status_code == 404
+
+
+def test_a_huge_cell_fails_clearly_and_long_cells_are_cut_in_pages_only(world, settings, monkeypatch):
+    monkeypatch.setattr("sqlwarehouse.results.BATCH_MAX_BYTES", 2**20)
+    huge = run_sql(world, "analyst", "SELECT repeat('x', 3 * 1024 * 1024) AS s")
+    assert huge.status == "failed" and "select fewer or narrower columns" in huge.error
+    long = run_sql(world, "analyst", "SELECT repeat('y', 10000) AS s")
+    assert long.status == "succeeded" and long.rows[0][0].startswith("y" * 2000)
+    assert "10,000 characters" in long.rows[0][0]
+    page = world.client("analyst").get(f"/w/acme/sql/executions/{long.pk}/").content.decode()
+    assert "y" * 2001 not in page
+    export = world.client("analyst").get(f"/w/acme/sql/executions/{long.pk}/export.csv")
+    assert ("y" * 10000).encode() in b"".join(export.streaming_content)  # the stored result keeps it whole
+
+
+def test_duckdb_has_a_memory_limit_and_spills_outside_the_warehouse(world, settings):
+    settings.DUCKDB_MEMORY_LIMIT = "64MB"
+    big = run_sql(world, "analyst", "SELECT length(string_agg(repeat('z', 1000), '')) FROM range(200000)")
+    assert big.status == "failed" and "memory" in big.error.lower()
+    where = run_sql(world, "operator", "SELECT current_setting('temp_directory')")
+    assert not where.rows[0][0].startswith(str(settings.WAREHOUSE_DIR))
+    planted = run_sql(world, "operator", "COPY (SELECT 1 AS a) TO '" + str(settings.WAREHOUSE_DIR / "acme" / "dev" /
+                                          "warehouse.duckdb.tmp" / "planted.csv") + "'")
+    assert planted.status == "failed"

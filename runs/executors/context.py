@@ -9,10 +9,11 @@ from typing import Any
 
 from connections.models import Connection
 from connections.services import ConnectionMissing, connection_resolve
+from controlroom.models import Environment
 from runs.models import Phase
 from runs.spec import typed_parameters
 from sqlwarehouse.datasets import URL as DATASETS_URL
-from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for
+from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for, reaches_all_environments
 
 
 class PhaseFailure(Exception):
@@ -51,12 +52,15 @@ class PhaseContext:
             raise PhaseFailure(str(exc)) from None
 
     def duckdb(self, name: str) -> DuckDBEngine:
-        """The job's read-write engine for a DuckDB connection, able to read datasets."""
+        """The job's engine for a DuckDB connection, able to read datasets: read-write, except for
+        a connection whose one dataset every environment reads, which only a prod run may change
+        (prod runs are started by admins, or by operators where the workspace allows it)."""
         conn = self.connection(name)
         if conn.kind != Connection.Kind.DUCKDB:
             raise PhaseFailure(f"Connection '{name}' is {conn.kind}, not duckdb.")
+        read_only = reaches_all_environments(conn) and self.run.environment.name != Environment.Name.PROD
         try:
-            engine = duckdb_engine_for(conn, read_only=False, environment=self.run.environment,
+            engine = duckdb_engine_for(conn, read_only=read_only, environment=self.run.environment,
                                        extra_dirs=[self.scratch])
         except EngineError as exc:
             raise PhaseFailure(str(exc)) from None

@@ -13,7 +13,8 @@ from typing import Any
 from runs.executors.context import PhaseContext, PhaseFailure
 from sqlwarehouse.engines import EngineError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # fullmatch: no trailing newline slips through
+_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # a connection's name (a slug, as SlugField allows)
 _FORMATS = {".csv": ("CSV, HEADER", "text/csv"), ".parquet": ("PARQUET", "application/vnd.apache.parquet")}
 _FIELDS = {"sql", "connection", "table", "artifact"}
 
@@ -23,11 +24,15 @@ def config_errors(config: dict[str, Any]) -> list[str]:
     sql = config.get("sql")
     if not isinstance(sql, str) or not sql.strip():
         errors.append("sql phases need a non-empty 'sql' string")
-    if "table" in config and not (isinstance(config["table"], str) and _IDENT.match(config["table"])):
+    if "table" in config and not (isinstance(config["table"], str) and _IDENT.fullmatch(config["table"])):
         errors.append(f"'table' must be a plain identifier, not {config['table']!r}")
+    if "connection" in config and not (isinstance(config["connection"], str)
+                                       and _NAME.fullmatch(config["connection"])):
+        errors.append(f"'connection' must be a connection's name (letters, digits, - and _), "
+                      f"not {config['connection']!r}")
     artifact = config.get("artifact")
     if artifact is not None and not (
-        isinstance(artifact, str) and re.match(r"^[\w.-]+$", artifact) and artifact.endswith(tuple(_FORMATS))
+        isinstance(artifact, str) and re.fullmatch(r"[\w.-]+", artifact) and artifact.endswith(tuple(_FORMATS))
     ):
         errors.append("'artifact' must be a file name ending in .csv or .parquet")
     if "table" in config and artifact is not None:

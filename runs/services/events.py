@@ -68,7 +68,8 @@ def events_append_batch(*, run: Run, events: list[dict[str, Any]]) -> dict[str, 
             event_id = uuid.UUID(str(raw.get("event_id")))
         except ValueError:
             raise ServiceError(f"events[{index}].event_id must be a UUID.") from None
-        phase = phases.get(raw.get("phase_id"))
+        phase_id = raw.get("phase_id")
+        phase = phases.get(phase_id) if isinstance(phase_id, int) and not isinstance(phase_id, bool) else None
         if phase is None:
             raise ServiceError(f"events[{index}].phase_id is not a phase of run {run.pk}.")
         if raw.get("level", "info") not in LEVELS or not isinstance(raw.get("payload") or {}, dict):

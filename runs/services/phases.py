@@ -29,6 +29,7 @@ BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
 TIMEOUT_GRACE_S = 5
 REPORT_RETRIES = 6
+LEASE_SAFETY = 0.9  # share of a lease's life after which unrenewed engine work is stopped
 
 
 def runnable_phases(*, run_id: int) -> list[Phase]:
@@ -110,20 +111,35 @@ def phase_complete(
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the lease while the phase runs; on cancel or a lost lease, calls ``on_stop``."""
+    """Renews the lease while the phase runs; on cancel or a lost lease, calls ``on_stop``.
+
+    When renewals keep failing (the database is unreachable), the engine work is stopped before
+    the lease can lapse (at 90 % of its life, by this process's clock, which set its expiry):
+    past that point the reaper may hand the phase to another worker, and two attempts must
+    never write side by side."""
 
     def __init__(self, phase: Phase, token: str, on_stop) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{phase.pk}")
         self.phase, self.token, self.on_stop = phase, token, on_stop
         self.halt = threading.Event()
         self.cancelled = self.lost = False
+        ttl = lease_ttl().total_seconds()
+        left = (phase.lease_expires_at - timezone.now()).total_seconds() if phase.lease_expires_at else ttl
+        self._renewed = time.monotonic() - (ttl - left)  # when the lease we hold was issued
+
+    def _deadline(self) -> float:
+        return self._renewed + lease_ttl().total_seconds() * LEASE_SAFETY
 
     def run(self) -> None:
         interval = max(0.2, lease_ttl().total_seconds() / 3)
+        wait = min(interval, max(0.05, self._deadline() - time.monotonic()))
         try:
-            while not self.halt.wait(interval):
+            while not self.halt.wait(wait):
+                sent = time.monotonic()
                 try:
-                    if phase_heartbeat(phase_id=self.phase.pk, lease_token=self.token):
+                    cancel = phase_heartbeat(phase_id=self.phase.pk, lease_token=self.token)
+                    self._renewed = sent
+                    if cancel:
                         self.cancelled = True
                         self.on_stop()
                         return
@@ -131,9 +147,16 @@ class _Heartbeat(threading.Thread):
                     self.lost = True
                     self.on_stop()
                     return
-                except Exception:  # a database blip: keep trying until the lease runs out
+                except Exception:  # a database blip: keep trying while the lease may still hold
                     log.warning("heartbeat failed", exc_info=True, extra={"phase_id": self.phase.pk})
                     close_old_connections()
+                    if time.monotonic() >= self._deadline():
+                        log.error("lease about to lapse without a renewal: stopping the phase's work",
+                                  extra={"phase_id": self.phase.pk})
+                        self.lost = True
+                        self.on_stop()
+                        return
+                wait = min(interval, max(0.05, self._deadline() - time.monotonic()))
         finally:
             connections.close_all()
 
