@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -9,6 +11,15 @@ from artifacts.previews import preview_for
 from artifacts.selectors import artifact_get, artifact_list
 from artifacts.storage import get_store
 from controlroom.selectors import workspace_access
+
+# Types a browser would run or render as this site's own page (scripts, HTML, SVG, XML): served
+# as plain bytes, since an artifact is whatever a job (or an outside executor) wrote.
+_ACTIVE_TYPES = re.compile(r"(java|ecma)script|html|xml|svg|x-sh|wasm", re.IGNORECASE)
+
+
+def download_type(media_type: str) -> str:
+    """The Content-Type an artifact is downloaded with: its own, unless a browser could run it."""
+    return "application/octet-stream" if _ACTIVE_TYPES.search(media_type or "") else media_type
 
 
 @login_required
@@ -36,6 +47,10 @@ def artifact_download(request: HttpRequest, workspace: str, artifact_id: int) ->
     if not artifact.stored:
         raise Http404(f"This artifact is kept outside Control Room, at {artifact.location}.")
     response = FileResponse(get_store().open(artifact.sha256), as_attachment=True, filename=artifact.name,
-                            content_type=artifact.media_type)
+                            content_type=download_type(artifact.media_type))
     response["ETag"] = f'"{artifact.sha256}"'
+    # Bytes a job wrote are never a page or a script of this site: a sandbox with no sources,
+    # so neither a browser opening it nor a <script src> pointing at it runs anything.
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response["X-Content-Type-Options"] = "nosniff"
     return response

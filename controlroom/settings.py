@@ -85,8 +85,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "controlroom.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before WhiteNoise, which answers static files itself: they get the policy too (an SVG
+    # opened on its own is a document).
     "controlroom.csp.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "controlroom.request_guard.RejectUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -41,9 +41,9 @@ def _token_expiry(data: QueryDict) -> dt.datetime | int | None:
     if on:
         try:
             day = dt.date.fromisoformat(on)
-        except ValueError:
-            raise ServiceError("The expiry date must be YYYY-MM-DD.") from None
-        return dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+            return dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+        except (ValueError, OverflowError):  # 9999-12-31 has no next day
+            raise ServiceError("The expiry date must be YYYY-MM-DD, at most two years from now.") from None
     if days:
         if id_parse(days) is None:
             raise ServiceError("Choose a valid expiry.")

@@ -312,6 +312,9 @@ class GitDelivery(models.Model):
 
     source = models.ForeignKey(GitSource, on_delete=models.CASCADE, related_name="deliveries")
     delivery_id = models.CharField(max_length=200)
+    # The signed body's sha256: a signature does not cover the delivery id header, so a captured
+    # delivery replayed under a new id is known by its body.
+    body_sha256 = models.CharField(max_length=64, blank=True, default="")
     sha = models.CharField(max_length=40, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
     # queued, syncing, synced, failed or ignored; ``result`` holds what the sync did (jobs, runs, errors).
@@ -320,7 +323,11 @@ class GitDelivery(models.Model):
     result = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "delivery_id"], name="uniq_git_delivery")]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "delivery_id"], name="uniq_git_delivery"),
+            models.UniqueConstraint(fields=["source", "body_sha256"], name="uniq_git_delivery_body",
+                                    condition=~models.Q(body_sha256="")),
+        ]
         ordering = ["-id"]
 
     def __str__(self) -> str:

@@ -113,7 +113,8 @@ def git_push(request: HttpRequest, workspace: str) -> JsonResponse:
     ignored = _ignored_reason(push, source.branch)
     delivery_id = _delivery_id(request, body)
     delivery, created = git_delivery_receive(source=source, delivery_id=delivery_id,
-                                             sha="" if ignored else push[1], ignored=ignored)
+                                             sha="" if ignored else push[1], ignored=ignored,
+                                             body_sha256=hashlib.sha256(body).hexdigest())
     if not created:
         return JsonResponse({"delivery": delivery_id, "status": "duplicate"}, status=200)
     answer = {"delivery": delivery_id, "status": delivery.status}

@@ -112,3 +112,19 @@ def test_a_query_result_is_granted_to_its_workspace_only(world):
     execution.refresh_from_db()
     assert BlobGrant.objects.filter(workspace=world.workspace, blob=execution.result).exists()
     assert not BlobGrant.objects.filter(workspace=world.other).exists()
+
+
+@pytest.mark.parametrize("media_type", ["text/javascript", "application/javascript", "text/html",
+                                        "image/svg+xml", "application/xhtml+xml"])
+def test_an_artifact_a_browser_could_run_downloads_as_inert_bytes(acme, world, media_type):
+    script = b"alert(document.cookie)"
+    assert acme.upload(script, name="x.js", media_type=media_type).status_code == 201
+    download = world.client("viewer").get(f"/w/acme/artifacts/{Artifact.objects.get().pk}/download")
+    assert download.status_code == 200 and download["Content-Type"] == "application/octet-stream"
+    assert download["Content-Security-Policy"].startswith("sandbox") and download["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_plain_artifact_keeps_its_type(acme, world):
+    assert acme.upload(media_type="text/csv").status_code == 201
+    download = world.client("viewer").get(f"/w/acme/artifacts/{Artifact.objects.get().pk}/download")
+    assert download["Content-Type"] == "text/csv"

@@ -107,3 +107,12 @@ def test_no_markup_or_script_the_policy_refuses(root):
                 line = text.count("\n", 0, match.start()) + 1
                 found.append(f"{path.relative_to(REPO)}:{line}: {what}: {match.group()[:100]!r}")
     assert not found, "\n".join(found)
+
+
+def test_static_files_carry_the_policy_too(client):
+    """WhiteNoise answers static files before most middleware: the policy must wrap it as well."""
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("css/app.css")
+    answer = client.get("/static/css/app.css")
+    assert answer.status_code == 200 and "script-src 'self'" in answer["Content-Security-Policy"]

@@ -256,3 +256,29 @@ def test_long_polling_claims_cannot_take_every_web_thread(world, monkeypatch):
     thread.join(10)
     assert second.status_code == 204 and second_s < 1.0, second_s
     assert waited["first"] >= 1.9
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_revoked_during_a_long_poll_claims_nothing(world, django_capture_on_commit_callbacks):
+    from controlroom.models import ApiToken
+    from controlroom.services import api_token_revoke
+
+    job = job_create(access=world.access("operator"), spec_text=ONE)
+    token = world.token("operator")
+    answer = {}
+
+    def long_poll() -> None:
+        try:
+            answer["claim"] = Agent(token).claim(wait=5)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=long_poll)
+    thread.start()
+    time.sleep(0.5)
+    api_token_revoke(access=world.access("admin"), token=ApiToken.objects.get(name="ci-operator"))
+    with django_capture_on_commit_callbacks(execute=False):
+        run_create(access=world.access("operator"), job=job)
+    thread.join(10)
+    assert answer["claim"].status_code == 401
+    assert not Phase.objects.filter(state=PhaseState.RUNNING).exists()

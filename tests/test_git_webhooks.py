@@ -88,8 +88,8 @@ def test_github_push_syncs_and_runs_changed_jobs(world, repo, source, push):
     assert result["jobs"] == [{"job": "hello", "path": "jobs/hello.yaml", "version": 1, "outcome": "created"}]
     assert result["errors"][0]["file"] == "jobs/broken.yaml" and "line 4" in result["errors"][0]["errors"][0]
     assert (run.job.slug, run.git_sha, run.trigger, run.environment.name) == ("hello", sha, Run.Trigger.GIT, "dev")
-    # The same commit pushed again (a new delivery) changes nothing and starts nothing.
-    again = push({"ref": "refs/heads/main", "after": sha}, delivery="b")
+    # The same commit pushed again (a new delivery, another body) changes nothing and starts nothing.
+    again = push({"ref": "refs/heads/main", "after": sha, "forced": True}, delivery="b")
     assert delivery_of(again).result["runs"] == [] and Run.objects.count() == 1
 
 
@@ -188,7 +188,7 @@ def test_pushes_sync_their_own_commit_and_a_late_older_push_is_ignored(world, re
     late = delivery_of(push({"ref": "refs/heads/main", "after": second}, delivery="2"))
     run = Run.objects.get(pk=late.result["runs"][0])
     assert run.git_sha == second and run.job_version.spec["description"] == "second"
-    older = delivery_of(push({"ref": "refs/heads/main", "after": first}, delivery="3"))
+    older = delivery_of(push({"ref": "refs/heads/main", "after": first, "before": second}, delivery="3"))
     assert older.status == "ignored" and older.result["stale"] and older.result["runs"] == []
     assert Job.objects.get().current_version.git_sha == second and Run.objects.count() == 2
 
@@ -226,3 +226,30 @@ def test_a_lost_wake_up_or_a_worker_dying_mid_sync_is_recovered_by_the_reaper(
     assert git_deliveries_stalled() == []  # woken once per minute, not at every beat
     again = process_service(delivery_pk=delivery.pk)
     assert again is not None and again.status == "synced" and again.claimed_at is not None
+
+
+def test_a_captured_delivery_replayed_under_a_new_id_is_a_duplicate(world, repo, source, push):
+    """The signature covers the body, not the delivery id header: a replay is known by its body."""
+    sha = repo.commit({"jobs/hello.yaml": VALID})
+    body = {"ref": "refs/heads/main", "after": sha}
+    assert push(body, delivery="d-1").status_code == 202
+    replayed = push(body, delivery="d-1-replayed")
+    assert replayed.status_code == 200 and replayed.json()["status"] == "duplicate"
+    assert GitDelivery.objects.count() == 1 and Job.objects.get().versions.count() == 1
+
+
+def test_specs_are_read_before_the_import_takes_its_lock(world, repo, source, monkeypatch):
+    from django.db import connection
+
+    from runs.services import gitsync
+
+    real, seen, depth = gitsync._parse_file, [], len(connection.atomic_blocks)  # the test's own transaction
+
+    def parse(text):
+        seen.append(len(connection.atomic_blocks) > depth)
+        return real(text)
+
+    monkeypatch.setattr(gitsync, "_parse_file", parse)
+    repo.commit({"jobs/hello.yaml": VALID, "jobs/broken.yml": INVALID})
+    result = gitsync.git_sync(access=world.access("admin"), source=source)
+    assert seen == [False, False] and [j.slug for j in result.jobs] == ["hello"] and len(result.errors) == 1

@@ -4,6 +4,8 @@ test_git_webhooks.py)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.core.exceptions import PermissionDenied
 
@@ -16,6 +18,7 @@ from runs.models import GitSource, Job, JobVersion
 from runs.services import gitsync
 from runs.services.gitsources import git_source_set
 from runs.services.gitsync import git_sync
+from tests.conftest import REPO
 from tests.git_fixtures import INVALID, VALID
 
 pytestmark = pytest.mark.django_db
@@ -217,3 +220,43 @@ def test_a_file_no_database_can_store_is_reported_and_the_others_imported(world,
     assert {e.path: e.errors[0] for e in result.errors} == {
         "jobs/dated.yaml": 'line 3, phases[0].config.args: the key "2024-01-01" must be text (quote it)',
         "jobs/nn.yaml": "line 3, phases[0].config.args.seconds: nan is not a finite number"}
+
+
+def test_git_dies_with_the_worker_that_started_it(tmp_path):
+    """git runs in its own session (so a timeout can kill its helpers), out of reach of whoever
+    stops the worker; the kernel kills it when the worker process dies. Against a server that
+    accepts and never answers, kill the worker with SIGKILL: git is gone within seconds."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    tarpit = socket.socket()
+    tarpit.bind(("127.0.0.1", 0))
+    tarpit.listen(8)
+    port = tarpit.getsockname()[1]
+    code = ("import django; django.setup()\nfrom runs.services.gitsync import _git\n"
+            f"_git(['ls-remote', 'ssh://git@127.0.0.1:{port}/repo.git'], cwd=None, url='x')\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "controlroom.settings", "CONTROLROOM_DATA_DIR": str(tmp_path)}
+    worker = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
+
+    def gits() -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"ls-remote ssh://git@127.0.0.1:{port}"], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    try:
+        deadline = time.monotonic() + 30
+        while not gits() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gits(), "git did not start"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        deadline = time.monotonic() + 10
+        while gits() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not gits(), "git outlived the worker that started it"
+    finally:
+        for pid in gits():
+            os.kill(pid, signal.SIGKILL)
+        tarpit.close()

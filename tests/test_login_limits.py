@@ -137,3 +137,17 @@ def test_a_signed_in_user_who_is_not_staff_is_refused_by_the_admin(world):
     assert to_login.status_code == 302 and to_login["Location"].startswith("/admin/login/")
     assert client.get(to_login["Location"]).status_code == 403
     assert client.get("/admin/auth/user/").status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_username_limit_holds_whatever_the_host_header(fresh_cache, settings):
+    """allauth would key the count by Host (port included): five failures, each through another
+    port and from another client address, must still lock the username."""
+    settings.ALLOWED_HOSTS = ["localhost"]
+    make_user("kim")
+    for i in range(KEY_LIMIT):
+        Client(HTTP_HOST=f"localhost:{1000 + i}", REMOTE_ADDR=f"10.0.0.{i + 1}").post(
+            "/accounts/login/", {"login": "kim", "password": f"wrong-{i}"})
+    client = Client(HTTP_HOST="LOCALHOST:2000", REMOTE_ADDR="10.0.1.1")
+    answer = client.post("/accounts/login/", {"login": "Kim", "password": PASSWORD})
+    assert TOO_MANY in answer.content.decode() and "_auth_user_id" not in client.session

@@ -134,3 +134,10 @@ def test_non_ascii_digits_in_ids_are_not_a_500(world, value):
     api = analyst.get(f"/api/v1/workspaces/acme/runs?before={value}",
                       HTTP_AUTHORIZATION=f"Bearer {world.token('viewer')}")
     assert api.status_code == 400 and api.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.django_db
+def test_a_far_future_expiry_date_is_a_message_not_a_500(world):
+    page = world.client("admin").post("/w/acme/tokens/", {"name": "far", "role": "operator",
+                                                          "expires_on": "9999-12-31"}, follow=True)
+    assert page.status_code == 200 and "at most" in page.content.decode()

@@ -45,16 +45,21 @@ def push_result_json(push: PushResult, pushed_sha: str) -> dict[str, Any]:
     }
 
 
-def git_delivery_receive(*, source: GitSource, delivery_id: str, sha: str = "",
-                         ignored: str = "") -> tuple[GitDelivery, bool]:
-    """Record a verified delivery. Returns (delivery, False) for a delivery id already received
-    (a replay: nothing else happens). A new delivery is ``ignored`` when given a reason, else
-    ``queued``, and its sync is enqueued once this transaction commits."""
+def git_delivery_receive(*, source: GitSource, delivery_id: str, sha: str = "", ignored: str = "",
+                         body_sha256: str = "") -> tuple[GitDelivery, bool]:
+    """Record a verified delivery. Returns (delivery, False) for a delivery already received, by
+    its id or by its signed body (a replay: nothing else happens). A new delivery is ``ignored``
+    when given a reason, else ``queued``, and its sync is enqueued once this transaction commits."""
     status = DeliveryStatus.IGNORED if ignored else DeliveryStatus.QUEUED
     access = system_access(source.workspace)
+    same = Q(delivery_id=delivery_id) | (Q(body_sha256=body_sha256) if body_sha256 else Q(pk__in=[]))
     try:
         with transaction.atomic():
+            existing = GitDelivery.objects.filter(same, source=source).first()
+            if existing is not None:
+                return existing, False
             delivery = GitDelivery.objects.create(source=source, delivery_id=delivery_id, sha=sha, status=status,
+                                                  body_sha256=body_sha256,
                                                   result={"ignored": ignored} if ignored else {})
             audit_record(access=access, action="git.delivery", target=delivery,
                          after={"delivery": delivery_id, "sha": sha, "status": status, "ignored": ignored})
@@ -62,8 +67,8 @@ def git_delivery_receive(*, source: GitSource, delivery_id: str, sha: str = "",
                 from runs.git_tasks import git_delivery_process as task
 
                 transaction.on_commit(lambda: task.delay(delivery.pk))
-    except IntegrityError:  # the unique (source, delivery_id): this id was received before
-        existing = GitDelivery.objects.filter(source=source, delivery_id=delivery_id).first()
+    except IntegrityError:  # a concurrent request recorded the same delivery first (the unique constraints)
+        existing = GitDelivery.objects.filter(same, source=source).first()
         if existing is None:
             raise
         return existing, False

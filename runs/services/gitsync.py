@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -35,6 +36,9 @@ from runs.spec import SpecError, parse_spec, spec_hash
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT_S = 120
+SETPRIV = shutil.which("setpriv")  # util-linux, on every Debian
+# No prompts; a server that does not answer (or goes silent) is given up on within a minute.
+SSH_COMMAND = "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=3"
 SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
 # How much history a push sync fetches to tell a late webhook (an older commit) from a new one.
 HISTORY_DEPTH = 200
@@ -73,10 +77,19 @@ class SyncResult:
 
 
 def _git(args: list[str], *, cwd: Path | None, url: str) -> str:
-    """Run git without a shell or a terminal; its own session so a timeout kills helpers too."""
+    """Run git without a shell or a terminal; its own session so a timeout kills helpers too.
+
+    Its own session also puts it out of reach of whoever stops this worker (the supervisor
+    signals the worker's process group), so git is told to die with the worker (the kernel's
+    parent-death signal, set by util-linux's setpriv), and ssh gives up on a server that does
+    not answer instead of hanging on after both are gone."""
     # GIT_ALLOW_PROTOCOL: git itself refuses other transports, in redirects and submodules too.
     env = {**os.environ, **git_env()}
+    if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
+        env["GIT_SSH_COMMAND"] = SSH_COMMAND
     command = ["git", "-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never", *args]
+    if SETPRIV:
+        command = [SETPRIV, "--pdeathsig", "KILL", "--", *command]
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -128,21 +141,26 @@ def _refuse_aliases(text: str) -> None:
         raise SpecError([f"line {alias.start_mark.line + 1}: YAML aliases (*{alias.value}) are not accepted"])
 
 
-def _import_file(*, access: Access, text: str, rel: str, repo: str, sha: str) -> SyncedJob:
+def _parse_file(text: str) -> dict:
+    """The file's spec, or SpecError: the slow part of a sync (about a second a megabyte), done
+    before the import takes any database lock."""
     _refuse_aliases(text)
-    spec = parse_spec(text)
+    return parse_spec(text)
+
+
+def _import_file(*, access: Access, text: str, spec: dict, rel: str, repo: str, sha: str) -> SyncedJob:
     slug = slugify(spec["name"])
     git = {"git_repo": repo, "git_sha": sha, "git_path": rel}
     job = Job.objects.filter(workspace=access.workspace, slug=slug).select_related("current_version").first()
     if job is None:
-        job_create(access=access, spec_text=text, **git)
+        job_create(access=access, spec_text=text, parsed=spec, **git)
         return SyncedJob(slug, rel, 1, "created")
     current = job.current_version
     # A job whose spec did not change keeps the version of the commit that last changed it,
     # so a push touching one file neither versions nor runs every other job.
     if current and current.spec_hash == spec_hash(spec) and (current.git_repo, current.git_path) == (repo, rel):
         return SyncedJob(slug, rel, current.number, "unchanged")
-    version, created = job_update(access=access, job=job, spec_text=text, **git)
+    version, created = job_update(access=access, job=job, spec_text=text, parsed=spec, **git)
     return SyncedJob(slug, rel, version.number, "updated" if created else "unchanged")
 
 
@@ -223,12 +241,18 @@ def _import_all(*, access: Access, source: GitSource, repo: str, sha: str, texts
                 errors: list[FileError]) -> SyncResult:
     result = SyncResult(sha=sha, errors=errors)
     seen: dict[str, str] = {}
+    parsed: dict[str, dict] = {}
+    for rel, text in texts.items():  # outside the transaction: no lock is held while YAML is read
+        try:
+            parsed[rel] = _parse_file(text)
+        except SpecError as exc:
+            result.errors.append(FileError(rel, exc.errors))
     with transaction.atomic():
         GitSource.objects.select_for_update().filter(pk=source.pk).first()  # one sync writes at a time
-        for rel, text in texts.items():
+        for rel, spec in parsed.items():
             try:
                 with transaction.atomic():
-                    synced = _import_file(access=access, text=text, rel=rel, repo=repo, sha=sha)
+                    synced = _import_file(access=access, text=texts[rel], spec=spec, rel=rel, repo=repo, sha=sha)
                     if synced.slug in seen:
                         raise ServiceError(f"job '{synced.slug}' is already defined by {seen[synced.slug]}")
             except SpecError as exc:

@@ -23,11 +23,13 @@ def _git_fields(git_repo: str, git_sha: str, git_path: str) -> dict[str, str]:
 
 
 def job_create(
-    *, access: Access, spec_text: str, git_repo: str = "", git_sha: str = "", git_path: str = ""
+    *, access: Access, spec_text: str, git_repo: str = "", git_sha: str = "", git_path: str = "",
+    parsed: dict | None = None,
 ) -> Job:
-    """Create a job from YAML spec text; raises SpecError or ServiceError, writing nothing."""
+    """Create a job from YAML spec text (``parsed``: that text already through parse_spec);
+    raises SpecError or ServiceError, writing nothing."""
     access.require(Role.OPERATOR)
-    spec = parse_spec(spec_text)
+    spec = parsed if parsed is not None else parse_spec(spec_text)
     git = _git_fields(git_repo, git_sha, git_path)
     slug = slugify(spec["name"])
     try:
@@ -45,11 +47,13 @@ def job_create(
 
 
 def job_update(
-    *, access: Access, job: Job, spec_text: str, git_repo: str = "", git_sha: str = "", git_path: str = ""
+    *, access: Access, job: Job, spec_text: str, git_repo: str = "", git_sha: str = "", git_path: str = "",
+    parsed: dict | None = None,
 ) -> tuple[JobVersion, bool]:
-    """Store an edit as a new version; returns (version, created). Unchanged input is a no-op."""
+    """Store an edit as a new version; returns (version, created). Unchanged input is a no-op.
+    ``parsed``: the spec text already through parse_spec."""
     access.require(Role.OPERATOR)
-    spec = parse_spec(spec_text)
+    spec = parsed if parsed is not None else parse_spec(spec_text)
     if spec["name"] != job.name:
         raise ServiceError(f"The spec's name must stay '{job.name}' (create a new job to rename).")
     git = _git_fields(git_repo, git_sha, git_path)
