@@ -14,7 +14,12 @@ Layout under the broker folder (all on one filesystem, so every rename is atomic
     claimed/<owner>/<queue>/   taken by a consumer process, deleted on ack, renamed back on requeue
     claimed/<owner>/.lock      POSIX-locked for as long as the owning process lives
     exchanges/<name>.exchange  binding tables (fanout: Celery's remote control), replaced whole
-    quarantine/                files that could not be decoded, kept for a human to read
+    quarantine/                files that could not be used, kept for a human to read
+
+A consumer reads a message only through ``broker_files``: a regular file (never a symlink, FIFO
+or directory) of at most ``MAX_MESSAGE_BYTES``, holding a message of kombu's shape. Anything else
+is quarantined, so no single file can stop or stall a worker. ``broker_claims`` keeps each
+process's claimed/ folder and gives back the messages of owners that died.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+
+from controlroom.broker_claims import claims_for, restore_orphans
+from controlroom.broker_files import MAX_MESSAGE_BYTES, UnreadableFile, message_problem, quarantine, read_regular_file
 
 SCHEME = "controlroom-fs"
 # How often a consumer looks for messages claimed by processes that died, and sweeps tmp/.
@@ -73,109 +81,6 @@ def _write_atomically(tmp_dir: Path, target: Path, data: bytes) -> None:
         raise
 
 
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # EAGAIN/EACCES: another process holds it
-        return False
-    return True
-
-
-class Claims:
-    """This process's ``claimed/<owner>/`` folder, locked for the process's whole life.
-
-    A POSIX record lock (``lockf``) is released by the kernel when its process dies, however it
-    dies, and is not inherited by forked children (Celery's pool), so "the lock is free" means
-    exactly "the owner is gone". The folder is built in tmp/ and renamed into claimed/ with its
-    lock already held, so no restorer ever sees it unlocked while its owner lives."""
-
-    def __init__(self, root: Path) -> None:
-        self.pid = os.getpid()
-        self.name = f"{self.pid}-{uuid.uuid4().hex[:12]}"
-        building = root / "tmp" / f"claims-{self.name}"
-        building.mkdir(parents=True)
-        self._lock_fd = os.open(building / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if not _try_lock(self._lock_fd):
-            raise ChannelError(f"Cannot lock {building / '.lock'}")
-        self.dir = root / "claimed" / self.name
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(building, self.dir)
-        self._queues: set[str] = set()
-
-    def queue_dir(self, dirname: str) -> Path:
-        path = self.dir / dirname
-        if dirname not in self._queues:
-            path.mkdir(exist_ok=True)
-            self._queues.add(dirname)
-        return path
-
-
-_claims: dict[Path, Claims] = {}
-
-
-def claims_for(root: Path) -> Claims:
-    """The claims folder of this process under ``root`` (a forked child gets its own)."""
-    claims = _claims.get(root)
-    if claims is None or claims.pid != os.getpid():
-        claims = _claims[root] = Claims(root)
-    return claims
-
-
-def restore_orphans(root: Path) -> int:
-    """Put back every message claimed by a process that no longer exists; returns how many.
-
-    The restorer takes the dead owner's lock first, so two restorers never work on one folder;
-    a folder without a lock file is one a restorer emptied and did not finish removing."""
-    restored, claimed, ours = 0, root / "claimed", f"{os.getpid()}-"
-    try:
-        owners = [entry for entry in os.scandir(claimed) if entry.is_dir()]
-    except FileNotFoundError:
-        return 0
-    for owner in owners:
-        if owner.name.startswith(ours):
-            continue  # our own lock would look free to us: POSIX locks never conflict in one process
-        folder = Path(owner.path)
-        try:
-            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = None
-        except OSError:
-            continue
-        try:
-            if fd is not None and not _try_lock(fd):
-                continue  # its process is alive
-            restored += _restore_folder(root, folder)
-            with contextlib.suppress(FileNotFoundError):
-                (folder / ".lock").unlink()
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        finally:
-            if fd is not None:
-                os.close(fd)
-    return restored
-
-
-def _restore_folder(root: Path, folder: Path) -> int:
-    restored = 0
-    try:
-        queues = [entry for entry in os.scandir(folder) if entry.is_dir()]
-    except FileNotFoundError:
-        return 0
-    for queue in queues:
-        target = root / "queues" / queue.name
-        target.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            for message in os.scandir(queue.path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(message.path, target / message.name)  # keeps its name: back at its old place
-                    restored += 1
-        with contextlib.suppress(OSError):
-            os.rmdir(queue.path)
-    if restored:
-        log.warning("broker: restored %d unacknowledged message(s) of dead consumer %s", restored, folder.name)
-    return restored
-
-
 def sweep_tmp(root: Path, older_than_s: float = STALE_TMP_S) -> None:
     """Remove files a writer that died left in tmp/ (never visible to anyone)."""
     limit = time.time() - older_than_s
@@ -184,17 +89,6 @@ def sweep_tmp(root: Path, older_than_s: float = STALE_TMP_S) -> None:
             with contextlib.suppress(OSError):
                 if entry.stat(follow_symlinks=False).st_mtime < limit:
                     (shutil.rmtree if entry.is_dir(follow_symlinks=False) else os.unlink)(entry.path)
-
-
-def quarantine(root: Path, path: Path, reason: str) -> Path:
-    """Move an undecodable file out of the way and say so at error level."""
-    folder = root / "quarantine"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{path.parent.name}--{path.name}"
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(path, target)
-    log.error("broker: %s could not be decoded (%s); moved to %s", path.name, reason, target)
-    return target
 
 
 class Channel(filesystem.Channel):
@@ -222,11 +116,15 @@ class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:
         folder = self._queue_dir(queue)
         target = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex}.msg"
+        data = dumps(payload).encode()
+        if len(data) > MAX_MESSAGE_BYTES:  # every consumer would quarantine it unread
+            raise ChannelError(f"A message of {len(data)} bytes is larger than the broker's limit "
+                               f"of {MAX_MESSAGE_BYTES}.")
         try:
             if folder not in self._known_dirs:  # a queue nobody declared yet gets its folder here
                 folder.mkdir(parents=True, exist_ok=True)
                 self._known_dirs.add(folder)
-            _write_atomically(self.root / "tmp", target, dumps(payload).encode())
+            _write_atomically(self.root / "tmp", target, data)
         except OSError as exc:
             raise ChannelError(f"Cannot add a message to {target.parent}: {exc}") from exc
 
@@ -245,8 +143,11 @@ class Channel(filesystem.Channel):
         now = time.monotonic()
         if now >= self._next_restore:
             self._next_restore = now + RESTORE_INTERVAL_S
-            restore_orphans(self.root)
-            sweep_tmp(self.root)
+            try:
+                restore_orphans(self.root)
+                sweep_tmp(self.root)
+            except OSError as exc:  # housekeeping; the next round tries again, consuming goes on
+                log.error("broker: cannot restore orphaned messages in %s: %s", self.root, exc)
         source = self._queue_dir(queue)
         candidates = self._candidates(source)
         while candidates:
@@ -267,12 +168,18 @@ class Channel(filesystem.Channel):
         raise Empty()
 
     def _decode(self, path: Path) -> dict[str, Any] | None:
+        """The message in ``path``, or None after quarantining a file kombu must not see."""
         try:
-            payload = loads(bytes_to_str(path.read_bytes()))
-            if not isinstance(payload, dict) or "delivery_tag" not in payload.get("properties", {}):
-                raise ValueError("not a kombu message")
-        except (ValueError, TypeError, AttributeError) as exc:
-            quarantine(self.root, path, str(exc) or type(exc).__name__)
+            payload = loads(bytes_to_str(read_regular_file(path, limit=MAX_MESSAGE_BYTES)))
+            problem = message_problem(payload)
+            if problem is None:  # kombu's Message decodes the body inside Celery's event loop
+                self.decode_body(payload["body"], payload["properties"]["body_encoding"])
+        # Whatever a file makes the decoders raise (ValueError, TypeError, RecursionError on deep
+        # nesting, a codec's own errors) is that file's fault: it must not end the worker.
+        except Exception as exc:
+            problem = str(exc) or type(exc).__name__
+        if problem is not None:
+            quarantine(self.root, path, problem)
             return None
         return payload
 
@@ -324,9 +231,13 @@ class Channel(filesystem.Channel):
         self._pending.pop(folder.name, None)
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(folder):
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     (folder / name).unlink()
                     count += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:  # a directory: not a message, so not ours to delete
+                    quarantine(self.root, folder / name, f"cannot be purged: {exc.strerror or exc}")
         return count
 
     def _size(self, queue: str) -> int:
@@ -342,12 +253,15 @@ class Channel(filesystem.Channel):
     def get_table(self, exchange: str) -> list[filesystem.exchange_queue_t]:
         path = self._exchange_file(exchange)
         try:
-            raw = path.read_bytes()
+            raw = read_regular_file(path, limit=MAX_MESSAGE_BYTES)
         except FileNotFoundError:
+            return []
+        except UnreadableFile as exc:
+            quarantine(self.root, path, str(exc))
             return []
         try:
             return [filesystem.exchange_queue_t(*row) for row in loads(bytes_to_str(raw))]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             quarantine(self.root, path, str(exc) or type(exc).__name__)
             return []
 

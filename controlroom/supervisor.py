@@ -4,12 +4,13 @@
 starts gunicorn, a Celery worker and Celery beat, each in its own session, so the terminal's
 Ctrl-C reaches only the supervisor. A child that exits, however it exits, is reported on one
 line (its name and exit code or signal) and started again after a pause that doubles while it
-keeps crashing (up to ``BACKOFF_CAP_S``). SIGINT or SIGTERM stops everything: one SIGTERM to
-each child's main process, up to ``STOP_TIMEOUT_S`` for its whole process group to finish, then
-SIGKILL to the group. Only the main process is signalled because it stops its own children:
-gunicorn's workers get their TERM from the master (a second one inside a graceful quit can
-deadlock a worker and orphan it on the port), and a Celery pool child with a TERM of its own may
-die holding the pool's queue lock, which hangs the worker's warm shutdown until the KILL.
+keeps crashing (up to ``BACKOFF_CAP_S``). SIGINT, SIGTERM or SIGHUP (its terminal closed) stops
+everything: one SIGTERM to each child's main process, up to ``STOP_TIMEOUT_S`` for its whole
+process group to finish, then SIGKILL to the group. Only the main process is signalled because
+it stops its own children: gunicorn's workers get their TERM from the master (a second one
+inside a graceful quit can deadlock a worker and orphan it on the port), and a Celery pool child
+with a TERM of its own may die holding the pool's queue lock, which hangs the worker's warm
+shutdown until the KILL. After a hang-up its lines go nowhere; the stopping goes on all the same.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import TextIO
 
 STOP_TIMEOUT_S = 15.0
+# SIGHUP's default would end the supervisor at once, silently, and leave its children running.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BACKOFF_FIRST_S = 1.0
 BACKOFF_CAP_S = 30.0
 # A child that ran this long before dying was not crash-looping: its next pause starts over.
@@ -101,12 +104,29 @@ class Supervisor:
         self.stop_signal: str | None = None
 
     def say(self, line: str) -> None:
-        """Print one line of the supervisor's own, like run.sh's."""
-        print(f"{PROMPT} {line}", file=self.out, flush=True)
+        """Print one line of the supervisor's own, like run.sh's (an empty ``line``: a blank one)."""
+        try:
+            print(f"{PROMPT} {line}" if line else "", file=self.out, flush=True)
+        except (OSError, ValueError):  # the terminal is gone (EIO after a hang-up), or the stream closed
+            self._lose_output()
+
+    def _lose_output(self) -> None:
+        # Supervising matters more than reporting: later lines, and what the failed write left in
+        # the buffer (flushed again at exit), go to /dev/null instead of failing.
+        with contextlib.suppress(OSError, ValueError):
+            fd, devnull = self.out.fileno(), os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, fd)
+            finally:
+                os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            self.out.flush()
+        if self.out.closed:
+            self.out = open(os.devnull, "w")  # lives as long as the supervisor
 
     def run(self) -> int:
-        """Start every child, keep them running, stop them all on SIGINT/SIGTERM; returns 0."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        """Start every child, keep them running, stop them all on SIGINT/SIGTERM/SIGHUP; returns 0."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             for child in self.children:
                 self._start(child, "started")
@@ -152,7 +172,7 @@ class Supervisor:
         """TERM each running child once, wait up to stop_timeout for its group, then KILL what is left."""
         running = [c for c in self.children if c.proc is not None]
         names = [c.spec.name for c in self.children]
-        print(file=self.out)
+        self.say("")
         self.say(f"stopping {', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else f"stopping {names[0]}")
         for child in running:
             assert child.proc is not None

@@ -2,16 +2,22 @@
 
 The supervisor runs in its own process (it owns SIGINT), started from a small driver script
 with short back-offs and stop timeout; the children are tiny Python programs that crash, get
-killed, leave a grandchild behind, or ignore SIGTERM.
+killed, leave a grandchild behind, or ignore SIGTERM. One test gives it a pseudo-terminal and
+closes it, as closing a terminal window does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 from pathlib import Path
@@ -122,3 +128,50 @@ def test_crashed_children_are_restarted_with_their_reason_and_ctrl_c_stops_all(s
     assert "stubborn still running after 1.5 s: killing it" in text
     assert "steady still running" not in text  # it stopped on its one SIGTERM
     assert not [p for started in pids.values() for p in started if alive(p)]
+
+
+def test_sighup_stops_everything_like_ctrl_c(supervised):
+    proc, log_text, pids = supervised
+    wait_for(lambda: "up\n" in log_text() and "ignoring TERM" in log_text(), "the children to start", log_text)
+    os.kill(proc.pid, signal.SIGHUP)
+    assert proc.wait(20) == 0, log_text()
+    text = log_text()
+    assert "stopping crasher, steady and stubborn" in text
+    assert "stubborn still running after 1.5 s: killing it" in text
+    assert not [p for started in pids.values() for p in started if alive(p)]
+
+
+def _take_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after setsid: stdin's pty becomes the controlling terminal
+
+
+def test_closing_its_terminal_stops_everything_though_nothing_can_be_printed(tmp_path):
+    """The terminal window closes: the kernel sends SIGHUP, and every write to it fails with EIO."""
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
+    master, slave = pty.openpty()
+    errors = tmp_path / "stderr.log"
+    with errors.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py")], cwd=REPO, stdin=slave, stdout=slave,
+                                stderr=err, start_new_session=True, preexec_fn=_take_terminal,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    os.close(slave)
+    seen, pids = b"", []
+    try:
+        deadline = time.monotonic() + 30
+        while not (b"up\r\n" in seen and b"ignoring TERM\r\n" in seen):  # whole lines: no write left
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 65536)
+        pids = [int(pid) for _, pid in STARTED.findall(seen.decode(errors="replace"))]
+        os.close(master)  # the hang-up
+        master = -1
+        assert proc.wait(20) == 0, errors.read_text()
+        assert errors.read_text() == "", seen  # no traceback from writing to the dead terminal
+        wait_for(lambda: not [p for p in pids if alive(p)], "every child to be stopped", errors.read_text, timeout=5)
+    finally:
+        if master >= 0:
+            os.close(master)
+        for group in [*pids, proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        proc.wait(5)
