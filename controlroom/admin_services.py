@@ -2,7 +2,8 @@
 with the admin user as actor, on the chain of the object's workspace (or the platform's).
 
 ``controlroom.admin_audit.AuditedAdminMixin`` routes every ModelAdmin write here; before and
-after are field snapshots with secrets (password hashes, token hashes, lease tokens) redacted."""
+after are field snapshots with secrets (password hashes, token hashes, lease tokens) redacted and
+URLs recorded without their credentials (a git token typed into a source's URL)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django.db.models.deletion import Collector
 
 from controlroom.audit import AuditTarget, audit_record
 from controlroom.models import Workspace
+from controlroom.redact import json_url_credentials_removed
 
 T = TypeVar("T")
 REDACTED = "[redacted]"
@@ -47,7 +49,10 @@ def _bounded(value: Any) -> Any:
 
 
 def _recorded(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if snapshot is None else {name: _bounded(value) for name, value in snapshot.items()}
+    # Credentials go before the cut, so neither the kept start nor the digest covers them.
+    if snapshot is None:
+        return None
+    return {name: _bounded(json_url_credentials_removed(value)) for name, value in snapshot.items()}
 
 
 def object_snapshot(obj: models.Model) -> dict[str, Any]:
@@ -63,7 +68,8 @@ def object_snapshot(obj: models.Model) -> dict[str, Any]:
 
 def _as_recorded(before: dict | None, after: dict | None,
                  secret_fields: Iterable[str]) -> tuple[dict | None, dict | None]:
-    # What is recorded: long values cut, and secrets said to have changed without either value.
+    # What is recorded: URLs without credentials, long values cut, and secrets said to have
+    # changed without either value.
     before, after = _recorded(before), _recorded(after)
     for name in SECRET_FIELDS.union(secret_fields):
         old = before.get(name) if before else None

@@ -5,23 +5,32 @@ no workspace, such as logins and changes to users). Each event's hash covers its
 the previous event's hash, so an edited or removed row breaks the links after it. The chain's
 end is kept in an ``AuditHead`` sealed with an HMAC whose key is not in the database
 (``AUDIT_KEY``): rows cut from the end, or a chain recomputed after an edit, no longer match a
-head that only the key could have made.
+head that only the key could have made. Whole chains are accounted for too: every workspace
+has one, starting with its creation, and the platform's exists once anyone has signed in.
+
+What is hashed is what the database gives back (``stored_json``, ``stored_ip``): a value that
+PostgreSQL would store differently (1e40 in jsonb, an IPv6 scope in inet) is normalised first,
+so that verifying later does not mistake the database's rewrite for tampering.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.ipv6 import clean_ipv6_address
 
 from controlroom.access import Access
 from controlroom.models import AuditEvent, AuditHead, Workspace
@@ -29,6 +38,8 @@ from controlroom.request_id import get_client_ip, get_request_id
 
 GENESIS = "0" * 64
 PLATFORM_CHAIN = "platform"
+# The events a workspace's chain may start with: its creation by the service or in the admin.
+CHAIN_STARTS = ("workspace.create", "admin.add")
 logger = logging.getLogger("controlroom.audit")
 
 
@@ -42,7 +53,7 @@ class AuditTarget:
 
     @classmethod
     def of(cls, obj: Any) -> AuditTarget:
-        return cls(type(obj).__name__.lower(), str(obj.pk))
+        return cls(obj.__class__.__name__.lower(), str(obj.pk))
 
 
 def chain_name(workspace_id: int | None) -> str:
@@ -85,6 +96,48 @@ def head_mac(chain: str, seq: int, hash_: str, *, key: bytes | None = None) -> s
 def head_mac_valid(chain: str, seq: int, hash_: str, mac: str) -> bool:
     """Whether ``mac`` seals (chain, seq, hash) under the audit key or one of its fallbacks."""
     return any(hmac.compare_digest(head_mac(chain, seq, hash_, key=key), mac) for key in _audit_keys())
+
+
+def _stored_number(text: str) -> float | int:
+    # jsonb keeps a number's decimal value and writes it back without an exponent: "1e+40" comes
+    # back as 1 and 40 zeros (read as an int), "-0.0" as 0.0. A float whose text has a positive
+    # exponent is always integral (it is at least 1e16); a negative exponent comes back as
+    # 0.0000001, which reads as the same float.
+    number = float(text)
+    if number == 0:
+        return 0.0
+    if "e" in text.lower() and number.is_integer():
+        return int(Decimal(text))
+    return number
+
+
+def stored_json(value: Any) -> Any:
+    """``value`` as a JSON column gives it back on SQLite and PostgreSQL alike: tuples as lists,
+    keys as strings, other objects as their str() (as the hash has always read them), and
+    floats as jsonb rewrites them."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, default=str), parse_float=_stored_number)
+
+
+def stored_ip(value: str | None) -> str | None:
+    """``value`` as the event's ``ip`` column gives it back: an IPv6 address compressed and
+    without its scope (fe80::1%eth0 is stored as fe80::1), None for anything that is not an
+    address (PostgreSQL's inet would refuse it)."""
+    if not value:
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    address = ipaddress.IPv6Address(int(address))  # the scope goes, as the field drops it
+    packed = address.packed
+    if connection.vendor == "postgresql" and packed[:12] == bytes(12) and packed[12:14] != bytes(2):
+        # inet writes the deprecated IPv4-compatible form ::a.b.c.d where Python writes ::a0b:c0d.
+        return f"::{ipaddress.IPv4Address(packed[12:])}"
+    return clean_ipv6_address(str(address))
 
 
 def _chain_lock(workspace_id: int | None) -> None:
@@ -175,7 +228,8 @@ def audit_record(
     if isinstance(target, AuditTarget):
         target_type, target_id = target.type, target.id
     else:
-        target_type, target_id = type(target).__name__.lower(), str(getattr(target, "pk", target))
+        # __class__, not type(): request.user is a lazy object that names the model it wraps.
+        target_type, target_id = target.__class__.__name__.lower(), str(getattr(target, "pk", target))
     chain = chain_name(workspace_id)
     _chain_lock(workspace_id)
     head = AuditHead.objects.filter(chain=chain).first()
@@ -188,10 +242,10 @@ def audit_record(
         action=action[:64],
         target_type=target_type[:64],
         target_id=target_id[:64],
-        before=before,
-        after=after,
-        request_id=request_id or get_request_id() or "",
-        ip=get_client_ip(),
+        before=stored_json(before),
+        after=stored_json(after),
+        request_id=(request_id or get_request_id() or "")[:64],
+        ip=stored_ip(get_client_ip()),
         created_at=timezone.now(),
         prev_hash=prev_hash,
     )
@@ -216,6 +270,27 @@ class AuditVerdict:
         return not self.reason
 
 
+def _is_chain_start(event: AuditEvent, workspace_id: int) -> bool:
+    return (event.action in CHAIN_STARTS and event.target_type == "workspace"
+            and event.target_id == str(workspace_id))
+
+
+def _someone_signed_in() -> bool:
+    return get_user_model()._default_manager.filter(last_login__isnull=False).exists()
+
+
+def _missing_chain(workspace_id: int | None) -> str:
+    # Every workspace is created with an event ("workspace.create", or "admin.add" in the admin),
+    # and every sign-in is recorded on the platform's chain: no events and no head there means
+    # the whole chain, head included, was deleted.
+    if workspace_id is None:
+        return "" if not _someone_signed_in() else (
+            "the platform chain is missing although users have signed in: its events and head were deleted")
+    if Workspace.objects.filter(pk=workspace_id).exists():
+        return "the workspace has no audit events and no head: its whole chain was deleted"
+    return ""
+
+
 def _verify(workspace_id: int | None) -> AuditVerdict:
     chain = chain_name(workspace_id)
     prev, count, last_id = GENESIS, 0, None
@@ -228,12 +303,16 @@ def _verify(workspace_id: int | None) -> AuditVerdict:
             return AuditVerdict(chain, count, event.pk,
                                 f"event {event.pk} (position {event.seq}) does not follow the event before it "
                                 f"(position {count - 1}): events were deleted or reordered")
+        if count == 1 and workspace_id is not None and not _is_chain_start(event, workspace_id):
+            return AuditVerdict(chain, count, event.pk,
+                                f"the chain starts with event {event.pk} ({event.action}), not with the workspace's "
+                                "creation: its earlier events and head were deleted and the chain restarted")
         prev, last_id = event.hash, event.pk
     head = AuditHead.objects.filter(chain=chain).first()
     if head is None:
         if count:
             return AuditVerdict(chain, count, last_id, f"the head is missing while {count} events exist")
-        return AuditVerdict(chain, 0)
+        return AuditVerdict(chain, 0, None, _missing_chain(workspace_id))
     if not head_mac_valid(chain, head.seq, head.hash, head.mac):
         return AuditVerdict(chain, count, last_id, "the head's seal does not verify: the head was forged")
     if head.seq > count:
@@ -249,13 +328,19 @@ def _verify(workspace_id: int | None) -> AuditVerdict:
 
 def audit_verify(*, workspace: Workspace | None) -> AuditVerdict:
     """Verify one chain (a workspace's, or the platform's for None): every row's hash and link,
-    positions without gaps, and the sealed head against the newest row."""
+    positions without gaps, the sealed head against the newest row, and that the chain exists
+    and starts where it must (a workspace's with its creation)."""
     return _verify(workspace.pk if workspace else None)
 
 
 def audit_verify_all() -> list[AuditVerdict]:
-    """Verify every chain that has events or a head (a head whose events are all gone counts)."""
+    """Verify every chain there must be or is: each workspace's, the platform's once it has
+    events or anyone has signed in, and any chain with events or a head (a head whose events
+    are all gone counts)."""
     ids: set[int | None] = set(AuditEvent.objects.order_by().values_list("workspace_id", flat=True).distinct())
+    ids.update(Workspace.objects.values_list("pk", flat=True))
+    if _someone_signed_in():
+        ids.add(None)
     verdicts = []
     for chain in AuditHead.objects.values_list("chain", flat=True):
         try:

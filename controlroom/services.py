@@ -152,19 +152,24 @@ def api_token_authenticate(value: str) -> Access | None:
     return Access(workspace=token.workspace, role=token.role, token=token)
 
 
-AUTH_ACTIONS = ("auth.login", "auth.login_failed", "auth.logout")
+# Sign-ins and sign-outs, and the changes people make to their own account on allauth's pages.
+AUTH_ACTIONS = ("auth.login", "auth.login_failed", "auth.logout", "auth.password_change", "auth.password_set",
+                "auth.password_reset", "auth.email_add", "auth.email_remove", "auth.email_change",
+                "auth.email_confirm")
 
 
 def auth_event_record(*, action: str, request: HttpRequest | None, user: AbstractBaseUser | None = None,
-                      username: str = "") -> None:
-    """Audit a login, a failed login or a logout on the platform chain, in its own transaction:
-    the user (or, for a failure, the username tried, never the password), the request id, the
-    client's address and its user agent, cut short."""
+                      username: str = "", details: dict[str, str] | None = None) -> None:
+    """Audit a sign-in, a failed sign-in, a sign-out or a change to one's own account (password
+    changed, set or reset through the mailed link; e-mail address added, removed, made primary
+    or confirmed) on the platform chain, in its own transaction: the user (or, for a failure,
+    the username tried), the request id, the client's address, its user agent cut short, and
+    ``details`` (the e-mail addresses concerned). Never a password."""
     if action not in AUTH_ACTIONS:
         raise ValueError(f"not an authentication action: {action}")
     meta = getattr(request, "META", {})
     username = (user.get_username() if user is not None else username or "")[:150]
-    after = {"username": username, "user_agent": meta.get("HTTP_USER_AGENT", "")[:200]}
+    after = {"username": username, "user_agent": meta.get("HTTP_USER_AGENT", "")[:200], **(details or {})}
     with transaction.atomic():
         audit_record(access=None, action=action, actor=user, actor_label=None if user is not None else "anonymous",
                      target=user if user is not None else AuditTarget("user", ""), after=after,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from controlroom.redact import url_credentials_removed
 from controlroom.services import ServiceError
 
 _SCHEME = re.compile(r"([a-z][a-z0-9+.-]*)://(.*)", re.DOTALL)
@@ -72,13 +73,7 @@ def git_url_check(url: str) -> str:
 
 def git_url_display(url: str) -> str:
     """The URL without a password or token, fit for versions, audit events and messages."""
-    parts = urlsplit(url)
-    if parts.password is None and not (parts.username and parts.scheme in ("http", "https")):
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
+    return url_credentials_removed(url)
 
 
 def git_redact(text: str, url: str) -> str:

@@ -290,7 +290,10 @@ class GitSource(models.Model):
     last_error = models.TextField(blank=True, default="")
 
     def __str__(self) -> str:
-        return f"{self.url}#{self.branch}:{self.folder}"
+        # Shown in the admin's messages and history: never with a token the URL may carry.
+        from controlroom.redact import url_credentials_removed
+
+        return f"{url_credentials_removed(self.url)}#{self.branch}:{self.folder}"
 
     def clean(self) -> None:
         """Only the git URLs git_url_check accepts; only the workspace's own webhook secret."""

@@ -92,7 +92,10 @@ def query_submit(
 
 
 def query_cancel(*, access: Access, execution: QueryExecution) -> QueryExecution:
-    """Queued: cancelled now. Running: the worker stops the engine's query within a moment."""
+    """Queued: cancelled now. Running: the worker stops the engine's query within a moment.
+    Either is audited as "sql.cancel" with the canceller as actor (an admin stopping someone
+    else's query shows as that admin); a query already finished, or already asked to stop,
+    changes nothing and records nothing."""
     if execution.workspace_id != access.workspace.pk:
         raise ServiceError("No such execution in this workspace.")
     if execution.user_id != access.user.pk:  # someone else's query: admins only
@@ -103,12 +106,18 @@ def query_cancel(*, access: Access, execution: QueryExecution) -> QueryExecution
                 status=QueryExecution.Status.CANCELLED, cancel_requested=True, finished_at=now,
                 error="The query was cancelled before it started."):
             execution.refresh_from_db()
-            _audit(execution, access=access)
-        else:
-            QueryExecution.objects.filter(pk=execution.pk, status=QueryExecution.Status.RUNNING).update(
-                cancel_requested=True)
+            _audit(execution, access=access)  # the worker never runs it: this is its final record
+            _audit_cancel(execution, access=access, was=QueryExecution.Status.QUEUED)
+        elif QueryExecution.objects.filter(pk=execution.pk, status=QueryExecution.Status.RUNNING,
+                                           cancel_requested=False).update(cancel_requested=True):
+            _audit_cancel(execution, access=access, was=QueryExecution.Status.RUNNING)
     execution.refresh_from_db()
     return execution
+
+
+def _audit_cancel(execution: QueryExecution, *, access: Access, was: str) -> None:
+    audit_record(access=access, workspace=execution.workspace, action="sql.cancel", target=execution,
+                 after={"user": execution.user.username if execution.user else "", "status": was})
 
 
 def _audit(execution: QueryExecution, *, access: Access | None) -> None:

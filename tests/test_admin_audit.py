@@ -1,5 +1,6 @@
 """Every write through the admin site is audited: the real admin pages, a superuser, and for each
-change an event with before and after on the right chain; the chains still verify."""
+change an event with before and after on the right chain (URLs without their credentials); the
+chains still verify. Staff change their own password on allauth's page, not the admin's."""
 
 import json
 
@@ -7,6 +8,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from django.forms import MultiWidget, inlineformset_factory
 from django.test import Client
 from django.urls import reverse
@@ -18,6 +20,7 @@ from controlroom.admin_audit import AuditedAdminMixin
 from controlroom.audit import audit_verify_all
 from controlroom.models import ApiToken, AuditEvent, Membership, Workspace
 from controlroom.services import api_token_create
+from runs.models import GitSource
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -250,4 +253,54 @@ def test_a_workspace_added_in_the_admin_gets_its_environments_and_tokens_are_mad
     assert AuditEvent.objects.filter(workspace=beta, action="admin.add").exists()
     # A token's value is shown once on the workspace's token page; the admin cannot mint one without it.
     assert staff.get(reverse("admin:controlroom_apitoken_add")).status_code == 403
+    assert_chains_verify()
+
+
+def test_a_token_in_a_url_is_not_recorded(world, staff):
+    secret = "ghp_SUPERSECRET123"
+    response = staff.post(reverse("admin:runs_gitsource_add"), {
+        "workspace": str(world.workspace.pk), "url": f"https://x-access-token:{secret}@github.com/o/r.git",
+        "branch": "main", "folder": "jobs"})
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    source = GitSource.objects.get(workspace=world.workspace)
+    assert secret in source.url  # the source keeps it: git needs it
+    event = AuditEvent.objects.get(action="admin.add", target_type="gitsource")
+    assert event.after["url"] == "https://github.com/o/r.git" and event.workspace == world.workspace
+    event = save_change(staff, source, url=f"https://{secret}@github.com/o/other.git")  # a bare token too
+    assert (event.before["url"], event.after["url"]) == ("https://github.com/o/r.git", "https://github.com/o/other.git")
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    event = save_change(staff, connection, config=json.dumps({"database": "w.duckdb", "attach": [
+        f"see postgresql://app:{secret}@db/x"]}))  # any text, nested too, any scheme with a password
+    assert event.after["config"] == {"database": "w.duckdb", "attach": ["see postgresql://db/x"]}
+    assert not AuditEvent.objects.filter(after__icontains=secret).exists()
+    assert secret not in json.dumps([[e.before, e.after] for e in AuditEvent.objects.all()])
+    assert_chains_verify()
+
+
+@pytest.fixture
+def fresh_cache():
+    cache.clear()  # allauth's rate limits count in the shared cache, which outlives a test
+    yield
+    cache.clear()
+
+
+def test_staff_change_their_password_on_the_limited_audited_page(root, staff, fresh_cache):
+    # The admin's own form checked the old password without a limit and recorded nothing.
+    for url in ("/admin/password_change/", "/admin/password_change/done/"):
+        answer = staff.get(url)
+        assert answer.status_code == 302 and answer["Location"] == reverse("account_change_password")
+    guess = {"old_password": "wrong-0", "new_password1": "Another-passw0rd-9", "new_password2": "Another-passw0rd-9"}
+    assert staff.post("/admin/password_change/", guess).status_code == 302
+    assert Client().login(username="root", password=PASSWORD)  # nothing changed
+    # allauth's page lets 5 attempts a minute through, then answers 429.
+    answers = [staff.post(reverse("account_change_password"), {
+        "oldpassword": f"wrong-{i}", "password1": "Another-passw0rd-9", "password2": "Another-passw0rd-9"}).status_code
+        for i in range(7)]
+    assert answers == [200] * 5 + [429] * 2
+    cache.clear()
+    changed = staff.post(reverse("account_change_password"), {
+        "oldpassword": PASSWORD, "password1": "Another-passw0rd-9", "password2": "Another-passw0rd-9"})
+    assert changed.status_code == 302
+    event = AuditEvent.objects.get(action="auth.password_change")
+    assert event.actor_user_id == root.pk and event.workspace is None
     assert_chains_verify()

@@ -1,14 +1,18 @@
 """The audit chains' sealed heads: truncation, rewritten chains and forged or missing heads are
-found; deleting a user changes nothing that is hashed; heads reach the JSON log."""
+found, and so are whole chains deleted (a workspace's, the platform's) or cut from the front and
+restarted; deleting a user changes nothing that is hashed; what PostgreSQL stores differently
+(jsonb numbers, inet addresses) is hashed as stored; heads reach the JSON log."""
 
 import importlib
+import json
 
 import pytest
 from django.apps import apps as global_apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import transaction
+from django.db import connection, transaction
+from django.test import Client
 
 from controlroom.audit import (
     _digest,
@@ -20,7 +24,8 @@ from controlroom.audit import (
     chain_name,
     head_mac,
 )
-from controlroom.models import AuditEvent, AuditHead
+from controlroom.models import AuditEvent, AuditHead, Workspace
+from controlroom.request_id import current_client_ip
 from tests.test_audit import json_lines
 from tests.test_settings import manage
 
@@ -165,3 +170,87 @@ def test_platform_events_form_their_own_sealed_chain(db):
 def test_a_weak_audit_key_stops_the_process(tmp_path):
     result = manage(tmp_path, {"AUDIT_KEY": "changeme"}, "check")
     assert result.returncode != 0 and "AUDIT_KEY (and each of AUDIT_KEY_FALLBACKS) must be at least 32" in result.stderr
+
+
+# What PostgreSQL's jsonb gives back for a float, as JSON text: an integral float written with an
+# exponent comes back as an integer with all its digits, -0.0 as 0.0; the others as they were.
+STORED_AS = {1e40: "1" + "0" * 40, -1e40: "-1" + "0" * 40, -0.0: "0.0", 1.5e300: "15" + "0" * 299,
+             123456789012345678.0: "123456789012345680", 1e16: "10000000000000000", 1e-7: "1e-07",
+             1.5e-7: "1.5e-07", 5e-324: "5e-324", 1e15: "1000000000000000.0", 0.1: "0.1", 2**70: str(2**70)}
+
+
+@pytest.mark.parametrize("amount", [1e40, -0.0, 1.5e300, 123456789012345678.0])
+def test_run_parameters_are_hashed_as_the_database_gives_them_back(world, demo_job, amount):
+    from runs.services.runs import run_create
+
+    run = run_create(access=world.access("operator"), job=demo_job, parameters={"min_amount": amount})
+    event = AuditEvent.objects.get(action="run.create", target_id=str(run.pk))
+    assert json.dumps(event.after["parameters"]["min_amount"]) == STORED_AS[amount]
+    assert audit_verify(workspace=world.workspace).ok  # on PostgreSQL, jsonb's rewrite is no edit
+
+
+def test_values_and_addresses_are_hashed_as_stored(world):
+    odd = {"numbers": list(STORED_AS), "nested": {"z": [{"x": -0.0}], 7: (1e22,)}}
+    addresses = ["fe80::1%eth0", "::102:304", "FE80:0:0::1", "::ffff:1.2.3.4", "not-an-ip", "1.2.3.4%eth0"]
+    for address in addresses:
+        token = current_client_ip.set(address)
+        try:
+            with transaction.atomic():
+                audit_record(access=world.access("admin"), action="test.odd", target=world.workspace,
+                             before=odd, after={"address": address})
+        finally:
+            current_client_ip.reset(token)
+    events = list(AuditEvent.objects.filter(action="test.odd").order_by("id"))
+    assert [e.ip for e in events] == [
+        "fe80::1", "::1.2.3.4" if connection.vendor == "postgresql" else "::102:304", "fe80::1",
+        "::ffff:1.2.3.4", None, None]
+    assert [json.dumps(n) for n in events[0].before["numbers"]] == list(STORED_AS.values())
+    assert events[0].before["nested"] == {"z": [{"x": 0.0}], "7": [10**22]}
+    assert audit_verify(workspace=world.workspace).ok
+
+
+def test_a_workspace_whose_whole_chain_was_deleted_is_reported(world, capsys):
+    AuditEvent.objects.filter(workspace=world.other).delete()
+    AuditHead.objects.filter(chain=chain_name(world.other.pk)).delete()
+    verdict = audit_verify(workspace=world.other)
+    assert not verdict.ok and "whole chain was deleted" in verdict.reason
+    verdicts = {verdict.chain: verdict for verdict in audit_verify_all()}
+    assert "whole chain was deleted" in verdicts[chain_name(world.other.pk)].reason
+    assert verdicts[chain_name(world.workspace.pk)].ok
+    with pytest.raises(CommandError):
+        call_command("audit_verify")
+    assert f"{chain_name(world.other.pk)} (other): TAMPERED: " in capsys.readouterr().out
+
+
+def test_a_chain_cut_from_the_front_and_restarted_is_reported(world, demo_job):
+    AuditEvent.objects.filter(workspace=world.workspace).delete()
+    AuditHead.objects.filter(chain=chain_name(world.workspace.pk)).delete()
+    restarted = append(world)  # a new chain, sealed, whose first event is not the creation
+    assert restarted.seq == 1
+    verdict = audit_verify(workspace=world.workspace)
+    assert not verdict.ok and verdict.first_bad_id == restarted.pk and "workspace's creation" in verdict.reason
+    assert audit_verify(workspace=world.other).ok
+
+
+def test_a_workspace_made_in_the_admin_starts_its_chain_there_and_must_keep_it(world):
+    root = get_user_model().objects.create_superuser("root", password="x")
+    client = Client()
+    client.force_login(root)
+    response = client.post("/admin/controlroom/workspace/add/", {
+        "slug": "beta", "name": "Beta", "sql_row_cap": "1000", "sql_timeout_s": "60"})
+    assert response.status_code == 302
+    assert [verdict for verdict in audit_verify_all() if not verdict.ok] == []  # "admin.add" starts it
+    beta = Workspace.objects.get(slug="beta")
+    AuditEvent.objects.filter(workspace=beta).delete()
+    AuditHead.objects.filter(chain=chain_name(beta.pk)).delete()
+    assert [verdict.chain for verdict in audit_verify_all() if not verdict.ok] == [chain_name(beta.pk)]
+
+
+def test_a_deleted_platform_chain_is_reported_once_someone_signed_in(world):
+    assert audit_verify(workspace=None).ok and chain_name(None) not in {v.chain for v in audit_verify_all()}
+    world.client("viewer")  # signs in: recorded on the platform chain, last_login set
+    AuditEvent.objects.filter(workspace=None).delete()
+    AuditHead.objects.filter(chain=chain_name(None)).delete()
+    verdict = audit_verify(workspace=None)
+    assert not verdict.ok and "platform chain is missing" in verdict.reason
+    assert "platform chain is missing" in {v.chain: v for v in audit_verify_all()}[chain_name(None)].reason

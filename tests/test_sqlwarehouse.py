@@ -322,3 +322,24 @@ def test_duckdb_has_a_memory_limit_and_spills_outside_the_warehouse(world, setti
     planted = run_sql(world, "operator", "COPY (SELECT 1 AS a) TO '" + str(settings.WAREHOUSE_DIR / "acme" / "dev" /
                                           "warehouse.duckdb.tmp" / "planted.csv") + "'")
     assert planted.status == "failed"
+
+
+def test_cancelling_a_query_is_audited_with_the_canceller_as_actor(world, django_capture_on_commit_callbacks):
+    from sqlwarehouse.execution import query_cancel, query_submit
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    with django_capture_on_commit_callbacks(execute=False):  # no worker picks them up
+        queued, running = (query_submit(access=world.access("analyst"), connection=connection, sql=f"SELECT {n}")
+                           for n in (1, 2))
+    QueryExecution.objects.filter(pk=running.pk).update(status=QueryExecution.Status.RUNNING)
+    running.refresh_from_db()
+    admin = world.users["admin"]
+    for execution in (queued, running):
+        query_cancel(access=world.access("admin"), execution=execution)
+        query_cancel(access=world.access("admin"), execution=execution)  # again: nothing more to record
+    events = list(AuditEvent.objects.filter(action="sql.cancel").order_by("id"))
+    assert [(e.target_id, e.after["status"]) for e in events] == [(str(queued.pk), "queued"),
+                                                                  (str(running.pk), "running")]
+    assert all(e.actor_user_id == admin.pk and e.actor_label == "admin" and e.after["user"] == "analyst"
+               and e.workspace == world.workspace for e in events)
+    assert QueryExecution.objects.get(pk=running.pk).cancel_requested
