@@ -103,6 +103,7 @@ def test_a_message_being_written_is_invisible_until_complete(tmp_path, monkeypat
     assert json.loads(consumer_channel.decode_body(got["body"], got["properties"]["body_encoding"])) == body
 
 
+@pytest.mark.slow
 def test_many_writers_and_consumers_deliver_every_message_exactly_once_intact(tmp_path):
     writers, consumers, count = 3, 3, 200
     outs = [tmp_path / f"consumer-{n}.txt" for n in range(consumers)]
@@ -132,6 +133,7 @@ def test_many_writers_and_consumers_deliver_every_message_exactly_once_intact(tm
     assert messages_in(tmp_path / "b") == []  # every one acked: nothing left queued or claimed
 
 
+@pytest.mark.slow
 def test_a_message_claimed_by_a_consumer_killed_before_ack_is_delivered_again(tmp_path):
     with connect("ours", tmp_path) as conn:
         conn.SimpleQueue("q").put(message(7, 1, 100))
@@ -354,6 +356,7 @@ def test_claims_of_a_dead_consumer_whose_pid_is_now_ours_are_restored(tmp_path):
     assert messages_in(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_concurrent_binds_to_one_fanout_exchange_lose_none_and_never_tear_the_table(tmp_path):
     binders, count, go = 4, 25, tmp_path / "go"
     procs = [clients("bind", tmp_path / "b", "--queue", "fan", "--writer", str(b), "--count", str(count),

@@ -197,6 +197,7 @@ def test_a_connection_name_cannot_reach_outside_the_warehouse_folder(world, tmp_
     assert not list(tmp_path.rglob("*.duckdb"))
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_engine_work_stops_before_an_unrenewed_lease_lapses(world, settings, monkeypatch,
                                                             django_capture_on_commit_callbacks):
@@ -232,6 +233,7 @@ def test_engine_work_stops_before_an_unrenewed_lease_lapses(world, settings, mon
     assert not engine.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'late'").rows[0][0]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_long_polling_claims_cannot_take_every_web_thread(world, monkeypatch):
     """At most CLAIM_LONG_POLLS_PER_PROCESS claims wait at once; the others answer at once."""
@@ -258,6 +260,7 @@ def test_long_polling_claims_cannot_take_every_web_thread(world, monkeypatch):
     assert waited["first"] >= 1.9
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_token_revoked_during_a_long_poll_claims_nothing(world, django_capture_on_commit_callbacks):
     from controlroom.models import ApiToken

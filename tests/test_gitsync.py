@@ -222,6 +222,7 @@ def test_a_file_no_database_can_store_is_reported_and_the_others_imported(world,
         "jobs/nn.yaml": "line 3, phases[0].config.args.seconds: nan is not a finite number"}
 
 
+@pytest.mark.slow
 def test_git_dies_with_the_worker_that_started_it(tmp_path):
     """git runs in its own session (so a timeout can kill its helpers), out of reach of whoever
     stops the worker; the kernel kills it when the worker process dies. Against a server that

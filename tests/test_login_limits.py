@@ -73,6 +73,7 @@ def signs_in(client: Client, username: str, password: str, url: str = "/accounts
     return "_auth_user_id" in client.session and answer.status_code == 302
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_failures_in_another_process_count_here_with_the_database_cache(fresh_cache, tmp_path):
     make_user("kim")
@@ -94,6 +95,7 @@ def redis_cache(settings, redis_server_url) -> Iterator[str]:
     cache.clear()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_failures_in_another_process_count_here_with_redis(fresh_cache, redis_cache, tmp_path):
     make_user("kim")

@@ -99,6 +99,7 @@ def supervised(tmp_path: Path):
     proc.wait(5)
 
 
+@pytest.mark.slow
 def test_crashed_children_are_restarted_with_their_reason_and_ctrl_c_stops_all(supervised):
     proc, log_text, pids = supervised
     wait_for(lambda: "up\n" in log_text() and "ignoring TERM" in log_text(), "the children to start", log_text)
@@ -130,6 +131,7 @@ def test_crashed_children_are_restarted_with_their_reason_and_ctrl_c_stops_all(s
     assert not [p for started in pids.values() for p in started if alive(p)]
 
 
+@pytest.mark.slow
 def test_sighup_stops_everything_like_ctrl_c(supervised):
     proc, log_text, pids = supervised
     wait_for(lambda: "up\n" in log_text() and "ignoring TERM" in log_text(), "the children to start", log_text)
@@ -145,6 +147,7 @@ def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after setsid: stdin's pty becomes the controlling terminal
 
 
+@pytest.mark.slow
 def test_closing_its_terminal_stops_everything_though_nothing_can_be_printed(tmp_path):
     """The terminal window closes: the kernel sends SIGHUP, and every write to it fails with EIO."""
     (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
