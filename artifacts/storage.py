@@ -73,9 +73,9 @@ class LocalStore:
         """A writer that stages bytes as they arrive."""
         return BlobWriter(self.root / "tmp", max_bytes)
 
-    def stage(self, src: BinaryIO, *, max_bytes: int | None = None) -> StagedBlob:
+    def stage(self, src: BinaryIO) -> StagedBlob:
         """Copy a stream into a staged temp file, hashing as the bytes pass."""
-        writer = self.writer(max_bytes=max_bytes)
+        writer = self.writer()
         try:
             while chunk := src.read(_CHUNK):
                 writer.write(chunk)
@@ -84,9 +84,9 @@ class LocalStore:
             raise
         return writer.finish()
 
-    def stage_file(self, source: Path, *, max_bytes: int | None = None) -> StagedBlob:
+    def stage_file(self, source: Path) -> StagedBlob:
         with source.open("rb") as src:
-            return self.stage(src, max_bytes=max_bytes)
+            return self.stage(src)
 
     def commit(self, staged: StagedBlob) -> None:
         """Make staged bytes visible under their hash (equal bytes already there: drop the copy)."""

@@ -70,7 +70,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         body = json.loads(request.body, parse_float=_finite, parse_constant=_no_constant)
         if not isinstance(body, dict):
             raise ServiceError("The request body must be a JSON object.")
-        _refuse_nul(body)
+        _refuse_unstorable_text(body)
     except (ValueError, UnicodeDecodeError):
         raise ServiceError("The request body is not valid JSON.") from None
     except RecursionError:
@@ -78,18 +78,18 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _refuse_nul(value: Any) -> None:
+def _refuse_unstorable_text(value: Any) -> None:
     # Text no database stores (NUL, lone surrogates) is refused at the edge, not by the database.
     if isinstance(value, str):
         if (problem := text_problem(value)) is not None:
             raise ServiceError(f"Text {problem}.")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _refuse_nul(key)
-            _refuse_nul(item)
+            _refuse_unstorable_text(key)
+            _refuse_unstorable_text(item)
     elif isinstance(value, list):
         for item in value:
-            _refuse_nul(item)
+            _refuse_unstorable_text(item)
 
 
 def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
@@ -115,9 +115,9 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
             if any(isinstance(v, int) and not 0 < v <= MAX_DB_ID for v in kwargs.values()):
                 return api_error(404, "not_found", "Not found.")
             try:
-                # Multipart bodies are left unread here: an upload's view checks its lease and size
-                # before the body is read, and checks each field it takes (NUL included).
-                _refuse_nul(dict(request.GET.items()))
+                # Query strings were checked by controlroom.request_guard; multipart bodies are left
+                # unread here (an upload's view checks its lease and size before the body is read,
+                # and checks each field it takes).
                 access.require(minimum)
                 return view(request, access, *args, **kwargs)
             except RequestDataTooBig:

@@ -8,7 +8,7 @@ import secrets
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import slugify
@@ -134,17 +134,22 @@ def api_token_revoke(*, access: Access, token: ApiToken) -> None:
         audit_record(access=access, action="api_token.revoke", target=token)
 
 
+def _live_tokens(now: dt.datetime) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+
+
+def api_token_live(token: ApiToken) -> bool:
+    """Whether ``token`` still authenticates (not revoked, not expired): for a request that holds
+    on to its access for a while, such as a long poll."""
+    return _live_tokens(timezone.now()).filter(pk=token.pk).exists()
+
+
 def api_token_authenticate(value: str) -> Access | None:
     """Resolve a bearer token to its workspace access, or None if unknown, revoked or expired."""
     if not value.startswith(TOKEN_PREFIX):
         return None
     now = timezone.now()
-    token = (
-        ApiToken.objects.select_related("workspace")
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), token_hash=_hash_token(value),
-                revoked_at__isnull=True)
-        .first()
-    )
+    token = _live_tokens(now).select_related("workspace").filter(token_hash=_hash_token(value)).first()
     if token is None:
         return None
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:

@@ -11,16 +11,14 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 
 from artifacts.uploads import StagingUploadHandler
 from controlroom.access import Access
 from controlroom.api import api_error, api_view, json_body
-from controlroom.models import MAX_DB_ID, ApiToken, Role
-from controlroom.services import ServiceError
+from controlroom.models import MAX_DB_ID, Role
+from controlroom.services import ServiceError, api_token_live
 from runs import selectors
 from runs.api import events_page, idempotency_key, run_json, runs_page
 from runs.models import Phase, Run
@@ -51,12 +49,6 @@ def _int(body: dict[str, Any], key: str, default: int | None = None) -> int | No
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DB_ID:
         raise ServiceError(f"'{key}' must be a whole number.")
     return value
-
-
-def _token_live(access: Access) -> bool:
-    now = timezone.now()
-    return access.token is None or ApiToken.objects.filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now), pk=access.token.pk, revoked_at__isnull=True).exists()
 
 
 def _phase(access: Access, phase_id: int) -> Phase:
@@ -106,7 +98,7 @@ def claim(request: HttpRequest, access: Access) -> HttpResponse:
             deadline = time.monotonic() + wait
             while got is None and time.monotonic() < deadline:
                 time.sleep(POLL_S)
-                if not _token_live(access):  # revoked or expired while it waited: claims nothing more
+                if access.token is not None and not api_token_live(access.token):  # revoked or expired meanwhile
                     return api_error(401, "unauthenticated", "The API token was revoked or expired.")
                 got = phase_claim_next(workspace=access.workspace, worker=executor.strip(), kinds=kinds,
                                        run_id=run_id)
