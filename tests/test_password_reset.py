@@ -77,3 +77,40 @@ def test_a_reset_for_an_unknown_address_mails_nothing(client):
     answer = client.post(reverse("account_reset_password"), {"email": "nobody@example.com"})
     assert answer.status_code == 302  # the same answer as for a known address: no account enumeration
     assert mail.outbox == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_reset_goes_out_through_a_real_smtp_server_named_by_email_url(tmp_path):
+    """Production's path: EMAIL_URL names an SMTP server and Django's SMTP backend talks to it
+    over the real protocol (aiosmtpd, a real SMTP server, on loopback; plain SMTP, since a
+    password would need TLS and this test has no certificate a client would trust)."""
+    from aiosmtpd.controller import Controller
+
+    from tests.servers import HOST, free_port
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list[tuple[str, list[str], str]] = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content.decode()))
+            return "250 OK"
+
+    user = make_user("kim")
+    user.email = "kim@example.com"
+    user.save()
+    inbox = Inbox()
+    server = Controller(inbox, hostname=HOST, port=free_port())
+    server.start()
+    try:
+        printed = run_in_another_process(
+            tmp_path, ASK_FOR_RESET, "kim@example.com",
+            EMAIL_URL=f"smtp://{HOST}:{server.port}?starttls=false", DEFAULT_FROM_EMAIL="ops@example.com").split()
+    finally:
+        server.stop()
+    assert printed[0] == "302", printed
+    assert not (tmp_path / "mail").exists()  # not the embedded file backend: the SMTP server got it
+    [(sender, recipients, content)] = inbox.messages
+    assert sender == "ops@example.com" and recipients == ["kim@example.com"]
+    assert "/accounts/password/reset/key/" in content and "Subject: [Control Room] Password Reset" in content
