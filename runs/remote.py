@@ -15,9 +15,7 @@ import json
 import logging
 import random
 import re
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
@@ -26,6 +24,8 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from runs.executors.base import StopHooks
 
 log = logging.getLogger("controlroom.executor")
 LEASE_SAFETY = 0.9  # share of a lease's life after which unrenewed engine work is stopped
@@ -84,10 +84,12 @@ class ContractClient:
                          headers={"Content-Length": str(length), "X-Lease-Token": lease_token})
 
 
-class RemotePhaseContext:
-    """What an executor sees of its phase, with every write going over the contract."""
+class RemotePhaseContext(StopHooks):
+    """The phase context of the standalone executor (``runs.executors.base`` protocol): every
+    write goes over the contract."""
 
     def __init__(self, client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path) -> None:
+        super().__init__(prefix=f"run{claim['run']['id']}-{claim['phase']['name']}-")
         self.client, self.claim = client, claim
         self.lease_token = claim["lease_token"]
         self.claimed_at = time.monotonic()
@@ -97,11 +99,8 @@ class RemotePhaseContext:
         self.environment = claim["run"].get("environment") or "dev"
         if self.environment not in ("dev", "stage", "prod"):  # it becomes a folder name below
             raise ContractError(0, {"error": {"message": f"unknown environment {self.environment!r}"}})
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run_id}-{self.phase.name}-"))
+        self.environment_name = self.environment
         self.warehouse, self.datasets = warehouse, datasets
-        self.outputs: list[dict[str, Any]] = []
-        self.stopped = False
-        self._engines: list = []
 
     def log(self, message: str, *, level: str = "info", **payload: Any) -> None:
         event = {"event_id": str(uuid.uuid4()), "phase_id": self.phase.pk, "type": "PHASE_LOG",
@@ -119,9 +118,7 @@ class RemotePhaseContext:
         if not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", name or "") or database.parent != folder:
             raise PhaseFailure(f"Connection {name!r} is not a connection name (letters, digits, - and _).")
         engine = DuckDBEngine(database=database, read_only=False, allowed_dirs=[self.scratch], datasets=self.datasets)
-        self._engines.append(engine)
-        if self.stopped:
-            engine.interrupt()
+        self.on_stop(engine.interrupt)
         return engine
 
     def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
@@ -136,14 +133,6 @@ class RemotePhaseContext:
         self.outputs.append(record)
         self.log(f"artifact {name} uploaded ({record['size']} bytes, sha256 {digest[:12]})")
         return record
-
-    def stop(self) -> None:
-        self.stopped = True
-        for engine in list(self._engines):
-            engine.interrupt()
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _heartbeat(ctx: RemotePhaseContext, halt: threading.Event, state: dict[str, bool], interval: float) -> None:
@@ -182,7 +171,7 @@ def _heartbeat(ctx: RemotePhaseContext, halt: threading.Event, state: dict[str, 
 
 def run_one(client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path) -> str:
     """Execute one claimed phase and report its outcome; returns the outcome sent."""
-    from runs.executors import EXECUTORS, PhaseFailure
+    from runs.executors import PhaseFailure, execute
 
     ctx = RemotePhaseContext(client, claim, warehouse, datasets)
     halt, state = threading.Event(), {"cancelled": False, "lost": False}
@@ -190,7 +179,7 @@ def run_one(client: ContractClient, claim: dict[str, Any], warehouse: Path, data
     beat.start()
     outcome, error, output = "succeeded", "", {}
     try:
-        output = EXECUTORS[ctx.phase.kind].execute(ctx) or {}
+        output = execute(ctx)
     except PhaseFailure as exc:
         outcome, error = "failed", str(exc)
     except Exception as exc:

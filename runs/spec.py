@@ -18,8 +18,9 @@ import jsonschema
 import yaml
 
 from controlroom.limits import text_problem
+from runs.kinds import KINDS
 
-PHASE_KINDS = ("sql", "python")
+PHASE_KINDS = tuple(KINDS)
 PARAM_TYPES = ("string", "integer", "number", "boolean", "date")
 RESERVED_PARAMETERS = ("datasets_dir", "run_id")
 MAX_SPEC_BYTES = 256 * 1024

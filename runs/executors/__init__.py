@@ -1,25 +1,64 @@
-"""Phase executors by kind. Each validates its config at spec time and runs a phase."""
+"""Phase executors by kind (``runs.kinds``). Each validates its config at spec time and runs a phase."""
 
 from __future__ import annotations
 
+import importlib
+import threading
+from types import ModuleType
 from typing import Any
 
-from runs.executors import python as python_executor
-from runs.executors import sql as sql_executor
-from runs.executors.context import PhaseContext, PhaseFailure
+from runs.executors.base import PhaseContextProtocol, PhaseFailure
+from runs.kinds import KINDS
 
-EXECUTORS = {"sql": sql_executor, "python": python_executor}
+__all__ = ["PhaseContext", "PhaseContextProtocol", "PhaseFailure", "config_errors", "execute", "executor_for"]
 
-__all__ = ["EXECUTORS", "PhaseContext", "PhaseFailure", "config_errors", "execute"]
+
+def __getattr__(name: str) -> Any:
+    # The in-process context needs Django's models; the standalone executor imports this
+    # package before Django is set up, so the context is loaded only when asked for.
+    if name == "PhaseContext":
+        from runs.executors.context import PhaseContext
+
+        return PhaseContext
+    raise AttributeError(name)
+
+
+def executor_for(kind: str) -> ModuleType | None:
+    """The module that runs phases of this kind, or None for a kind nobody registered."""
+    module = KINDS.get(kind)
+    return importlib.import_module(module) if module else None
 
 
 def config_errors(kind: str, config: dict[str, Any]) -> list[str]:
-    executor = EXECUTORS.get(kind)
+    """What is wrong with a phase's config, as messages for the spec's author."""
+    executor = executor_for(kind)
     if executor is None:
         return [f"unknown phase kind {kind!r}"]
     return executor.config_errors(config)
 
 
-def execute(ctx: PhaseContext) -> dict[str, Any]:
-    """Run the phase; return its output dict or raise PhaseFailure with a user message."""
-    return EXECUTORS[ctx.phase.kind].execute(ctx) or {}
+def execute(ctx: PhaseContextProtocol) -> dict[str, Any]:
+    """Run the phase; return its output dict or raise PhaseFailure with a user message.
+
+    The phase's timeout is enforced here for every kind: when it passes, the context's stop
+    hooks stop whatever engine the phase started, and the phase fails saying so."""
+    executor = executor_for(ctx.phase.kind)
+    if executor is None:
+        raise PhaseFailure(f"This worker does not know the phase kind {ctx.phase.kind!r}.")
+    timeout_s = getattr(ctx.phase, "timeout_s", None)
+    timer = threading.Timer(timeout_s, ctx.time_out) if timeout_s else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        output = executor.execute(ctx) or {}
+    except PhaseFailure:
+        if ctx.timed_out:
+            raise PhaseFailure(f"timed out after {timeout_s} s") from None
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    if ctx.timed_out:
+        raise PhaseFailure(f"timed out after {timeout_s} s")
+    return output

@@ -1,44 +1,36 @@
-"""What an executor sees of its phase: parameters, logging, connections, artifacts."""
+"""The in-process phase context (Celery workers): parameters, logging, connections, artifacts."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from connections.models import Connection
 from connections.services import ConnectionMissing, connection_resolve
 from controlroom.models import Environment
+from runs.executors.base import PhaseFailure, StopHooks
 from runs.models import Phase
 from runs.spec import typed_parameters
 from sqlwarehouse.datasets import URL as DATASETS_URL
 from sqlwarehouse.engines import DuckDBEngine, EngineError, duckdb_engine_for, reaches_all_environments
 
-
-class PhaseFailure(Exception):
-    """The phase failed for a reason the user can act on (the message says which)."""
+__all__ = ["PhaseContext", "PhaseFailure"]
 
 
-class PhaseContext:
+class PhaseContext(StopHooks):
+    """A phase run by this process, with database access (``runs.executors.base`` protocol)."""
+
     def __init__(self, *, phase: Phase, lease_token: str) -> None:
+        super().__init__(prefix=f"run{phase.run_id}-{phase.name}-")
         self.phase = phase
         self.run = phase.run
+        self.run_id = self.run.pk
+        self.environment_name = self.run.environment.name
         self.lease_token = lease_token
         # Built-in values every phase may bind ($datasets_dir, $run_id); specs cannot shadow them.
         # $datasets_dir is the workspace's read-only datasets file system, not a local folder.
         self.parameters: dict[str, Any] = {**typed_parameters(self.run.job_version.spec, self.run.parameters),
                                            "datasets_dir": DATASETS_URL, "run_id": self.run.pk}
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"run{self.run.pk}-{phase.name}-"))
-        self.outputs: list[dict[str, Any]] = []
-        self.stopped = False
-        self._engines: list[DuckDBEngine] = []
-
-    def stop(self) -> None:
-        """Called from the heartbeat thread on cancel or a lost lease: stop engine work now."""
-        self.stopped = True
-        for engine in list(self._engines):
-            engine.interrupt()
 
     def log(self, message: str, *, level: str = "info", **payload: Any) -> None:
         from runs.services.events import phase_log
@@ -64,9 +56,7 @@ class PhaseContext:
                                        extra_dirs=[self.scratch])
         except EngineError as exc:
             raise PhaseFailure(str(exc)) from None
-        self._engines.append(engine)
-        if self.stopped:
-            engine.interrupt()
+        self.on_stop(engine.interrupt)
         return engine
 
     def add_artifact(self, *, name: str, path: Path, media_type: str) -> dict[str, Any]:
@@ -84,7 +74,4 @@ class PhaseContext:
         self.outputs.append(record)
         self.log(f"artifact {name} registered ({artifact.size} bytes, sha256 {artifact.sha256[:12]})")
         return record
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 

@@ -1,0 +1,12 @@
+"""The phase kinds Control Room knows, each with the module that validates and runs it.
+
+A kind's module has ``config_errors(config) -> list[str]`` and ``execute(ctx) -> dict``
+(see ``runs.executors.base``). Modules are imported on first use, so a web process that
+never runs a phase of a kind never imports its engine."""
+
+from __future__ import annotations
+
+KINDS: dict[str, str] = {
+    "sql": "runs.executors.sql",
+    "python": "runs.executors.python",
+}
