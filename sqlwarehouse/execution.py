@@ -25,12 +25,11 @@ from controlroom.access import Access
 from controlroom.audit import audit_record
 from controlroom.models import Environment, Role
 from controlroom.services import ServiceError
-from sqlwarehouse.engines import EngineError, reaches_all_environments
+from sqlwarehouse.engines import EngineError, dialect_of, open_engine, reaches_all_environments
 from sqlwarehouse.models import QueryExecution, SavedQuery
 from sqlwarehouse.params import ParameterError, bind
 from sqlwarehouse.results import store_stream
 from sqlwarehouse.sqlcheck import SqlCheckError, check_read_only, split_statements
-from sqlwarehouse.streams import dialect_of, open_engine
 
 log = logging.getLogger(__name__)
 WATCH_S = 0.25  # how often the worker looks for a cancel and saves progress

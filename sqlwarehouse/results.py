@@ -27,8 +27,7 @@ from artifacts.models import Blob
 from artifacts.services import blob_store_file
 from artifacts.storage import get_store
 from controlroom.models import Workspace
-from sqlwarehouse.engines import EngineError
-from sqlwarehouse.streams import StatementStream
+from sqlwarehouse.engines import EngineError, StatementStream
 
 PREVIEW_ROWS = 100
 PREVIEW_CELL_CHARS = 2_000  # a preview cell longer than this is cut (the stored result keeps it whole)

@@ -21,6 +21,7 @@ from controlroom.models import Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
 from sqlwarehouse import params
+from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.models import QueryExecution
 from sqlwarehouse.services import (
     format_parameter_spec,
@@ -29,7 +30,6 @@ from sqlwarehouse.services import (
     saved_query_chart_save,
     saved_query_get,
 )
-from sqlwarehouse.streams import dialect_of
 
 LIST_PAGE = 50
 VERSIONS_SHOWN = 50

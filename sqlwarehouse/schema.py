@@ -23,9 +23,8 @@ from django.utils import timezone
 
 from connections.models import Connection
 from controlroom.models import Environment
-from sqlwarehouse.engines import EngineError, per_environment
+from sqlwarehouse.engines import EngineError, QueryEngine, open_engine, per_environment
 from sqlwarehouse.models import SchemaSnapshot
-from sqlwarehouse.streams import QueryEngine, open_engine
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from controlroom.ids import id_parse
 from controlroom.models import Role
 from controlroom.services import ServiceError
 from sqlwarehouse import params
+from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.models import SavedQuery, SavedQueryVersion
-from sqlwarehouse.streams import dialect_of
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000

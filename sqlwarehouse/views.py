@@ -23,11 +23,11 @@ from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
 from sqlwarehouse import params
+from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.execution import query_cancel, query_submit
 from sqlwarehouse.models import QueryExecution, SavedQuery
 from sqlwarehouse.results import read_page, result_path
 from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, saved_query_get, saved_query_save
-from sqlwarehouse.streams import dialect_of
 
 RESULT_PAGE = 100
 ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows

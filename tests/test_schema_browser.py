@@ -12,10 +12,9 @@ from django.test.utils import CaptureQueriesContext
 
 from connections.models import Connection, SecretRef
 from sqlwarehouse import schema_views
-from sqlwarehouse.engines import EngineError, duckdb_engine_for
+from sqlwarehouse.engines import EngineError, duckdb_engine_for, open_engine
 from sqlwarehouse.models import SchemaSnapshot
 from sqlwarehouse.schema import completion_json, parsed_cache, schema_fetch, schema_get, schema_tables
-from sqlwarehouse.streams import open_engine
 
 WAREHOUSE_DDL = """
 CREATE SCHEMA sales;
@@ -280,7 +279,7 @@ class FakeTrino:
     def run(self, sql, parameters, timeout_s):
         import pyarrow as pa
 
-        from sqlwarehouse.streams import StatementStream
+        from sqlwarehouse.engines import StatementStream
 
         self.sql.append(sql)
         if sql == "SHOW CATALOGS":

@@ -142,9 +142,11 @@ def test_result_is_stored_as_parquet_and_pages_sort_and_export_from_it(world, mo
     assert [c["name"] for c in manifest["columns"]] == ["n", "m", "label"] and manifest["bytes"] > 0
     client = world.client("analyst")
     # From here on no engine may run: every page and export reads the stored file.
-    import sqlwarehouse.streams
+    import sqlwarehouse.execution
+    import sqlwarehouse.schema
 
-    monkeypatch.setattr(sqlwarehouse.streams, "open_engine", lambda *a, **k: pytest.fail("engine was asked again"))
+    for module in (sqlwarehouse.execution, sqlwarehouse.schema):  # where the engine is looked up
+        monkeypatch.setattr(module, "open_engine", lambda *a, **k: pytest.fail("engine was asked again"))
     sorted_desc = client.get(f"/w/acme/sql/executions/{execution.pk}/?sort=m&dir=desc").content.decode()
     assert sorted_desc.index("<td>249</td>") < sorted_desc.index("<td>248</td>")
     last = client.get(f"/w/acme/sql/executions/{execution.pk}/?page=3").content.decode()

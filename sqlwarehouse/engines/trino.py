@@ -21,8 +21,7 @@ from trino.exceptions import TrinoQueryError, TrinoUserError
 
 from connections.models import Connection
 from connections.services import SecretUnavailable, secret_resolve
-from sqlwarehouse.engines import EngineError
-from sqlwarehouse.streams import BATCH_ROWS, StatementStream
+from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, StatementStream
 
 READ_ONLY_SUFFIX = "~ro"
 _SIMPLE = {
@@ -81,6 +80,8 @@ def _batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
 
 
 class TrinoQueryEngine:
+    """Trino as a ``QueryEngine``: the service user authenticates, the end user's identity runs."""
+
     dialect = "trino"
 
     @property

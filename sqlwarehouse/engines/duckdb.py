@@ -1,4 +1,4 @@
-"""SQL engines behind one interface. DuckDB (embedded) now; Trino joins it later.
+"""The embedded DuckDB engine (``sqlwarehouse.engines.base`` interface).
 
 DuckDB runs sandboxed: no extension installs or loads, file access only inside the allowed
 directories (a phase's own scratch folder; none for the editor), the workspace's datasets through
@@ -14,11 +14,11 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from django.conf import settings
 
 from connections.models import Connection
@@ -26,12 +26,9 @@ from controlroom.models import Environment
 from sqlwarehouse.datasets import PROTOCOL as DATASETS_PROTOCOL
 from sqlwarehouse.datasets import URL as DATASETS_URL
 from sqlwarehouse.datasets import ReadOnlyDatasets, datasets_area
+from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, QueryResult, StatementStream, collect
 
 _LOCK_WAIT_S = 30.0
-
-
-class EngineError(Exception):
-    """A query failed in the engine; the message is the engine's, fit for the user."""
 
 
 def duckdb_error_text(exc: BaseException) -> str:
@@ -42,14 +39,6 @@ def duckdb_error_text(exc: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1]
         return last.split(": ", 1)[1] if ": " in last else last
     return text
-
-
-@dataclass
-class QueryResult:
-    columns: list[str] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    truncated: bool = False
 
 
 def _spill_dir(database: Path) -> Path:
@@ -136,40 +125,129 @@ class DuckDBEngine:
         self, sql: str, *, parameters: dict[str, Any] | None = None, max_rows: int = 10_000,
         timeout_s: float | None = None,
     ) -> QueryResult:
-        """Run ``sql`` (one or more statements; the last one's rows are returned)."""
-        with self.connect() as con:
-            timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
-            if timer:
-                timer.start()
+        """Run ``sql`` (one or more statements; the first ``max_rows`` of the last one's rows are
+        returned), through the same :class:`DuckDBQueryEngine` the SQL editor uses."""
+        engine = DuckDBQueryEngine(self, timeout_reason="timeout")
+        try:
+            return collect(engine.run_script(sql, parameters or {}, timeout_s), max_rows=max_rows)
+        finally:
+            engine.close()
+
+
+class DuckDBQueryEngine:
+    """A :class:`DuckDBEngine` as a ``QueryEngine``: sandboxed, read-only for read-only
+    identities, streaming Arrow batches."""
+
+    dialect = "duckdb"
+
+    def __init__(self, engine: DuckDBEngine, *, timeout_reason: str = "the workspace's statement timeout") -> None:
+        self.engine = engine
+        self.query_id = ""
+        self.timeout_reason = timeout_reason
+        self._stack = contextlib.ExitStack()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._timer: threading.Timer | None = None
+        self._rows = 0
+
+    def _connection(self, timeout_s: float | None) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._con = self._stack.enter_context(self.engine.connect())
+        if timeout_s:
+            self._timer = threading.Timer(timeout_s, self.engine.interrupt)
+            self._timer.daemon = True
+            self._timer.start()
+        return self._con
+
+    def run(self, sql: str, parameters: list[Any] | dict[str, Any], timeout_s: float | None) -> StatementStream | None:
+        """One statement, with positional (``?``) or named (``$name``) parameters."""
+        con = self._connection(timeout_s)
+        try:
+            # A relation streams Arrow without a copy; statements that return nothing give None.
+            relation = con.sql(sql, params=parameters or None)
+        except duckdb.InterruptException as exc:
+            raise EngineError(self._stopped_why(timeout_s)) from exc
+        except duckdb.Error as exc:
+            raise EngineError(duckdb_error_text(exc)) from exc
+        return self._stream(relation, timeout_s)
+
+    def run_script(self, sql: str, parameters: dict[str, Any], timeout_s: float | None) -> StatementStream | None:
+        """One or more statements, each bound to the named parameters it uses; the last one's
+        rows stream back."""
+        con = self._connection(timeout_s)
+        try:
+            statements = con.extract_statements(sql)
+            if not statements:
+                raise EngineError("There is no SQL statement to run.")
+            relation = None
+            for number, statement in enumerate(statements, 1):
+                values = {k: v for k, v in parameters.items() if k in statement.named_parameters}
+                missing = set(statement.named_parameters) - set(values)
+                if missing:
+                    raise EngineError(f"No value for parameter(s): {', '.join(sorted(missing))}.")
+                if number < len(statements):
+                    con.execute(statement.query, values or None)
+                else:
+                    relation = con.sql(statement.query, params=values or None)
+        except duckdb.InterruptException as exc:
+            raise EngineError(self._stopped_why(timeout_s)) from exc
+        except duckdb.Error as exc:
+            raise EngineError(duckdb_error_text(exc)) from exc
+        return self._stream(relation, timeout_s)
+
+    def _stream(self, relation: duckdb.DuckDBPyRelation | None, timeout_s: float | None) -> StatementStream | None:
+        if relation is None:
+            self._stop_timer()
+            return None
+        try:
+            columns, types = list(relation.columns), [str(t) for t in relation.types]
+            reader = relation.to_arrow_reader(BATCH_ROWS)
+        except duckdb.InterruptException as exc:
+            raise EngineError(self._stopped_why(timeout_s)) from exc
+        except duckdb.Error as exc:
+            raise EngineError(duckdb_error_text(exc)) from exc
+
+        def batches() -> Iterator[pa.RecordBatch]:
             try:
-                statements = con.extract_statements(sql)
-                if not statements:
-                    raise EngineError("There is no SQL statement to run.")
-                cursor = con
-                for statement in statements:
-                    values = {k: v for k, v in (parameters or {}).items() if k in statement.named_parameters}
-                    missing = set(statement.named_parameters) - set(values)
-                    if missing:
-                        raise EngineError(f"No value for parameter(s): {', '.join(sorted(missing))}.")
-                    cursor = con.execute(statement.query, values or None)
-                if cursor.description is None:
-                    return QueryResult()
-                rows = cursor.fetchmany(max_rows + 1)
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        return
+                    self._rows += batch.num_rows
+                    yield batch
             except duckdb.InterruptException as exc:
-                if self._interrupted:
-                    raise EngineError("The query was interrupted.") from exc
-                raise EngineError(f"The query was stopped after {timeout_s:g} s (timeout).") from exc
-            except duckdb.Error as exc:
+                raise EngineError(self._stopped_why(timeout_s)) from exc
+            except (duckdb.Error, pa.ArrowException) as exc:
+                if self.engine._interrupted:
+                    raise EngineError(self._stopped_why(timeout_s)) from exc
                 raise EngineError(duckdb_error_text(exc)) from exc
             finally:
-                if timer:
-                    timer.cancel()
-            return QueryResult(
-                columns=[d[0] for d in cursor.description],
-                types=[str(d[1]) for d in cursor.description],
-                rows=rows[:max_rows],
-                truncated=len(rows) > max_rows,
-            )
+                self._stop_timer()
+
+        return StatementStream(columns, types, batches())
+
+    def _stop_timer(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+    def _stopped_why(self, timeout_s: float | None) -> str:
+        if self.engine._interrupted and not (self._timer and self._timer.finished.is_set()):
+            return "The query was cancelled."
+        return f"The query was stopped after {timeout_s:g} s ({self.timeout_reason})."
+
+    def cancel(self) -> None:
+        """Stop the running statement (from another thread) and refuse further ones."""
+        self._stop_timer()
+        self.engine.interrupt()
+
+    def progress(self) -> dict[str, Any]:
+        """Rows streamed so far."""
+        return {"state": "RUNNING", "rows": self._rows}
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._stop_timer()
+        self._stack.close()
 
 
 def per_environment(conn: Connection) -> bool:
