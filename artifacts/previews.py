@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from artifacts.models import Artifact
 from artifacts.storage import get_store
@@ -29,8 +30,7 @@ class Preview:
 
 
 def _head_text(artifact: Artifact) -> tuple[str, bool]:
-    with get_store().open(artifact.sha256) as fh:
-        raw = fh.read(MAX_BYTES + 1)
+    raw = get_store().read_range(artifact.sha256, 0, MAX_BYTES + 1)  # one bounded ranged read
     truncated = len(raw) > MAX_BYTES
     text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(raw[:MAX_BYTES], final=not truncated)
     return text, truncated
@@ -48,20 +48,22 @@ def _csv(artifact: Artifact) -> Preview:
 
 
 def _parquet(artifact: Artifact) -> Preview:
-    path = get_store().path_for(artifact.sha256)
-    con = duckdb.connect()
+    """The footer (row count, columns) and the first rows, read by range: in practice the first row
+    group's column chunks and the footer, never the whole object."""
     try:
-        cursor = con.execute("SELECT * FROM read_parquet($p) LIMIT $n", {"p": str(path), "n": MAX_ROWS + 1})
-        rows = cursor.fetchall()
-        columns = [d[0] for d in cursor.description]
-        total = con.execute("SELECT num_rows FROM parquet_file_metadata($p)", {"p": str(path)}).fetchone()[0]
-    except duckdb.Error as exc:
+        with get_store().open_random(artifact.sha256, size=artifact.size) as fh:
+            parquet = pq.ParquetFile(fh, pre_buffer=False)
+            total = parquet.metadata.num_rows
+            batches = parquet.iter_batches(batch_size=MAX_ROWS + 1, use_threads=False)
+            first = next(batches, None)
+            columns = parquet.schema_arrow.names
+            # by position, not by name: a result may repeat a column name
+            rows = [list(row) for row in zip(*(c.to_pylist() for c in first.columns), strict=True)] if first else []
+    except (pa.ArrowException, OSError) as exc:
         return Preview(kind="none", note=f"This Parquet file cannot be read: {exc}")
-    finally:
-        con.close()
     return Preview(
-        kind="table", columns=columns, rows=[list(r) for r in rows[:MAX_ROWS]],
-        truncated=len(rows) > MAX_ROWS, note=f"{total} rows in all",
+        kind="table", columns=columns, rows=rows[:MAX_ROWS],
+        truncated=len(rows) > MAX_ROWS or total > MAX_ROWS, note=f"{total} rows in all",
     )
 
 

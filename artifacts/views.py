@@ -12,6 +12,7 @@ from artifacts.selectors import artifact_get, artifact_list
 from artifacts.storage import get_store
 from controlroom.selectors import workspace_access
 
+STREAM_BLOCK = 1 << 20  # bytes read from the store per chunk of a download
 # Types a browser would run or render as this site's own page (scripts, HTML, SVG, XML): served
 # as plain bytes, since an artifact is whatever a job (or an outside executor) wrote.
 _ACTIVE_TYPES = re.compile(r"(java|ecma)script|html|xml|svg|x-sh|wasm", re.IGNORECASE)
@@ -46,8 +47,11 @@ def artifact_download(request: HttpRequest, workspace: str, artifact_id: int) ->
     artifact = artifact_get(access=access, artifact_id=artifact_id)
     if not artifact.stored:
         raise Http404(f"This artifact is kept outside Control Room, at {artifact.location}.")
+    # Streamed from the store a block at a time: flat memory whatever the size.
     response = FileResponse(get_store().open(artifact.sha256), as_attachment=True, filename=artifact.name,
                             content_type=download_type(artifact.media_type))
+    response.block_size = STREAM_BLOCK
+    response["Content-Length"] = artifact.size
     response["ETag"] = f'"{artifact.sha256}"'
     # Bytes a job wrote are never a page or a script of this site: a sandbox with no sources,
     # so neither a browser opening it nor a <script src> pointing at it runs anything.

@@ -33,5 +33,5 @@ $PY -m tests.trino_server
 echo "› suite on SQLite (tests marked 'once', on Trino or on their own embedded stack, run in the next pass only)"
 $PY -m tests.servers --redis -- $PY -m pytest -m "not once" "${extra[@]}"
 echo "› suite on PostgreSQL"
-$PY -m tests.servers --postgres --redis --trino -- $PY -m pytest "${extra[@]}"
+$PY -m tests.servers --postgres --redis --trino --s3 -- $PY -m pytest "${extra[@]}"
 echo "› both runs passed in $(( $(date +%s) - start )) s"

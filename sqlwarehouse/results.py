@@ -2,7 +2,8 @@
 paged, sorted and exported from that file alone (the engine is never asked again).
 
 Memory stays bounded by one batch on the way in (the writer flushes row groups) and on the way
-out (CSV and Parquet downloads stream the file batch by batch).
+out (CSV and Parquet downloads stream the file batch by batch). Reads go through the store
+(ranged reads: local disk or S3); nothing here knows where the file lives.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -111,46 +112,72 @@ def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int,
     return StoredResult(blob, columns, rows, truncated, preview, manifest)
 
 
-def result_path(blob: Blob) -> Path:
-    return get_store().path_for(blob.sha256)
+def result_open(blob: Blob) -> BinaryIO:
+    """The stored result's Parquet bytes as a stream from the store (for a download)."""
+    return get_store().open(blob.sha256)
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _page_source(parquet: pq.ParquetFile, offset: int, limit: int) -> tuple[pa.Table, int]:
+    """Only the row groups that hold rows ``offset``..``offset+limit``, and the offset within them."""
+    metadata, groups, seen, skipped = parquet.metadata, [], 0, 0
+    for index in range(metadata.num_row_groups):
+        rows = metadata.row_group(index).num_rows
+        if seen + rows <= offset:
+            skipped += rows
+        elif seen < offset + limit:
+            groups.append(index)
+        seen += rows
+    if not groups:
+        return parquet.schema_arrow.empty_table(), 0
+    return parquet.read_row_groups(groups, use_threads=False), offset - skipped
+
+
 def read_page(blob: Blob, *, offset: int, limit: int, sort: str | None = None,
               descending: bool = False) -> list[list[Any]]:
-    """Rows ``offset``..``offset+limit`` of a stored result, optionally sorted by one column.
-    DuckDB reads the Parquet file (sorting spills to disk if it must); no engine is involved."""
-    path = str(result_path(blob))
-    order = ""
-    if sort:
-        names = pq.read_schema(path).names
-        if sort not in names:
-            raise ValueError(f"There is no column {sort!r} in this result.")
-        order = f"ORDER BY {_quoted(sort)} {'DESC' if descending else 'ASC'} NULLS LAST"
-    con = duckdb.connect(config={"memory_limit": "256MB", "threads": 1})
-    try:
-        table = con.sql(f"SELECT * FROM read_parquet($path) {order} LIMIT $limit OFFSET $offset",
-                        params={"path": path, "limit": limit, "offset": offset}).to_arrow_table()
-    finally:
-        con.close()
-    return [[preview_cell(v) for v in row.values()] for row in table.to_pylist()]
+    """Rows ``offset``..``offset+limit`` of a stored result, optionally sorted by one column, read
+    from the store by range (no engine is involved). Unsorted, only the row groups holding the page
+    are fetched; sorted, DuckDB streams the whole result batch by batch through a top-N (spilling
+    to disk if it must)."""
+    with get_store().open_random(blob.sha256, size=blob.size) as fh:
+        parquet = pq.ParquetFile(fh, pre_buffer=False)
+        order = ""
+        if sort:
+            if sort not in parquet.schema_arrow.names:
+                raise ValueError(f"There is no column {sort!r} in this result.")
+            order = f"ORDER BY {_quoted(sort)} {'DESC' if descending else 'ASC'} NULLS LAST"
+            source: Any = pa.RecordBatchReader.from_batches(
+                parquet.schema_arrow, parquet.iter_batches(batch_size=CSV_BATCH_ROWS, use_threads=False))
+        else:
+            source, offset = _page_source(parquet, offset, limit)
+        tmp_dir = Path(settings.DATA_DIR) / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="page-") as spill:
+            con = duckdb.connect(config={"memory_limit": "256MB", "threads": 1, "temp_directory": spill})
+            try:
+                con.register("result_source", source)
+                table = con.sql(f"SELECT * FROM result_source {order} LIMIT $limit OFFSET $offset",
+                                params={"limit": limit, "offset": offset}).to_arrow_table()
+            finally:
+                con.close()
+    return [[preview_cell(v) for v in row] for row in zip(*(c.to_pylist() for c in table.columns), strict=True)]
 
 
 def csv_chunks(blob: Blob) -> Iterator[bytes]:
-    """The stored result as CSV, one batch at a time (header first)."""
+    """The stored result as CSV, one batch at a time (header first), read from the store by range."""
     # One row group read at a time, on this thread: memory stays at about one batch's worth.
-    parquet = pq.ParquetFile(result_path(blob), pre_buffer=False)
-    header = True
-    for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS, use_threads=False):
-        out = io.BytesIO()
-        pacsv.write_csv(batch, out, write_options=pacsv.WriteOptions(include_header=header))
-        header = False
-        yield out.getvalue()
-    if header:  # no rows: still the header
-        out = io.BytesIO()
-        pacsv.write_csv(parquet.schema_arrow.empty_table(), out)
-        yield out.getvalue()
-
+    with get_store().open_random(blob.sha256, size=blob.size) as fh:
+        parquet = pq.ParquetFile(fh, pre_buffer=False)
+        header = True
+        for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS, use_threads=False):
+            out = io.BytesIO()
+            pacsv.write_csv(batch, out, write_options=pacsv.WriteOptions(include_header=header))
+            header = False
+            yield out.getvalue()
+        if header:  # no rows: still the header
+            out = io.BytesIO()
+            pacsv.write_csv(parquet.schema_arrow.empty_table(), out)
+            yield out.getvalue()

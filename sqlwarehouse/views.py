@@ -26,7 +26,7 @@ from sqlwarehouse import params
 from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.execution import query_cancel, query_submit
 from sqlwarehouse.models import QueryExecution, SavedQuery
-from sqlwarehouse.results import read_page, result_path
+from sqlwarehouse.results import read_page, result_open
 from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, saved_query_get, saved_query_save
 
 RESULT_PAGE = 100
@@ -193,8 +193,11 @@ def execution_export(request: HttpRequest, workspace: str, execution_id: int, fm
         raise Http404("This execution has no stored result.")
     name = f"query-{obj.pk}"
     if fmt == "parquet":
-        return FileResponse(result_path(obj.result).open("rb"), as_attachment=True, filename=f"{name}.parquet",
-                            content_type="application/vnd.apache.parquet")
+        response = FileResponse(result_open(obj.result), as_attachment=True, filename=f"{name}.parquet",
+                                content_type="application/vnd.apache.parquet")
+        response.block_size = 1 << 20  # streamed from the store: flat memory
+        response["Content-Length"] = obj.result.size
+        return response
     if fmt == "csv":
         response = StreamingHttpResponse(csv_chunks(obj.result), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{name}.csv"'

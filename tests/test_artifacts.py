@@ -31,7 +31,7 @@ def test_same_bytes_are_stored_once(world, tmp_path):
     b = register(world, tmp_path, "b.txt", b"same bytes\n", "text/plain", workspace=world.other)
     assert a.blob_id == hashlib.sha256(b"same bytes\n").hexdigest() == b.blob_id
     assert Blob.objects.count() == 1 and Blob.objects.get().size == 11
-    assert get_store().path_for(a.blob_id).read_bytes() == b"same bytes\n"
+    assert get_store().open(a.blob_id).read() == b"same bytes\n"
     assert not list((get_store().root / "tmp").iterdir())
 
 

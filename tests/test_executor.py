@@ -36,7 +36,7 @@ def test_standalone_executor_runs_the_demo_job_over_http(world, demo_job, live_s
     logs = list(run.events.filter(type="PHASE_LOG").values_list("message", flat=True))
     assert "table gold_revenue_by_country has 6 rows" in logs
     artifact = run.artifacts.get()
-    stored = get_store().path_for(artifact.sha256).read_bytes()
+    stored = get_store().open(artifact.sha256).read()
     assert hashlib.sha256(stored).hexdigest() == artifact.sha256 and stored.startswith(b"country,orders")
     assert "ran 5 phase(s)" in result.stderr
 

@@ -1,0 +1,166 @@
+"""S3 artifacts: a 1 GB blob uploaded and downloaded through the artifact store vs. bare boto3
+(``upload_fileobj`` / ``get_object``) on the same SeaweedFS, in the same run. Each step runs in a
+fresh process that reports its seconds and peak RSS (VmHWM), so the store's memory is its own;
+the same steps at a quarter of the size show whether memory stays flat.
+
+Store steps: ``writer`` (bytes arriving in 64 KiB chunks, as an HTTP upload does: multipart to a
+staging key, then commit = server-side copy), ``stage_file`` (a file on disk: hashed first, then
+multipart straight to its content key, commit = complete), and the download as the view serves it
+(``FileResponse`` over ``store.open``, 1 MiB blocks).
+
+    .venv/bin/python benchmarks/s3_artifacts.py [--mb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common  # sets up sys.path and the environment; must come first
+
+BLOCK = 1 << 20
+BUCKET = "bench"
+
+
+class Generated:
+    """``size`` bytes, different for each ``seed``, produced as they are read (no file, no memory)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.left, self.seed, self.index = size, seed, 0
+        self.block = bytearray(os.urandom(BLOCK))
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        out = bytearray()
+        while len(out) < n:
+            self.block[:16] = f"{self.seed:08d}{self.index:08d}".encode()
+            self.index += 1
+            out += self.block[: n - len(out)]
+        self.left -= n
+        return bytes(out)
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def child(step: str, size: int, seed: int, arg: str) -> dict:
+    """One step in this (fresh) process."""
+    import boto3
+    import django
+
+    django.setup()
+    from django.http import FileResponse
+
+    from artifacts.storage import get_store
+
+    store = get_store()
+    floor = peak_rss_mb()
+    began = time.monotonic()
+    out: dict = {}
+    if step == "store_writer":
+        source, writer = Generated(size, seed), store.writer()
+        while chunk := source.read(64 * 1024):
+            writer.write(chunk)
+        staged = writer.finish()
+        staged_at = time.monotonic()
+        store.commit(staged)
+        out = {"sha256": staged.sha256, "commit_s": time.monotonic() - staged_at}
+    elif step == "store_file":
+        staged = store.stage_file(Path(arg))
+        store.commit(staged)
+        out = {"sha256": staged.sha256}
+    elif step == "boto3_upload":
+        client = boto3.client("s3", endpoint_url=os.environ["ARTIFACT_STORE_S3_ENDPOINT"],
+                              aws_access_key_id=os.environ["ARTIFACT_STORE_S3_ACCESS_KEY"],
+                              aws_secret_access_key=os.environ["ARTIFACT_STORE_S3_SECRET_KEY"],
+                              region_name="us-east-1")
+        client.upload_fileobj(Generated(size, seed), BUCKET, f"bare/{seed}")
+    elif step == "store_download":
+        response = FileResponse(store.open(arg), as_attachment=True, filename="x.bin")
+        response.block_size = BLOCK  # as artifacts.views does
+        out = {"bytes": sum(len(chunk) for chunk in response)}
+        response.close()
+    elif step == "boto3_download":
+        client = store.client  # the same configured client, used bare
+        body = client.get_object(Bucket=BUCKET, Key=arg)["Body"]
+        out = {"bytes": sum(len(chunk) for chunk in iter(lambda: body.read(BLOCK), b""))}
+    return {"seconds": time.monotonic() - began, "peak_rss_mb": peak_rss_mb(), "floor_rss_mb": floor, **out}
+
+
+def run(step: str, size: int, seed: int, env: dict, arg: str = "") -> dict:
+    _common.say(f"{step} {size // 2**20} MB")
+    done = subprocess.run([sys.executable, __file__, "--child", step, str(size), str(seed), arg],
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=int, default=1024)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        step, size, seed, arg = args.child
+        print(json.dumps(child(step, int(size), int(seed), arg)))
+        return
+    from tests.servers import SeaweedServer
+
+    size = args.mb * 2**20
+    server = SeaweedServer()
+    _common.say("starting SeaweedFS")
+    endpoint = server.start()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=server.key, aws_secret_access_key=server.secret,
+                     region_name=server.region).create_bucket(Bucket=BUCKET)
+        env = {**os.environ, "ARTIFACT_STORE_URL": f"s3://{BUCKET}/controlroom", "ARTIFACT_STORE_S3_ENDPOINT": endpoint,
+               "ARTIFACT_STORE_S3_REGION": server.region, "ARTIFACT_STORE_S3_ACCESS_KEY": server.key,
+               "ARTIFACT_STORE_S3_SECRET_KEY": server.secret}
+        source = Path(os.environ["CONTROLROOM_DATA_DIR"]) / "blob.bin"
+        with source.open("wb") as fh:
+            generated = Generated(size, 99)
+            while chunk := generated.read(BLOCK):
+                fh.write(chunk)
+        rows = []
+        bare_up = run("boto3_upload", size, 1, env)
+        writer = run("store_writer", size, 2, env)
+        by_file = run("store_file", size, 3, env, str(source))
+        bare_down = run("boto3_download", size, 4, env, "bare/1")
+        down = run("store_download", size, 5, env, writer["sha256"])
+        quarter = run("store_writer", size // 4, 6, env)
+        quarter_down = run("store_download", size // 4, 7, env, quarter["sha256"])
+        _common.say("")
+        mb = size / 2**20
+        rows.append(("upload, bare boto3 upload_fileobj", bare_up, None))
+        rows.append(("upload, store writer (64 KiB chunks; commit = copy)", writer, bare_up))
+        rows.append(("upload, store stage_file (hash, then direct)", by_file, bare_up))
+        rows.append(("download, bare boto3 get_object", bare_down, None))
+        rows.append(("download, store FileResponse", down, bare_down))
+        print(f"SeaweedFS {endpoint}, blob {mb:.0f} MB")
+        print(f"{'step':55} {'s':>7} {'MB/s':>7} {'ratio':>6} {'peak RSS MB':>12} {'floor':>6}")
+        for name, got, base in rows:
+            ratio = f"{base['seconds'] / got['seconds']:.2f}" if base else "-"
+            print(f"{name:55} {got['seconds']:7.2f} {mb / got['seconds']:7.1f} {ratio:>6} "
+                  f"{got['peak_rss_mb']:12.0f} {got['floor_rss_mb']:6.0f}")
+        print(f"store writer commit (server-side copy): {writer['commit_s']:.2f} s of {writer['seconds']:.2f} s")
+        print(f"flat memory: store writer peak RSS {quarter['peak_rss_mb']:.0f} MB at {mb / 4:.0f} MB vs "
+              f"{writer['peak_rss_mb']:.0f} MB at {mb:.0f} MB; download {quarter_down['peak_rss_mb']:.0f} vs "
+              f"{down['peak_rss_mb']:.0f} MB")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
