@@ -40,6 +40,7 @@ class Connection(models.Model):
     class Kind(models.TextChoices):
         DUCKDB = "duckdb", "DuckDB (embedded)"
         TRINO = "trino", "Trino"
+        CATALOG = "catalog", "Lakehouse catalog (Iceberg + Delta)"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connections")
     environment = models.ForeignKey(
@@ -81,5 +82,10 @@ class Connection(models.Model):
             errors["password_ref"] = FOREIGN_REFERENCE
         if self.environment_id and self.workspace_id and self.environment.workspace_id != self.workspace_id:
             errors["environment"] = "This environment belongs to another workspace."
+        if self.kind == self.Kind.CATALOG and not errors:
+            from lakehouse.catalogs import catalog_connection_errors  # the lakehouse owns the format
+
+            if problems := catalog_connection_errors(self):
+                errors["config"] = problems
         if errors:
             raise ValidationError(errors)

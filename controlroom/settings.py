@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "artifacts",
     "runs",
     "sqlwarehouse",
+    "lakehouse",
 ]
 
 MIDDLEWARE = [
@@ -170,8 +171,21 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "staticfiles")))
 if EMBEDDED:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise serves from finders; it wants the folder
 
-# Artifact store: file:///absolute/path (S3 arrives with the lakehouse work).
+# Artifact store (artifacts, query results, exports): file:///absolute/path or s3://bucket/prefix.
+# For S3: the endpoint (empty: AWS) and region; the key pair from ARTIFACT_STORE_S3_ACCESS_KEY and
+# ARTIFACT_STORE_S3_SECRET_KEY or their *_FILE (a mounted secret), else boto3's own chain
+# (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance role). Never written in a settings file.
 ARTIFACT_STORE_URL = env_str("ARTIFACT_STORE_URL", (DATA_DIR / "artifacts").as_uri())
+if not re.fullmatch(r"file:///.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", ARTIFACT_STORE_URL):
+    raise ImproperlyConfigured(f"ARTIFACT_STORE_URL={ARTIFACT_STORE_URL!r} must be file:///absolute/path or "
+                               "s3://bucket/prefix")
+ARTIFACT_STORE_S3_ENDPOINT = env_str("ARTIFACT_STORE_S3_ENDPOINT", "")
+ARTIFACT_STORE_S3_REGION = env_str("ARTIFACT_STORE_S3_REGION", "us-east-1")
+ARTIFACT_STORE_S3_ACCESS_KEY = env_str("ARTIFACT_STORE_S3_ACCESS_KEY", "")
+ARTIFACT_STORE_S3_SECRET_KEY = env_str("ARTIFACT_STORE_S3_SECRET_KEY", "")
+if bool(ARTIFACT_STORE_S3_ACCESS_KEY) != bool(ARTIFACT_STORE_S3_SECRET_KEY):
+    raise ImproperlyConfigured("ARTIFACT_STORE_S3_ACCESS_KEY and ARTIFACT_STORE_S3_SECRET_KEY go together: set "
+                               "both (or their *_FILE) or neither")
 # The largest artifact upload accepted (checked from Content-Length before the body is read).
 ARTIFACT_UPLOAD_MAX_BYTES = env_int("ARTIFACT_UPLOAD_MAX_BYTES", 5 * 2**30)
 # Where embedded DuckDB warehouses and job input files live; SQL may read only inside these.
@@ -181,6 +195,14 @@ DATASETS_DIR = Path(env_str("CONTROLROOM_DATASETS_DIR", str(DATA_DIR / "datasets
 if DATASETS_DIR == WAREHOUSE_DIR or DATASETS_DIR in WAREHOUSE_DIR.parents or WAREHOUSE_DIR in DATASETS_DIR.parents:
     # A warehouse database inside a datasets area would be a file SQL writes where inputs live.
     raise ImproperlyConfigured("CONTROLROOM_DATASETS_DIR and CONTROLROOM_WAREHOUSE_DIR must not contain each other")
+# The embedded lakehouse (no catalog connection): <dir>/<workspace>/<environment>/ holds a SQLite
+# Iceberg catalog, its warehouse and a Delta root. Outside the datasets area, which SQL reads.
+LAKEHOUSE_DIR = Path(env_str("CONTROLROOM_LAKEHOUSE_DIR", str(DATA_DIR / "lakehouse"))).resolve()
+if LAKEHOUSE_DIR == DATASETS_DIR or DATASETS_DIR in LAKEHOUSE_DIR.parents or LAKEHOUSE_DIR in DATASETS_DIR.parents:
+    raise ImproperlyConfigured("CONTROLROOM_LAKEHOUSE_DIR and CONTROLROOM_DATASETS_DIR must not contain each other")
+# Tests only: a folder where an iceberg/delta phase's first attempt drops a marker right after its
+# table commit and then sleeps, so a test can kill -9 the worker between commit and complete.
+LAKEHOUSE_FAULT_DIR = env_str("CONTROLROOM_TEST_LAKEHOUSE_FAULT_DIR", "")
 # The most memory one DuckDB database (editor query or phase) may use before it spills or fails.
 DUCKDB_MEMORY_LIMIT = env_str("DUCKDB_MEMORY_LIMIT", "1GB")
 if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", DUCKDB_MEMORY_LIMIT, re.IGNORECASE):

@@ -32,4 +32,5 @@ urlpatterns = [
     path("w/<slug:workspace>/sql/", include("sqlwarehouse.urls")),
     path("api/v1/workspaces/<slug:workspace>/", include("runs.api_urls")),
     path("api/v1/ops/", include("runs.ops_urls")),
+    path("", include("lakehouse.urls")),
 ]

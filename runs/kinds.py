@@ -9,4 +9,8 @@ from __future__ import annotations
 KINDS: dict[str, str] = {
     "sql": "runs.executors.sql",
     "python": "runs.executors.python",
+    "check": "lakehouse.phases.check",
+    "iceberg": "lakehouse.phases.iceberg",
+    "delta": "lakehouse.phases.delta",
+    "trino": "runs.executors.trino",
 }

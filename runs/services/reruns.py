@@ -70,6 +70,7 @@ class OutputDifference:
     name: str
     original: str | None
     rebuilt: str | None
+    kind: str = "artifact"  # or "table": then the hashes are the tables' canonical fingerprints
 
     @property
     def same(self) -> bool:
@@ -82,4 +83,22 @@ def rebuild_comparison(run: Run) -> list[OutputDifference] | None:
         return None
     before = (run.rerun_of.output_manifest or {}).get("artifacts", {})
     after = (run.output_manifest or {}).get("artifacts", {})
-    return [OutputDifference(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after))]
+    artifacts = [OutputDifference(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after))]
+    tables_before, tables_after = _written_tables(run.rerun_of), _written_tables(run)
+    return artifacts + [OutputDifference(name, tables_before.get(name), tables_after.get(name), kind="table")
+                        for name in sorted(set(tables_before) | set(tables_after))]
+
+
+def _written_tables(run: Run) -> dict[str, str | None]:
+    """Each table the run wrote, by name, with the fingerprint of the last version it wrote that
+    has one (maintenance commits such as optimize keep the content and record none)."""
+    from lakehouse.models import TableEdge
+
+    edges = (TableEdge.objects.filter(run=run, direction=TableEdge.Direction.WRITE)
+             .select_related("table_version__table").order_by("table_version__committed_at", "table_version_id"))
+    written: dict[str, str | None] = {}
+    for edge in edges:
+        table = edge.table_version.table
+        name = f"{table.catalog_name}.{table.namespace}.{table.name}"
+        written[name] = edge.table_version.fingerprint or written.get(name)
+    return written

@@ -1,0 +1,1 @@
+"""The lakehouse: catalogs, Iceberg and Delta tables, their versions and lineage."""

@@ -1,0 +1,1 @@
+"""Phase kinds that write lakehouse tables (``runs.kinds`` names each module)."""

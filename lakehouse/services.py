@@ -1,0 +1,104 @@
+"""Writes to the table registry: versions committed by phases and lineage edges.
+
+Every write runs under the phase's lease (``runs.services.fence.lease_fence``): a worker whose
+lease expired or was taken over records nothing (StaleLease), exactly like its events and
+artifacts. Recording is idempotent: a retry that adopts a version an earlier attempt committed
+finds the row already there and only adds its own edge."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from lakehouse.models import Table, TableEdge, TableVersion
+from runs.models import Phase
+from runs.services.fence import lease_fence
+
+
+@dataclass
+class Commit:
+    """What one table commit (or one observed version) holds, ready to be recorded."""
+
+    format: str  # Table.Format
+    catalog_name: str  # the catalog connection's name
+    namespace: str
+    name: str
+    location: str
+    version: int
+    operation: str  # TableVersion.Operation
+    schema: list[dict[str, Any]] = field(default_factory=list)
+    row_count: int = 0
+    bytes: int = 0
+    fingerprint: str = ""
+    attempt: int = 0  # the attempt that made the version (0: not made by a phase)
+    committed_at: dt.datetime | None = None
+
+
+def _table(phase: Phase, commit: Commit) -> Table:
+    run = phase.run
+    table, created = Table.objects.get_or_create(
+        workspace_id=run.workspace_id, environment_id=run.environment_id, catalog_name=commit.catalog_name,
+        namespace=commit.namespace, name=commit.name,
+        defaults={"format": commit.format, "location": commit.location},
+    )
+    if not created and commit.location and table.location != commit.location:
+        table.location = commit.location
+        table.save(update_fields=["location", "updated_at"])
+    return table
+
+
+def table_version_record(*, phase_id: int, lease_token: str, commit: Commit, made_here: bool = True) -> TableVersion:
+    """Record ``commit`` and a write edge for this phase, under its live lease (StaleLease
+    otherwise). ``made_here`` False records a version this phase only read (a read edge)."""
+    with lease_fence(phase_id=phase_id, lease_token=lease_token) as phase:
+        table = _table(phase, commit)
+        version, created = TableVersion.objects.get_or_create(
+            table=table, version=commit.version,
+            defaults={
+                "operation": commit.operation, "schema": commit.schema, "row_count": commit.row_count,
+                "bytes": commit.bytes, "fingerprint": commit.fingerprint,
+                "run": phase.run if made_here else None, "phase": phase if made_here else None,
+                "attempt": commit.attempt if made_here else 0,
+                "git_sha": phase.run.git_sha if made_here else "",
+                "committed_at": commit.committed_at or phase.run.created_at,
+            },
+        )
+        if not created and made_here and version.run_id is None:
+            # Seen first as a read (or recorded before its maker's record landed): claim it now.
+            version.run, version.phase, version.attempt, version.git_sha = (phase.run, phase, commit.attempt,
+                                                                            phase.run.git_sha)
+            version.save(update_fields=["run", "phase", "attempt", "git_sha"])
+        if created:
+            Table.objects.filter(pk=table.pk).update(updated_at=version.committed_at)
+        TableEdge.objects.get_or_create(run_id=phase.run_id, phase=phase, table_version=version,
+                                        direction=TableEdge.Direction.WRITE if made_here else TableEdge.Direction.READ)
+        return version
+
+
+def table_version_find(*, phase: Phase, catalog_name: str, namespace: str, name: str,
+                       version: int) -> TableVersion | None:
+    """The recorded version ``version`` of a table of this phase's workspace and environment."""
+    return TableVersion.objects.filter(
+        table__workspace_id=phase.run.workspace_id, table__environment_id=phase.run.environment_id,
+        table__catalog_name=catalog_name, table__namespace=namespace, table__name=name, version=version,
+    ).first()
+
+
+def table_read_record(*, phase_id: int, lease_token: str, table_version: TableVersion) -> None:
+    """A read edge: this phase read ``table_version`` (fenced like every write)."""
+    with lease_fence(phase_id=phase_id, lease_token=lease_token) as phase:
+        if table_version.table.workspace_id != phase.run.workspace_id:
+            raise ValueError("a phase cannot read another workspace's table")
+        TableEdge.objects.get_or_create(run_id=phase.run_id, phase=phase, table_version=table_version,
+                                        direction=TableEdge.Direction.READ)
+
+
+def registered_format(*, phase: Phase, catalog_name: str, namespace: str, name: str) -> str | None:
+    """The format the registry knows for this table in the phase's workspace and environment."""
+    return (Table.objects.filter(workspace_id=phase.run.workspace_id, environment_id=phase.run.environment_id,
+                                 catalog_name=catalog_name, namespace=namespace, name=name)
+            .values_list("format", flat=True).first())
+
+
+__all__ = ["Commit", "registered_format", "table_read_record", "table_version_find", "table_version_record"]
