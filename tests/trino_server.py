@@ -226,9 +226,16 @@ class TrinoServer(_Server):
     probe_user: ClassVar[str] = f"{SERVICE_USER}~ro"  # the rules let the service user itself read system only
     start_timeout: ClassVar[float] = 120.0
 
-    def __init__(self, postgres_url: str | None = None, port: int | None = None) -> None:
+    def __init__(self, postgres_url: str | None = None, port: int | None = None, *,
+                 catalogs: dict[str, dict[str, str]] | None = None, lake: Any = None) -> None:
+        """``catalogs``: extra catalog property files by catalog name (replacing ours of that name);
+        ``lake``: an S3 server (``tests.trino_lake.LakeStore.of`` takes it) that makes ``iceberg``
+        and ``iceberg_rest`` the shared lakehouse catalogs of ``tests/trino_lake.py``."""
         super().__init__(port)
         self.postgres_url = postgres_url
+        self.extra_catalogs = dict(catalogs or {})
+        self.lake = lake
+        self.lake_configs: dict[str, Any] = {}  # the catalog connection configs of the lake catalogs
         self.password = secrets.token_urlsafe(18)
         self.http_port: int | None = None  # plain HTTP: internal traffic and /v1/info only
         self.ca_file: Path | None = None
@@ -242,7 +249,9 @@ class TrinoServer(_Server):
 
     def environ(self) -> dict[str, str]:
         """The variables that tell a test process where this server is."""
-        return {TRINO_VAR: self.credentials_url, TRINO_CA_VAR: str(self.ca_file)}
+        from tests.trino_lake import catalogs_environ
+
+        return {TRINO_VAR: self.credentials_url, TRINO_CA_VAR: str(self.ca_file), **catalogs_environ(self.lake_configs)}
 
     def _start(self) -> str:
         assert self.tmpdir is not None
@@ -252,6 +261,11 @@ class TrinoServer(_Server):
             self._postgres = PostgresServer()
             self.postgres_url = self._postgres.start()
         iceberg_jdbc_catalog_create(self.postgres_url)
+        if self.lake is not None:
+            from tests.trino_lake import LakeStore, lake_catalogs
+
+            lake_properties, self.lake_configs = lake_catalogs(LakeStore.of(self.lake), self.postgres_url)
+            self.extra_catalogs = {**lake_properties, **self.extra_catalogs}
         etc = self.tmpdir / "etc"
         (etc / "catalog").mkdir(parents=True)
         self.http_port, self.ca_file = free_port(), _self_signed_tls(etc)
@@ -290,6 +304,7 @@ class TrinoServer(_Server):
             if proc is not None and proc.returncode != -signal.SIGKILL:  # killed: maybe a partial file
                 training.rename(training.with_name(training.name.rsplit(".", 2)[0]))
             training.unlink(missing_ok=True)
+        self.lake_configs = {}
         if self._postgres is not None:
             self._postgres.stop()
             self._postgres = self.postgres_url = None
@@ -341,6 +356,7 @@ class TrinoServer(_Server):
                 "connection-user": pg_user, "connection-password": pg_password,
             },
         }
+        files |= {f"catalog/{name}.properties": dict(values) for name, values in self.extra_catalogs.items()}
         for name, values in files.items():  # empty values left out (no password under trust auth)
             (etc / name).write_text("".join(f"{key}={value}\n" for key, value in values.items() if value != ""))
 
