@@ -10,7 +10,11 @@ dataset or read another workspace's files, whatever the parser lets through.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,52 @@ def datasets_area(workspace: Workspace | str) -> Path:
         raise ValueError(f"workspace slug {slug!r} does not name a folder")
     area.mkdir(parents=True, exist_ok=True)
     return area
+
+
+class _PositionalFile(io.RawIOBase):
+    """A read-only file whose position is kept per thread, read with ``os.pread``. DuckDB's
+    threads share one handle and call ``seek`` then ``read`` as two calls: with one shared
+    position another thread's seek lands in between and the reader gets the wrong bytes (a big
+    Parquet file then fails with "TProtocolException: Invalid data")."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        if stat.S_ISDIR(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        self._local = threading.local()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return getattr(self._local, "position", 0)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.tell(), os.SEEK_END: os.fstat(self._fd).st_size}[whence]
+        self._local.position = max(0, base + offset)
+        return self._local.position
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self._fd, len(buffer), self.tell())
+        buffer[:len(data)] = data
+        self._local.position = self.tell() + len(data)
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, os.fstat(self._fd).st_size - self.tell())
+        data = os.pread(self._fd, size, self.tell())
+        self._local.position = self.tell() + len(data)
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 class ReadOnlyDatasets(fsspec.AbstractFileSystem):
@@ -98,7 +148,7 @@ class ReadOnlyDatasets(fsspec.AbstractFileSystem):
         if mode != "rb":
             raise PermissionError("datasets are read-only: write results to a table or an artifact instead")
         try:
-            return open(self._real(path), "rb")
+            return _PositionalFile(self._real(path))
         except OSError as exc:  # the message names the datasets path, never the server's
             raise type(exc)(exc.errno, exc.strerror, URL + self._strip_protocol(path).lstrip("/")) from None
 
