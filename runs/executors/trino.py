@@ -159,7 +159,7 @@ def execute(ctx: PhaseContextProtocol) -> dict[str, Any]:
         engine = TrinoQueryEngine.for_connection(connection, user=user, read_only=bool(read_only_why))
     except EngineError as exc:
         raise PhaseFailure(str(exc)) from None
-    pass  # MUTANT ctx.on_stop(engine.cancel)
+    ctx.on_stop(engine.cancel)
     who = identity(user, read_only=bool(read_only_why))
     ctx.log(f"{len(bound)} statement(s) on {name} as {who}"
             + (f" (read-only: {read_only_why})" if read_only_why else ""), identity=who)
