@@ -185,7 +185,7 @@ def _always() -> Any:
 def _table_for(lake: Lakehouse, namespace: str, name: str, schema: pa.Schema,
                partition_by: list[str]) -> tuple[Any, bool]:
     """The table, created (namespace too) with its partition spec if it does not exist yet."""
-    from pyiceberg.exceptions import TableAlreadyExistsError
+    from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
 
     catalog = lake.iceberg()
     tbl = iceberg_table(lake, namespace, name)
@@ -200,8 +200,11 @@ def _table_for(lake: Lakehouse, namespace: str, name: str, schema: pa.Schema,
                         kind, width, column = _parse_transform(item)
                         spec.add_field(column, _transform(kind, width),
                                        f"{column}_{kind}{width or ''}" if kind != "identity" else column)
-    except TableAlreadyExistsError:  # another writer created it meanwhile
-        return catalog.load_table((namespace, name)), False
+    except (TableAlreadyExistsError, CommitFailedException):  # another writer created it meanwhile
+        existing = iceberg_table(lake, namespace, name)
+        if existing is None:
+            raise
+        return existing, False
     except ValueError as exc:  # a transform that does not fit the column, an unknown column
         raise PhaseFailure(f"cannot create {namespace}.{name} with partition_by {partition_by}: {exc}") from None
     return catalog.load_table((namespace, name)), True
