@@ -128,12 +128,10 @@ def catalog_connection_errors(connection: Connection) -> list[str]:
         errors.append("a jdbc catalog needs a password reference for its database user")
     if connection.password_ref_id and connection.password_ref.workspace_id != connection.workspace_id:
         errors.append("the password reference belongs to another workspace")
-    mine = [connection.config["warehouse"], connection.config["delta_root"]]
     others = Connection.objects.filter(kind=Connection.Kind.CATALOG).exclude(workspace_id=connection.workspace_id)
     for other in others:
-        theirs = [other.config.get("warehouse"), other.config.get("delta_root")]
-        if any(isinstance(t, str) and _overlaps(m, t) for m in mine for t in theirs):
-            errors.append("the warehouse or Delta root overlaps a location another workspace's catalog uses")
+        if clash := _clash(connection.config, other.config):
+            errors.append(clash)
             break
     return errors
 
@@ -141,6 +139,32 @@ def catalog_connection_errors(connection: Connection) -> list[str]:
 def _overlaps(a: str, b: str) -> bool:
     a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
     return a.startswith(b) or b.startswith(a)
+
+
+def _jdbc_catalog(config: dict[str, Any]) -> tuple[str, int, str, str] | None:
+    """What names a JDBC catalog's tables: its database and catalog name (the warehouse is only
+    where new tables go; every table of the catalog is listed whatever the warehouse)."""
+    if config.get("type") != "jdbc" or not isinstance(config.get("uri"), str):
+        return None
+    parts = urlsplit(config["uri"])
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        return None
+    return (parts.hostname or "").lower(), port, parts.path.strip("/"), str(config.get("catalog_name"))
+
+
+def _clash(mine: dict[str, Any], theirs: Any) -> str:
+    """Why a catalog config may not be used beside another workspace's (``theirs``), or ""."""
+    if not isinstance(theirs, dict):
+        return ""
+    ours = [mine.get("warehouse"), mine.get("delta_root")]
+    other = [theirs.get("warehouse"), theirs.get("delta_root")]
+    if any(isinstance(m, str) and isinstance(t, str) and _overlaps(m, t) for m in ours for t in other):
+        return "the warehouse or Delta root overlaps a location another workspace's catalog uses"
+    if (jdbc := _jdbc_catalog(mine)) is not None and jdbc == _jdbc_catalog(theirs):
+        return "another workspace's catalog already has this catalog name in this database"
+    return ""
 
 
 @dataclass
@@ -200,7 +224,9 @@ class Lakehouse:
             auth = quote(parts.username or "", safe="") + (":" + quote(self.password, safe="") if self.password else "")
             props["uri"] = f"postgresql+psycopg://{auth}@{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
         else:
-            props.update({"uri": self.uri, "credential": f"{self.s3['access_key_id']}:{self.secret_key}"})
+            # The token endpoint named, not guessed: PyIceberg's fallback to it is deprecated.
+            props.update({"uri": self.uri, "credential": f"{self.s3['access_key_id']}:{self.secret_key}",
+                          "oauth2-server-uri": f"{self.uri.rstrip('/')}/v1/oauth/tokens"})
         return props
 
     def trino_properties(self) -> dict[str, str]:
@@ -261,6 +287,12 @@ def catalog_for(workspace: Workspace, environment: Environment, name: str = EMBE
         log.warning("catalog connection %s is invalid: %s", conn.pk, "; ".join(errors))
         raise CatalogError(f"Catalog connection '{name}' is misconfigured: {errors[0]}.")
     config = conn.config
+    # Saved around the admin's checks (or before them): the workspace that attached it first keeps it.
+    earlier = Connection.objects.filter(kind=Connection.Kind.CATALOG, pk__lt=conn.pk).exclude(workspace=workspace)
+    if any(_clash(config, other) for other in earlier.values_list("config", flat=True)):
+        log.warning("catalog connection %s clashes with another workspace's catalog", conn.pk)
+        raise CatalogError(f"Catalog '{name}' reaches tables of another workspace's catalog; an administrator "
+                           "must give it a catalog and locations of its own.")
     try:
         ref = SecretRef.objects.filter(workspace=workspace, name=config["s3"]["secret_key_ref"]).first()
         if ref is None:

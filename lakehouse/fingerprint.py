@@ -19,6 +19,7 @@ column order. The recipe, versioned as ``RECIPE``:
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import math
@@ -144,7 +145,9 @@ def _zero(t: pa.DataType) -> pa.Scalar:
         return pa.scalar(False)
     if pa.types.is_date32(t):
         return pa.array([0], pa.int32()).view(t)[0]
-    if pa.types.is_decimal(t) or pa.types.is_floating(t) or pa.types.is_integer(t):
+    if pa.types.is_decimal(t):  # an int64 0 does not cast to a decimal narrower than 21 digits
+        return pa.scalar(decimal.Decimal(0), t)
+    if pa.types.is_floating(t) or pa.types.is_integer(t):
         return pa.scalar(0, pa.int64()).cast(t)
     return pa.array([0], pa.int64()).view(t)[0]  # timestamp, time64
 

@@ -90,7 +90,8 @@ def trino_catalog_properties(config: dict[str, Any], *, s3_secret_key: str | Non
         }
         if rest_credential:
             props |= {"iceberg.rest-catalog.security": "OAUTH2",
-                      "iceberg.rest-catalog.oauth2.credential": rest_credential}
+                      "iceberg.rest-catalog.oauth2.credential": rest_credential,
+                      "iceberg.rest-catalog.oauth2.server-uri": f"{str(config['uri']).rstrip('/')}/v1/oauth/tokens"}
     else:
         raise CatalogConfigError(f"The catalog's 'type' must be 'jdbc' or 'rest', not {kind!r}.")
     return props | _s3_properties(dict(config.get("s3") or {}), s3_secret_key)

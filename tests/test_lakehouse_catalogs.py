@@ -105,7 +105,12 @@ def test_a_catalog_may_not_overlap_another_workspaces_locations(world, secrets):
                                 password_ref=pw)
     with pytest.raises(ValidationError, match="overlaps a location another workspace"):
         sneaky.full_clean()
-    catalog_connection(world.other, changed("warehouse", "s3://other-lake/wh") | {"delta_root": "s3://other-lake/d"},
+    with pytest.raises(ValidationError, match="already has this catalog name in this database"):
+        # the same JDBC catalog lists every table, whatever the warehouse: not a catalog of its own
+        catalog_connection(world.other, changed("warehouse", "s3://other-lake/wh") | {"delta_root": "s3://other-lake/d"},
+                           password_ref=pw).full_clean()
+    catalog_connection(world.other, changed("warehouse", "s3://other-lake/wh") | {"delta_root": "s3://other-lake/d",
+                                                                                  "catalog_name": "other_lake"},
                        password_ref=pw).full_clean()
 
 
