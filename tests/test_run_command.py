@@ -1,6 +1,7 @@
 """The README's run command, end to end over real HTTP: ``scripts/run.sh`` on embedded defaults
-serves the demo, a signed-in user runs the medallion job to success through the HTML forms, the
-API refuses a request without a token, a worker killed with SIGKILL is restarted by the
+serves the demo, a signed-in user runs the medallion job and the lakehouse job to success through
+the HTML forms (the lakehouse one on the embedded catalog: no server; its tables then listed on the
+tables page), the API refuses a request without a token, a worker killed with SIGKILL is restarted by the
 supervisor while the web keeps answering, and Ctrl-C (SIGINT to the process group) stops every
 child it started.
 
@@ -156,9 +157,9 @@ def sign_in(web: Web, server: RunningServer) -> Page:
                                         "password": server.password})
 
 
-def trigger_demo_run(web: Web) -> Page:
-    """Press Run now on the medallion job with the form exactly as the page renders it."""
-    job = web.open("w/demo/jobs/medallion/")
+def trigger_demo_run(web: Web, job_slug: str = "medallion") -> Page:
+    """Press Run now on a demo job with the form exactly as the page renders it."""
+    job = web.open(f"w/demo/jobs/{job_slug}/")
     form = parse_form(job.text, "trigger-form")
     assert form.action and "csrfmiddlewaretoken" in form.fields, job.text[:3000]
     return web.open(urllib.parse.urljoin(job.url, form.action), {**form.fields, "environment": "dev"})
@@ -189,7 +190,7 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         # Sign in with the password the command printed; one workspace: home goes to its jobs.
         home = sign_in(web, server)
         assert home.status == 200 and home.url == server.url + "w/demo/jobs/", why(f"{home.url}\n{home.text[:2000]}")
-        assert "medallion" in home.text
+        assert "medallion" in home.text and "lakehouse" in home.text
 
         # Trigger the medallion job with the form exactly as the page renders it.
         job = web.open("w/demo/jobs/medallion/")
@@ -206,6 +207,26 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         assert run_state(page.text) == "succeeded", why(f"run {run.url} is {run_state(page.text)}:\n{log[-3000:]}")
         assert "RUN_SUCCEEDED" in log and "PHASE_SUCCEEDED [publish]" in log, why(log[-3000:])
         assert "gold_revenue_by_country.csv" in page.text, why(log[-3000:])
+
+        # The lakehouse demo, the same way: Iceberg and Delta tables on the embedded catalog.
+        job = web.open("w/demo/jobs/lakehouse/")
+        form = parse_form(job.text, "trigger-form")
+        assert {k: v for k, v in form.fields.items() if k.startswith("param_")} == {
+            "param_source_file": "orders.csv"}, form.fields
+        run = web.open(urllib.parse.urljoin(job.url, form.action), {**form.fields, "environment": "dev"})
+        assert run.status == 200 and re.search(r"/w/demo/runs/\d+/$", run.url), why(f"{run.url}\n{run.text[:3000]}")
+        page = wait_for_run(web, run)
+        log = text_of(page.text)
+        assert run_state(page.text) == "succeeded", why(f"run {run.url} is {run_state(page.text)}:\n{log[-3000:]}")
+        assert "PHASE_SUCCEEDED [check_gold]" in log, why(log[-3000:])
+        assert "check refunds to review (sql, warn) warn: 26 failing row(s)" in log, why(log[-3000:])
+        assert "failing_rows.parquet" in page.text, why(log[-3000:])
+        tables = web.open("w/demo/tables/")
+        listed = re.findall(r'<tr class="table-row"><td><a [^>]+>([\w.]+)</a></td>\s*<td><span class="badge">(\w+)<',
+                            tables.text)
+        assert sorted(listed) == [("bronze.orders", "iceberg"), ("gold.daily_revenue", "delta"),
+                                  ("gold.revenue_by_country", "iceberg"), ("silver.orders", "iceberg")], \
+            why(tables.text[-3000:])
 
         # The JSON API wants a bearer token; a signed-in session does not count.
         for client in (web, Web(server.url)):

@@ -1,4 +1,6 @@
-"""Seed the embedded demo: a workspace, a demo user, a DuckDB connection, the medallion job.
+"""Seed the embedded demo: a workspace, a demo user, a DuckDB connection, and the demo jobs
+(``medallion``: DuckDB tables; ``lakehouse``: Iceberg and Delta tables on the workspace's catalog,
+the embedded one unless a catalog connection named ``lakehouse`` says otherwise).
 
 Idempotent: a second run changes nothing and prints the same credentials."""
 
@@ -21,12 +23,12 @@ from runs.models import Job
 from runs.services.jobs import job_create
 from sqlwarehouse.datasets import datasets_area
 
-DEMO_SPEC = settings.BASE_DIR / "demo" / "jobs" / "medallion.yaml"
+DEMO_JOBS = ("medallion", "lakehouse")  # demo/jobs/<name>.yaml, each a job of that slug
 DEMO_DATA = settings.BASE_DIR / "demo" / "data"
 
 
 class Command(BaseCommand):
-    help = "Create the demo workspace, user, connection and medallion job (idempotent)."
+    help = "Create the demo workspace, user, connection and the medallion and lakehouse jobs (idempotent)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--username", default="demo")
@@ -46,9 +48,12 @@ class Command(BaseCommand):
                 workspace=workspace, environment=None, name="warehouse",
                 defaults={"kind": Connection.Kind.DUCKDB, "config": {"database": "warehouse.duckdb"}},
             )
-            if not Job.objects.filter(workspace=workspace, slug="medallion").exists():
-                job_create(access=system_access(workspace), spec_text=DEMO_SPEC.read_text(),
-                           git_path="demo/jobs/medallion.yaml")
+            for name in DEMO_JOBS:
+                # A job already there (an older seed, or the user's edits) is left alone.
+                if not Job.objects.filter(workspace=workspace, slug=name).exists():
+                    path = f"demo/jobs/{name}.yaml"
+                    job_create(access=system_access(workspace), spec_text=(settings.BASE_DIR / path).read_text(),
+                               git_path=path)
         self._datasets(workspace)
         self.stdout.write(f"Demo workspace ready. Sign in as {username} / {password}")
 
