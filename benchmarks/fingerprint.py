@@ -1,8 +1,9 @@
 """The canonical table fingerprint (``lakehouse.fingerprint``): rows/s over N rows (10M by default)
 against bare sha256 of the same table's Arrow IPC stream (no normalising, no sort), then proof
 that it does not change under shuffled rows, reordered columns, other chunk and file sizes and
-another writing engine (PyIceberg in several appends, delta-rs with small files, DuckDB Parquet).
-No server needed.
+another writing engine (PyIceberg in several appends, delta-rs with small files, DuckDB Parquet in
+one file and in many small ones), and that one row fewer changes it (the control). Exits 1 if any
+of that does not hold. No server needed.
 
     .venv/bin/python benchmarks/fingerprint.py [--rows 10000000] [--memory-limit 1GB]
 """
@@ -32,6 +33,7 @@ def main() -> None:
     from lakehouse.fingerprint import table_fingerprint
 
     work = Path(tempfile.mkdtemp(prefix="cr-bench-fingerprint-"))
+    wrong: list[str] = []
     try:
         _common.say(f"generating {args.rows:,} rows")
         con = duckdb.connect()
@@ -59,7 +61,7 @@ def main() -> None:
         started = time.perf_counter()
         expected = fingerprint(table)
         fp_s = time.perf_counter() - started
-        print(f"fingerprint: {fp_s:.2f} s, {table.num_rows / fp_s:,.0f} rows/s "
+        print(f"fingerprint (rows in id order): {fp_s:.2f} s, {table.num_rows / fp_s:,.0f} rows/s "
               f"(bare IPC sha256, unsorted: {bare_s:.2f} s, {table.num_rows / bare_s:,.0f} rows/s; "
               f"ratio {fp_s / bare_s:.1f}x); memory_limit {args.memory_limit}")
 
@@ -67,7 +69,11 @@ def main() -> None:
         con.register("bench", table)
         _common.say("shuffled rows")
         shuffled = con.sql("SELECT * FROM bench ORDER BY hash(id * 31 + 7)").to_arrow_table()
+        started = time.perf_counter()
         checks.append(("shuffled rows", fingerprint(shuffled)))
+        shuffled_s = time.perf_counter() - started
+        print(f"fingerprint of the same rows shuffled: {shuffled_s:.2f} s, {table.num_rows / shuffled_s:,.0f} rows/s "
+              f"(ratio to bare {shuffled_s / bare_s:.1f}x)")
         checks.append(("reordered columns", fingerprint(table.select(list(reversed(table.column_names))))))
         checks.append(("re-chunked (batches of 12,345 rows)", fingerprint(shuffled.to_batches(max_chunksize=12_345))))
         checks.append(("widened/narrowed types (name as dictionary, id as int64, at in ns)", fingerprint(
@@ -105,18 +111,34 @@ def main() -> None:
         checks.append(("DuckDB Parquet, other column order", fingerprint(
             pq.ParquetFile(work / "duck.parquet").iter_batches(batch_size=65_000))))
 
+        _common.say("DuckDB Parquet, small files")
+        con.execute(f"COPY bench TO '{work}/duck_small' (FORMAT PARQUET, FILE_SIZE_BYTES '2MB', "
+                    "ROW_GROUP_SIZE 20000)")
+        import pyarrow.dataset as ds
+
+        small = ds.dataset(work / "duck_small", format="parquet")
+        checks.append((f"DuckDB Parquet, same rows in {len(small.files)} files instead of 1", fingerprint(
+            small.to_batches(batch_size=40_000))))
+
         changed = table.slice(0, table.num_rows - 1)
         checks.append(("control: one row fewer (must differ)", fingerprint(changed)))
         _common.say("")
         print(f"fingerprint {expected}")
+        wrong = []
         for name, value in checks:
             same = value == expected
             verdict = ("same" if same else "DIFFERENT")
             print(f"  {name:<70} {verdict}")
+            if same == name.startswith("control"):
+                wrong.append(name)
+        print("invariance: " + (f"FAILED for {', '.join(wrong)}" if wrong else
+                                f"all {len(checks) - 1} variants give the same fingerprint; the control differs"))
         print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
               f"(the table itself: {table.nbytes / 1e6:.0f} MB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if wrong:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
