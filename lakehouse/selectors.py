@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
@@ -52,17 +53,24 @@ class Lineage:
 
 
 def table_lineage(*, table: Table, limit: int = 20) -> Lineage:
-    """The table's neighbours through runs: bounded to ``limit`` runs each way and to this workspace."""
+    """The table's neighbours through the phases that wrote and read it (not whole runs: a run
+    that writes bronze and silver did not make bronze out of silver), bounded to ``limit``
+    phases each way and to this workspace."""
     edges = TableEdge.objects.filter(table_version__table=table, run__workspace_id=table.workspace_id)
-    writers = list(edges.filter(direction=TableEdge.Direction.WRITE).order_by("-run_id")
-                   .values_list("run_id", flat=True).distinct()[:limit])
-    readers = list(edges.filter(direction=TableEdge.Direction.READ).order_by("-run_id")
-                   .values_list("run_id", flat=True).distinct()[:limit])
+    writes = edges.filter(direction=TableEdge.Direction.WRITE, phase__isnull=False).order_by("-run_id")
+    reads = edges.filter(direction=TableEdge.Direction.READ, phase__isnull=False).order_by("-run_id")
+    writer_phases = list(writes.values_list("phase_id", flat=True).distinct()[:limit])
+    reader_phases = list(reads.values_list("phase_id", flat=True).distinct()[:limit])
 
-    def neighbours(runs: list[int], direction: str) -> list[Table]:
-        ids = (TableEdge.objects.filter(run_id__in=runs, direction=direction)
+    def neighbours(phases: list[int], direction: str) -> list[Table]:
+        ids = (TableEdge.objects.filter(phase_id__in=phases, direction=direction)
                .exclude(table_version__table=table).values("table_version__table_id"))
         return list(Table.objects.filter(pk__in=ids, workspace_id=table.workspace_id).order_by("namespace", "name"))
 
-    return Lineage(upstream=neighbours(writers, TableEdge.Direction.READ),
-                   downstream=neighbours(readers, TableEdge.Direction.WRITE), writers=writers, readers=readers)
+    def runs(queryset: Any) -> list[int]:
+        return sorted(set(queryset.values_list("run_id", flat=True)[:limit]), reverse=True)
+
+    return Lineage(upstream=neighbours(writer_phases, TableEdge.Direction.READ),
+                   downstream=neighbours(reader_phases, TableEdge.Direction.WRITE),
+                   writers=runs(edges.filter(direction=TableEdge.Direction.WRITE).order_by("-run_id")),
+                   readers=runs(edges.filter(direction=TableEdge.Direction.READ).order_by("-run_id")))

@@ -45,7 +45,7 @@ def register(workspace, name: str, *, fmt: str = "iceberg", namespace: str = "sh
                                         attempt=1 if run else 0, git_sha="b" * 40 if run else "",
                                         committed_at=timezone.now() - age)
         if run is not None:
-            TableEdge.objects.create(run=run, table_version=v, direction="write")
+            TableEdge.objects.create(run=run, phase=run.phases.first(), table_version=v, direction="write")
     return table
 
 
@@ -111,9 +111,10 @@ def test_table_page_shows_schema_versions_fingerprints_lineage_and_sql_link(worl
     orders, run = tables["orders"], tables["run"]
     downstream_run = a_run(world)
     gold = register(world.workspace, "gold", versions=[(5, downstream_run, "a" * 64, 2, dt.timedelta(hours=1))])
-    TableEdge.objects.create(run=downstream_run, table_version=orders.versions.get(), direction="read")
+    TableEdge.objects.create(run=downstream_run, phase=downstream_run.phases.first(),
+                             table_version=orders.versions.get(), direction="read")
     raw = register(world.workspace, "raw_orders", versions=[(3, None, "", 9, dt.timedelta(days=1))])
-    TableEdge.objects.create(run=run, table_version=raw.versions.get(), direction="read")
+    TableEdge.objects.create(run=run, phase=run.phases.first(), table_version=raw.versions.get(), direction="read")
     trino = Connection.objects.create(workspace=world.workspace, name="trino", kind=Connection.Kind.TRINO,
                                       config={"host": "127.0.0.1", "port": 8080, "catalog": "lakehouse"})
     url = reverse("lakehouse:table_detail", args=["acme", orders.pk])
