@@ -102,13 +102,19 @@ def _cell(value: Any) -> str:
 
 
 def _editor_link(access: Access, table: Table, version: TableVersion) -> str:
-    """The SQL editor, prefilled with a time-travel query at ``version`` (Trino's syntax, on the
-    workspace's Trino connection when it has one: Trino reads the same catalog)."""
-    sql = (f"SELECT *\nFROM {table.catalog_name}.{table.namespace}.{table.name}\n"
-           f"FOR VERSION AS OF {version.version}\nLIMIT 100")
-    params = {"sql": sql, "environment": table.environment.name}
-    trino = (Connection.objects.filter(workspace=access.workspace, kind=Connection.Kind.TRINO)
-             .order_by("pk").values_list("pk", flat=True).first())
+    """The SQL editor, prefilled with a query that reads ``version`` (``lakehouse.editor_sql``):
+    in Trino's syntax on the workspace's Trino connection when it has one; otherwise the editor
+    builds DuckDB SQL over the version's files from ``table_version``."""
+    from lakehouse.editor_sql import trino_connection_id, trino_sql
+
+    params: dict[str, Any] = {"environment": table.environment.name}
+    trino = trino_connection_id(table)
     if trino is not None:
-        params["connection"] = trino
+        params.update(sql=trino_sql(table, version), connection=trino)
+    else:
+        params["table_version"] = version.pk
+        duckdb = (Connection.objects.filter(workspace=access.workspace, kind=Connection.Kind.DUCKDB)
+                  .order_by("pk").values_list("pk", flat=True).first())
+        if duckdb is not None:
+            params["connection"] = duckdb
     return reverse("sqlwarehouse:editor", args=[access.workspace.slug]) + "?" + urlencode(params)

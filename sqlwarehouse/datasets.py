@@ -87,6 +87,7 @@ class ReadOnlyDatasets(fsspec.AbstractFileSystem):
     """``datasets://<path>``: files under one root, read only. Paths are shown root-relative."""
 
     protocol = (PROTOCOL,)
+    what = "datasets"  # how messages name the area
     root_marker = "/"
     cachable = False  # one instance per engine: never shared between workspaces by fsspec's cache
 
@@ -98,17 +99,22 @@ class ReadOnlyDatasets(fsspec.AbstractFileSystem):
     def _strip_protocol(cls, path: Any) -> Any:
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
-        path = str(path)
-        if path.startswith(URL):
-            path = path[len(URL):]
+        path, url = str(path), f"{cls.protocol[0]}://"
+        if path.startswith(url):
+            path = path[len(url):]
         return "/" + path.lstrip("/")
+
+    @property
+    def url(self) -> str:
+        """``<protocol>://``: how SQL names this area."""
+        return f"{self.protocol[0]}://"
 
     def _real(self, path: str) -> str:
         """The file's real path, or PermissionError if it (or a link on the way) leaves the root."""
         relative = self._strip_protocol(path).lstrip("/")
         real = os.path.realpath(os.path.join(self.root, relative))
         if real != self.root and not real.startswith(self.root + os.sep):
-            raise PermissionError(f"{URL}{relative} is outside this workspace's datasets")
+            raise PermissionError(f"{self.url}{relative} is outside this workspace's {self.what}")
         return real
 
     def _entry(self, real: str) -> dict[str, Any]:
@@ -146,13 +152,31 @@ class ReadOnlyDatasets(fsspec.AbstractFileSystem):
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb":
-            raise PermissionError("datasets are read-only: write results to a table or an artifact instead")
+            raise PermissionError(f"{self.what} are read-only: write results to a table or an artifact instead")
         try:
             return _PositionalFile(self._real(path))
         except OSError as exc:  # the message names the datasets path, never the server's
-            raise type(exc)(exc.errno, exc.strerror, URL + self._strip_protocol(path).lstrip("/")) from None
+            raise type(exc)(exc.errno, exc.strerror, self.url + self._strip_protocol(path).lstrip("/")) from None
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise PermissionError("datasets are read-only: write results to a table or an artifact instead")
+        raise PermissionError(f"{self.what} are read-only: write results to a table or an artifact instead")
 
     mkdir = makedirs = rm = rm_file = _rm = rmdir = mv = cp_file = copy = put_file = touch = pipe_file = _refuse
+
+
+LAKEHOUSE_PROTOCOL = "lakehouse"
+LAKEHOUSE_URL = f"{LAKEHOUSE_PROTOCOL}://"
+
+
+class ReadOnlyLakehouse(ReadOnlyDatasets):
+    """``lakehouse://<path>``: the embedded lakehouse folder of one workspace and environment
+    (``<LAKEHOUSE_DIR>/<workspace>/<environment>``), read only: DuckDB reads a table version's
+    Parquet files from it (the tables page's "Open in SQL editor" without Trino)."""
+
+    protocol = (LAKEHOUSE_PROTOCOL,)
+    what = "lakehouse files"
+
+
+def lakehouse_area(workspace: Workspace, environment_name: str) -> Path:
+    """The embedded lakehouse folder of ``workspace`` in an environment (it may not exist yet)."""
+    return Path(settings.LAKEHOUSE_DIR) / workspace.slug / environment_name

@@ -46,6 +46,19 @@ def _values(request: HttpRequest, names: list[str]) -> dict[str, str]:
     return {name: request.POST.get(f"param.{name}", "") for name in names}
 
 
+def _table_version_sql(access: Access, version_id: str) -> str:
+    """DuckDB SQL reading one version of one of this workspace's tables (404 for any other)."""
+    from lakehouse.editor_sql import duckdb_sql
+    from lakehouse.models import TableVersion
+
+    wanted = id_parse(version_id)
+    version = (TableVersion.objects.filter(pk=wanted, table__workspace=access.workspace)
+               .select_related("table__workspace", "table__environment").first() if wanted is not None else None)
+    if version is None:
+        raise Http404("No such table version in this workspace.")
+    return duckdb_sql(version.table, version)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def editor(request: HttpRequest, workspace: str) -> HttpResponse:
@@ -53,6 +66,8 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
     data = request.POST if request.method == "POST" else request.GET
     saved = _saved(access, data.get("saved"))
     sql = data.get("sql", saved.sql if saved else "")
+    if request.method == "GET" and "table_version" in data and "sql" not in data:
+        sql = _table_version_sql(access, data["table_version"])  # the tables page's "Open in SQL editor"
     connections = connections_for(workspace=access.workspace)
     if request.method == "POST" or "connection" in data:  # a foreign or unknown id is refused on submit
         connection = _connection(access, data.get("connection"))

@@ -15,7 +15,9 @@ checks, one of which warns on purpose.
 from __future__ import annotations
 
 import copy
+import html
 import io
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from artifacts.storage import get_store
 from connections.models import Connection, SecretRef
 from controlroom.models import Membership, Role, Workspace
 from lakehouse.models import Table, TableEdge, TableVersion
+from lakehouse.selectors import table_lineage
 from runs.models import Job, PhaseState, Run, RunStatus
 from runs.services.runs import run_create
 from tests.conftest import PASSWORD
@@ -182,6 +185,18 @@ def test_the_demo_runs_embedded_and_a_rerun_does_not_duplicate_silver(demo, eage
         ("check_silver", "silver.orders", written["silver.orders"].version),
         ("check_gold", "gold.revenue_by_country", written["gold.revenue_by_country"].version),
     }
+    # The table pages' lineage goes through phases, not whole runs: this run wrote bronze and read
+    # silver, yet bronze is not made from silver.
+    def names(tables: list[Table]) -> list[str]:
+        return [f"{t.namespace}.{t.name}" for t in tables]
+
+    lineage = {name: table_lineage(table=v.table) for name, v in written.items()}
+    assert {name: (names(lin.upstream), names(lin.downstream)) for name, lin in lineage.items()} == {
+        "bronze.orders": ([], ["silver.orders"]),
+        "silver.orders": (["bronze.orders"], ["gold.daily_revenue", "gold.revenue_by_country"]),
+        "gold.revenue_by_country": (["silver.orders"], []),
+        "gold.daily_revenue": (["silver.orders"], []),
+    }
 
     # Rerun on the same file: bronze appends the arrival again (by design: it records every load),
     # silver's upsert finds every order already there unchanged and commits nothing, gold is rebuilt
@@ -273,6 +288,44 @@ def trino_connection(demo: Demo, trino_server, monkeypatch) -> Connection:
         config={"host": parts.hostname, "port": parts.port, "http_scheme": parts.scheme,
                 "user": trino_server.service_user, "verify": trino_server.ca_file or True,
                 "catalog": "iceberg", "schema": "gold"})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_open_in_sql_editor_reads_exactly_that_version_with_duckdb_on_the_embedded_catalog(
+        demo, eager_celery, settings, django_capture_on_commit_callbacks):
+    """Without Trino, the tables page's link opens DuckDB SQL over the version's own Parquet files
+    (read-only ``lakehouse://``); running it gives that version's rows, not the newest."""
+    from sqlwarehouse.models import QueryExecution
+
+    first = demo.run(django_capture_on_commit_callbacks)
+    second = demo.run(django_capture_on_commit_callbacks)
+    assert first.status == second.status == RunStatus.SUCCEEDED, errors(second)
+    bronze_v1, bronze_v2 = versions_of(first)["bronze.orders"], versions_of(second)["bronze.orders"]
+    analyst = demo.client(demo.user)  # the parser's read-only layer refuses read_parquet() to read-only roles
+    for version, rows in ((bronze_v1, 245), (bronze_v2, 490)):
+        page = analyst.get(f"/w/demo/tables/{version.table_id}/?version={version.version}").content.decode()
+        link = re.search(r'href="(/w/demo/sql/\?[^"]+)"', page).group(1).replace("&amp;", "&")
+        editor = analyst.get(link).content.decode()
+        sql = html.unescape(re.search(r'<textarea[^>]*name="sql"[^>]*>(.*?)</textarea>', editor, re.S).group(1))
+        assert "read_parquet" in sql and "lakehouse:///warehouse/bronze/orders/data/" in sql, sql
+        counted = f"SELECT count(*) AS n FROM ({sql.replace('LIMIT 100', '')})"
+        duckdb_id = re.search(r'<option value="(\d+)" selected', editor).group(1)
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            response = analyst.post("/w/demo/sql/", {"sql": counted, "connection": duckdb_id, "run": "1"})
+        execution = QueryExecution.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
+        assert execution.status == "succeeded", execution.error
+        assert execution.rows == [[rows]]
+    # Another workspace's version is not found; another workspace's lakehouse files stay out of reach.
+    assert analyst.get(f"/w/demo/sql/?table_version={bronze_v1.pk + 10_000}").status_code == 404
+    foreign = settings.LAKEHOUSE_DIR / "other" / "dev" / "secret.parquet"
+    foreign.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"secret": ["s3cr3t"]}), foreign)
+    for path in ("lakehouse:///../../other/dev/secret.parquet", f"lakehouse://{foreign}", str(foreign)):
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            response = analyst.post("/w/demo/sql/", {"sql": f"SELECT * FROM read_parquet('{path}')",
+                                                     "connection": duckdb_id, "run": "1"})
+        execution = QueryExecution.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
+        assert execution.status == "failed" and "s3cr3t" not in str(execution.rows), (path, execution.error)
 
 
 @pytest.mark.once

@@ -23,9 +23,16 @@ from django.conf import settings
 
 from connections.models import Connection
 from controlroom.models import Environment
+from sqlwarehouse.datasets import (
+    LAKEHOUSE_PROTOCOL,
+    LAKEHOUSE_URL,
+    ReadOnlyDatasets,
+    ReadOnlyLakehouse,
+    datasets_area,
+    lakehouse_area,
+)
 from sqlwarehouse.datasets import PROTOCOL as DATASETS_PROTOCOL
 from sqlwarehouse.datasets import URL as DATASETS_URL
-from sqlwarehouse.datasets import ReadOnlyDatasets, datasets_area
 from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, QueryResult, StatementStream, collect
 
 _LOCK_WAIT_S = 30.0
@@ -53,12 +60,13 @@ class DuckDBEngine:
     """An embedded DuckDB database file, opened per use (other processes share the file)."""
 
     def __init__(self, *, database: Path, read_only: bool, allowed_dirs: list[Path],
-                 datasets: Path | None = None) -> None:
+                 datasets: Path | None = None, lakehouse: Path | None = None) -> None:
         self.database = database
         self.read_only = read_only
         # Directories SQL may use read-write (a phase's scratch folder); datasets come read-only.
         self.allowed_dirs = [str(d.resolve()) + "/" for d in allowed_dirs]
         self.datasets = datasets
+        self.lakehouse = lakehouse  # the embedded lakehouse folder, read-only as lakehouse://
         self._active: duckdb.DuckDBPyConnection | None = None
         self._interrupted = False
 
@@ -86,6 +94,10 @@ class DuckDBEngine:
             if DATASETS_PROTOCOL not in con.list_filesystems():
                 con.register_filesystem(ReadOnlyDatasets(self.datasets))
             allowed.append(DATASETS_URL)
+        if self.lakehouse is not None:
+            if LAKEHOUSE_PROTOCOL not in con.list_filesystems():
+                con.register_filesystem(ReadOnlyLakehouse(self.lakehouse))
+            allowed.append(LAKEHOUSE_URL)
         con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
         con.execute("SET enable_external_access = false")
         con.execute("SET python_enable_replacements = false")  # FROM duckdb: not the Python module
@@ -285,6 +297,18 @@ def duckdb_database(conn: Connection, environment: Environment | None) -> Path:
 
 def duckdb_engine_for(conn: Connection, *, read_only: bool, environment: Environment | None,
                       extra_dirs: list[Path] | None = None) -> DuckDBEngine:
-    """Engine for a DuckDB connection in ``environment``, reading the workspace's datasets."""
+    """Engine for a DuckDB connection in ``environment``, reading the workspace's datasets and
+    (read-only) its embedded lakehouse folder in that environment."""
     return DuckDBEngine(database=duckdb_database(conn, environment), read_only=read_only,
-                        allowed_dirs=list(extra_dirs or []), datasets=datasets_area(conn.workspace))
+                        allowed_dirs=list(extra_dirs or []), datasets=datasets_area(conn.workspace),
+                        lakehouse=_lakehouse_for(conn, environment))
+
+
+def _lakehouse_for(conn: Connection, environment: Environment | None) -> Path | None:
+    # One database file is one DuckDB instance whose file systems are fixed by its first user:
+    # only a database of one environment gets that environment's lakehouse folder.
+    if conn.environment_id is not None:
+        return lakehouse_area(conn.workspace, conn.environment.name)
+    if conn.shared_across_environments or environment is None:
+        return None
+    return lakehouse_area(conn.workspace, environment.name)
