@@ -181,7 +181,8 @@ def test_trino_writes_and_pyiceberg_and_duckdb_read(world, shared, django_captur
            f"WHEN MATCHED THEN UPDATE SET owner = s.owner, balance = s.balance "
            f"WHEN NOT MATCHED THEN INSERT VALUES (s.id, s.owner, s.balance);\n"
            f"DELETE FROM {target} WHERE id = 3")
-    run = trigger(world, spec(phase("load", "trino", sql=sql)), django_capture_on_commit_callbacks)
+    run = trigger(world, spec(phase("load", "trino", sql=sql, catalog=CATALOG, outputs=[f"{ns}.accounts"])),
+                  django_capture_on_commit_callbacks)
     succeeded(run)
     expected = [{"id": 1, "owner": "ann", "balance": Decimal("1.00")},
                 {"id": 2, "owner": "ben2", "balance": Decimal("20.00")},
@@ -196,8 +197,30 @@ def test_trino_writes_and_pyiceberg_and_duckdb_read(world, shared, django_captur
     trino_seen = shared.trino_rows(f"SELECT * FROM {target}")
     assert table_fingerprint(pyiceberg_rows) == table_fingerprint(trino_seen)
     trino_snapshot = tbl.current_snapshot().snapshot_id
-    # A trino phase's commits are not in the table registry (the phase does not record them).
-    assert not Table.objects.filter(namespace=ns).exists()
+    # Each of the four commits is a version made by the phase, in order, with a write edge; its
+    # fingerprint is PyIceberg's read of that very snapshot, and its row count the rows it holds
+    # (Trino's MERGE and DELETE write row-level deletes, which total-records still counts).
+    versions = list(TableVersion.objects.filter(table__catalog_name=CATALOG, table__namespace=ns,
+                                                table__name="accounts").order_by("committed_at", "id"))
+    assert [s.snapshot_id for s in sorted(tbl.snapshots(), key=lambda s: s.sequence_number)] == [
+        v.version for v in versions]
+    assert [(v.operation, v.row_count, v.run_id, v.phase.name, v.attempt) for v in versions] == [
+        ("create", 3, run.pk, "load", 1), ("append", 4, run.pk, "load", 1), ("merge", 5, run.pk, "load", 1),
+        ("overwrite", 4, run.pk, "load", 1)]
+    for v in versions:
+        assert v.fingerprint == table_fingerprint(tbl.scan(snapshot_id=v.version).to_arrow()), v.operation
+        assert v.schema == [{"name": "id", "type": "int", "nullable": True},
+                            {"name": "owner", "type": "string", "nullable": True},
+                            {"name": "balance", "type": "decimal(12, 2)", "nullable": True}]
+    assert versions[-1].version == trino_snapshot and versions[-1].fingerprint == table_fingerprint(trino_seen)
+    assert versions[-1].table.format == "iceberg" and versions[-1].table.location == tbl.location()
+    assert len({v.fingerprint for v in versions}) == 4
+    edges = TableEdge.objects.filter(run=run).order_by("id")
+    assert [(e.direction, e.table_version_id, e.phase.name) for e in edges] == [
+        ("write", v.pk, "load") for v in versions]
+    assert run.phases.get().output["tables"] == [
+        {"table": f"{ns}.accounts", "format": "iceberg", "catalog": CATALOG, "version": v.version,
+         "operation": v.operation, "rows": v.row_count, "fingerprint": v.fingerprint} for v in versions]
 
     # DuckDB reads it as an input of an iceberg phase (registered as a read of Trino's snapshot),
     # and the table that phase writes is read by Trino again.
@@ -207,9 +230,8 @@ def test_trino_writes_and_pyiceberg_and_duckdb_read(world, shared, django_captur
                                             "FROM accounts WHERE balance >= 4")),
                       django_capture_on_commit_callbacks)
     succeeded(derived)
-    read = TableVersion.objects.get(table__namespace=ns, table__name="accounts")
-    assert (read.version, read.run_id, read.row_count) == (trino_snapshot, None, 4)
-    assert read.fingerprint == table_fingerprint(trino_seen)
+    read = TableVersion.objects.get(table__namespace=ns, table__name="accounts", version=trino_snapshot)
+    assert (read.pk, read.run_id, read.row_count) == (versions[-1].pk, run.pk, 4)  # the trino phase's version
     assert TableEdge.objects.filter(run=derived, table_version=read, direction="read").count() == 1
     rich = shared.trino_rows(f"SELECT id, owner, doubled FROM {shared.trino_catalog}.{ns}.rich")
     assert by_id(rich) == [{"id": 2, "owner": "BEN2", "doubled": Decimal("40.00")},
@@ -217,6 +239,60 @@ def test_trino_writes_and_pyiceberg_and_duckdb_read(world, shared, django_captur
                            {"id": 5, "owner": "EVE", "doubled": Decimal("10.00")}]
     written = TableVersion.objects.get(table__namespace=ns, table__name="rich")
     assert table_fingerprint(rich) == written.fingerprint
+
+
+def test_a_trino_phase_records_only_its_own_commits_and_its_reads(world, shared,
+                                                                 django_capture_on_commit_callbacks):
+    ns = fresh_namespace()
+    cat = f"{shared.trino_catalog}.{ns}"
+    # Tables written by a trino phase that declares no outputs stay out of the registry.
+    seed = trigger(world, spec(phase("seed", "trino", sql=(
+        f"CREATE SCHEMA {cat};\n"
+        f"CREATE TABLE {cat}.src AS SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c')) t(id, tag);\n"
+        f"CREATE TABLE {cat}.dst AS SELECT * FROM (VALUES (0, 'z')) t(id, tag)"))),
+        django_capture_on_commit_callbacks)
+    succeeded(seed)
+    assert not Table.objects.filter(namespace=ns).exists()
+    lake = shared.lake(world.workspace)
+    before = lake.iceberg().load_table((ns, "dst")).current_snapshot().snapshot_id
+    src = lake.iceberg().load_table((ns, "src"))
+
+    load = trigger(world, spec(phase("load", "trino", catalog=CATALOG, inputs=[f"{ns}.src"],
+                                     outputs=[f"{ns}.dst", f"{ns}.never"],
+                                     sql=f"INSERT INTO {cat}.dst SELECT id * 10, upper(tag) FROM {cat}.src")),
+                   django_capture_on_commit_callbacks)
+    succeeded(load)
+    dst = lake.iceberg().load_table((ns, "dst"))
+    inserted = dst.current_snapshot().snapshot_id
+    # Only the snapshot its INSERT committed is the phase's, not the one the table had before.
+    written = TableVersion.objects.get(table__namespace=ns, table__name="dst")
+    assert (written.version, written.operation, written.row_count, written.run_id) == (inserted, "append", 4,
+                                                                                        load.pk)
+    assert written.version != before
+    assert written.fingerprint == table_fingerprint(dst.scan(snapshot_id=inserted).to_arrow())
+    # The input is recorded at the version read (a version no phase made), with PyIceberg's fingerprint.
+    read = TableVersion.objects.get(table__namespace=ns, table__name="src")
+    assert (read.version, read.run_id, read.row_count) == (src.current_snapshot().snapshot_id, None, 3)
+    assert read.fingerprint == table_fingerprint(src.scan().to_arrow())
+    assert sorted((e.direction, e.table_version_id) for e in TableEdge.objects.filter(run=load)) == [
+        ("read", read.pk), ("write", written.pk)]
+    # A declared output the statements never wrote is a warning, not a failure.
+    warnings = list(load.events.filter(type="PHASE_LOG", level="warning").values_list("message", flat=True))
+    assert warnings == [f"output {ns}.never: no statement of this phase committed to it in catalog '{CATALOG}' "
+                        "(is 'outputs' right?)"]
+
+    # A statement that fails after one that committed: the commit is recorded, the phase fails.
+    broken = trigger(world, spec(phase("again", "trino", catalog=CATALOG, outputs=[f"{ns}.dst"],
+                                       sql=f"INSERT INTO {cat}.dst VALUES (99, 'late');\n"
+                                           f"SELECT * FROM {cat}.no_such_table")),
+                     django_capture_on_commit_callbacks)
+    assert broken.status == RunStatus.FAILED and errors(broken)[0].startswith("Statement 2 (SELECT) failed")
+    late = TableVersion.objects.get(table__namespace=ns, table__name="dst", run=broken)
+    dst = lake.iceberg().load_table((ns, "dst"))
+    assert (late.version, late.row_count, late.operation) == (dst.current_snapshot().snapshot_id, 5, "append")
+    assert late.fingerprint == table_fingerprint(dst.scan().to_arrow())
+    assert list(TableEdge.objects.filter(run=broken).values_list("direction", "table_version_id")) == [
+        ("write", late.pk)]
 
 
 def test_delta_tables_live_under_the_catalogs_delta_root(world, shared, django_capture_on_commit_callbacks):

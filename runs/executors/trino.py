@@ -17,6 +17,11 @@ written only by prod runs. Otherwise the run's identity is read-only: the statem
 checked by the parser first (a clear error before Trino sees them), and Trino's rules refuse
 writes from ``~ro`` identities anyway.
 
+Lineage (``lakehouse.trino_lineage``): ``catalog`` (the catalog connection Trino's catalog
+corresponds to, default "lakehouse"), ``outputs`` and ``inputs`` (``namespace.name`` tables of
+it). Every snapshot of an output that the statements committed is recorded as a table version
+with a write edge, also when a later statement fails; each input gets a read edge.
+
 Cancel, timeout and a lost lease cancel the running Trino query on the server (stop hook), and
 no later statement starts. Phases of this kind need Control Room's database (connections and
 their secrets): the standalone executor does not run them.
@@ -24,6 +29,7 @@ their secrets): the standalone executor does not run them.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -32,13 +38,17 @@ from django.core.exceptions import PermissionDenied
 from connections.models import Connection
 from controlroom.access import Access
 from controlroom.models import Environment, Membership
+from lakehouse import trino_lineage
 from runs.executors.base import PhaseContextProtocol, PhaseFailure
+from runs.services.fence import StaleLease
 from sqlwarehouse.engines import EngineError, reaches_all_environments
 from sqlwarehouse.engines.trino import TrinoQueryEngine, identity
 from sqlwarehouse.params import ParameterError, bind
 from sqlwarehouse.sqlcheck import SqlCheckError, check_read_only, split_statements, statement_kind
 
-_FIELDS = {"sql", "connection"}
+log = logging.getLogger("controlroom.runs")
+
+_FIELDS = {"sql", "connection"} | trino_lineage.FIELDS
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 # Statements whose rows are the answer (shown in the log); other statements answer with a count.
 _QUERIES = {"SELECT", "VALUES", "SHOW", "DESCRIBE", "EXPLAIN", "EXPLAIN ANALYZE", "TABLE"}
@@ -63,7 +73,7 @@ def config_errors(config: dict[str, Any]) -> list[str]:
     name = config.get("connection", "trino")
     if not (isinstance(name, str) and 0 < len(name) <= 64 and set(name) <= _NAME_CHARS):
         errors.append(f"'connection' must be a connection's name (letters, digits, - and _), not {name!r}")
-    return errors
+    return errors + trino_lineage.config_errors(config)
 
 
 def service_identity(workspace_slug: str) -> str:
@@ -163,21 +173,53 @@ def execute(ctx: PhaseContextProtocol) -> dict[str, Any]:
     who = identity(user, read_only=bool(read_only_why))
     ctx.log(f"{len(bound)} statement(s) on {name} as {who}"
             + (f" (read-only: {read_only_why})" if read_only_why else ""), identity=who)
+    lineage = trino_lineage.lineage_before(ctx, config)
     deadline = time.monotonic() + (ctx.phase.timeout_s or 3600)
     done: list[dict[str, Any]] = []
+    queries: dict[str, str] = {}  # Trino query id -> statement kind: which snapshots are this phase's
     for number, (statement, text, values) in enumerate(bound, start=1):
         if ctx.stopped:
-            raise PhaseFailure(f"stopped before statement {number}")
+            raise _failure(ctx, lineage, queries, f"stopped before statement {number}")
         kind = statement_kind(statement, DIALECT)
         ctx.log(f"statement {number}/{len(bound)} ({kind}): {_describe(statement)}", statement=number)
         # Trino's own limit is a backstop a little past the phase's: the phase timer cancels first.
         limit = max(1, int(deadline - time.monotonic())) + BACKSTOP_S
+        error = None
         try:
             done.append(_run_statement(ctx, engine, text, values, limit, number=number, kind=kind))
         except EngineError as exc:
+            error = exc
+        if engine.query_id:  # a failed query too: it may have committed before its answer was lost
+            queries.setdefault(engine.query_id, kind)
+        if error is not None:
             query = f" (query {engine.query_id})" if engine.query_id else ""
-            raise PhaseFailure(f"Statement {number} ({kind}) failed{query}: {exc}") from None
-    return {"statements": done}
+            raise _failure(ctx, lineage, queries, f"Statement {number} ({kind}) failed{query}: {error}")
+    output: dict[str, Any] = {"statements": done}
+    if lineage is not None:
+        try:
+            output["tables"] = trino_lineage.lineage_record(ctx, lineage, queries, finished=True)
+        except StaleLease:
+            raise
+        except Exception as exc:  # the statements committed: a retry would run them again, so no failure
+            log.exception("phase %s: recording the table versions failed", ctx.phase.pk)
+            ctx.log(f"the statements succeeded, but their table versions could not be recorded: {exc}",
+                    level="warning")
+            output["lineage_error"] = str(exc)
+    return output
+
+
+def _failure(ctx: PhaseContextProtocol, lineage: Any, queries: dict[str, str], message: str) -> PhaseFailure:
+    """The phase's failure, after recording the versions the statements before it committed."""
+    if lineage is not None and queries:
+        try:
+            trino_lineage.lineage_record(ctx, lineage, queries, finished=False)
+        except StaleLease:
+            raise
+        except Exception as exc:  # the statement's failure is the phase's error; this one is logged
+            log.exception("phase %s: recording the table versions after a failure failed", ctx.phase.pk)
+            ctx.log(f"the table versions committed before the failure could not be recorded: {exc}",
+                    level="warning")
+    return PhaseFailure(message)
 
 
 def _run_statement(ctx: PhaseContextProtocol, engine: TrinoQueryEngine, text: str, values: list[Any],
