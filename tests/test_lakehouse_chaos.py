@@ -3,6 +3,8 @@ between each phase's table commit and its ``complete`` (harness: tests/lakehouse
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from tests.workers import WorkerPool, celery_broker, worker_env
 pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
 LEASE_TTL_S = 4
-RUNS = 10
+RUNS = int(os.environ.get("CONTROLROOM_CHAOS_RUNS", "10"))  # benchmarks/exactly_once.py asks for more
 BATCH = 5
 
 
@@ -50,6 +52,11 @@ def pool(settings, tmp_path: Path, broker: str, fault_dir: Path) -> Iterator[Wor
 def test_kill_9_between_table_commit_and_complete_never_duplicates_rows(world, monkeypatch, pool, fault_dir):
     monkeypatch.setattr("runs.services.phases.retry_delay_s", lambda attempt: 0.0)
     outcome = chaos(world=world, pool=pool, fault_dir=fault_dir, runs=RUNS, batch=BATCH)
+    if os.environ.get("CONTROLROOM_CHAOS_REPORT"):  # the benchmark's figures
+        Path(os.environ["CONTROLROOM_CHAOS_REPORT"]).write_text(json.dumps({
+            "runs": len(outcome.runs), "kills": outcome.kills,
+            "killed_after_commit": len(outcome.committed_then_killed),
+            "duplicates": outcome.duplicates, "problems": outcome.problems}))
     assert not outcome.problems, "\n".join(outcome.problems) + "\n" + pool.logs(2000)
     assert outcome.duplicates == 0 and len(outcome.runs) == RUNS
     # Nearly every first attempt is killed after its commit (one that lost its lease on this loaded
