@@ -128,6 +128,7 @@ def test_refuses_what_it_cannot_fingerprint() -> None:
         table_fingerprint(pa.table({"d": pa.array([1], pa.duration("s"))}))
 
 
+@pytest.mark.slow  # ~1 s
 def test_spills_when_the_data_exceed_the_memory_limit() -> None:
     n = 400_000
     table = pa.table({"id": pa.array(range(n)), "text": pa.array([f"{i:08d}" * 8 for i in range(n)])})

@@ -12,7 +12,7 @@ from lakehouse.tables import delta_table
 from runs.models import RunStatus
 from tests.lakehouse_helpers import errors, lake_of, phase, spec, table_rows, trigger
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # real phases through PyIceberg / delta-rs
 
 ROWS = ("SELECT * FROM (VALUES (1, 'FR', 10.5::DOUBLE), (2, 'DE', 20.0::DOUBLE), (3, 'FR', 7.25::DOUBLE)) "
         "t(id, country, amount)")

@@ -16,7 +16,7 @@ from runs.models import Phase, PhaseState, RunStatus
 from runs.services.phases import phases_reap
 from tests.lakehouse_helpers import errors, lake_of, phase, spec, table_rows, trigger
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # real phases through PyIceberg / delta-rs
 
 ROWS = "SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c')) t(id, label)"
 KINDS = {

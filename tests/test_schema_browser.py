@@ -452,6 +452,7 @@ def test_trino_access(world, trino, trino_server, persona, status):
     assert len(trino_queries(trino_server, f"{persona}~ro")) == before
 
 
+@pytest.mark.slow  # waits for a refused connection
 def test_unreachable_trino_is_one_sentence(world):
     from tests.servers import free_port
 

@@ -25,6 +25,7 @@ def manage(tmp_path, env: dict[str, str], *args: str) -> subprocess.CompletedPro
                           env={**base, "CONTROLROOM_DATA_DIR": str(tmp_path), **env}, timeout=120)
 
 
+@pytest.mark.slow  # a subprocess
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text(secrets.token_urlsafe(50))

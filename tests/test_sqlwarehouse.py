@@ -220,6 +220,7 @@ def test_oversized_sql_is_refused_before_anything_runs(world):
     assert not QueryExecution.objects.exists()
 
 
+@pytest.mark.slow  # ~7 s: the whole corpus through DuckDB
 def test_duckdb_alone_stops_the_bypass_corpus(world, settings):
     """With the parser switched off, the read-only, sandboxed DuckDB refuses every write and
     escape of the corpus, or runs it without changing anything: the database file is byte for
