@@ -1,12 +1,17 @@
 """S3 artifacts: a 1 GB blob uploaded and downloaded through the artifact store vs. bare boto3
 (``upload_fileobj`` / ``get_object``) on the same SeaweedFS, in the same run. Each step runs in a
 fresh process that reports its seconds and peak RSS (VmHWM), so the store's memory is its own;
-the same steps at a quarter of the size show whether memory stays flat.
+the same steps at a quarter of the size show whether memory stays flat. The S3 server's (SeaweedFS)
+RSS is sampled during every step too. Bare uploads run before and after the store's (the ratio is
+against the faster), plus one with a single part in flight (as the store sent its parts before it
+kept a few in flight); downloads run three interleaved rounds and compare medians.
 
 Store steps: ``writer`` (bytes arriving in 64 KiB chunks, as an HTTP upload does: multipart to a
-staging key, then commit = server-side copy), ``stage_file`` (a file on disk: hashed first, then
-multipart straight to its content key, commit = complete), and the download as the view serves it
-(``FileResponse`` over ``store.open``, 1 MiB blocks).
+staging key, a few parts in flight, then commit = server-side copy, as ranged part copies),
+``stage_file`` (a file on disk: hashed first, then multipart straight to its content key, commit =
+complete), and the download as the view serves it (``FileResponse`` over ``store.open``, 1 MiB
+blocks). The store's upload memory is bounded by its parts in flight (PARTS_IN_FLIGHT + 1 parts of
+PART_BYTES), so its peak RSS is the same at a quarter of the size.
 
     .venv/bin/python benchmarks/s3_artifacts.py [--mb 1024]
 """
@@ -18,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +79,8 @@ def child(step: str, size: int, seed: int, arg: str) -> dict:
         staged = writer.finish()
         staged_at = time.monotonic()
         store.commit(staged)
-        out = {"sha256": staged.sha256, "commit_s": time.monotonic() - staged_at}
+        out = {"sha256": staged.sha256, "commit_s": time.monotonic() - staged_at,
+               "in_flight": getattr(store, "parts_in_flight", 1)}
     elif step == "store_file":
         staged = store.stage_file(Path(arg))
         store.commit(staged)
@@ -83,7 +90,10 @@ def child(step: str, size: int, seed: int, arg: str) -> dict:
                               aws_access_key_id=os.environ["ARTIFACT_STORE_S3_ACCESS_KEY"],
                               aws_secret_access_key=os.environ["ARTIFACT_STORE_S3_SECRET_KEY"],
                               region_name="us-east-1")
-        client.upload_fileobj(Generated(size, seed), BUCKET, f"bare/{seed}")
+        from boto3.s3.transfer import TransferConfig
+
+        serial = TransferConfig(max_concurrency=1) if arg == "serial" else TransferConfig()
+        client.upload_fileobj(Generated(size, seed), BUCKET, f"bare/{seed}", Config=serial)
     elif step == "store_download":
         response = FileResponse(store.open(arg), as_attachment=True, filename="x.bin")
         response.block_size = BLOCK  # as artifacts.views does
@@ -96,13 +106,33 @@ def child(step: str, size: int, seed: int, arg: str) -> dict:
     return {"seconds": time.monotonic() - began, "peak_rss_mb": peak_rss_mb(), "floor_rss_mb": floor, **out}
 
 
-def run(step: str, size: int, seed: int, env: dict, arg: str = "") -> dict:
+def rss_mb(pid: int) -> float:
+    """The resident set of process ``pid`` now (VmRSS), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run(step: str, size: int, seed: int, env: dict, server_pid: int, arg: str = "") -> dict:
+    """One step in a fresh process; the S3 server's RSS is sampled every 0.1 s while it runs."""
     _common.say(f"{step} {size // 2**20} MB")
-    done = subprocess.run([sys.executable, __file__, "--child", step, str(size), str(seed), arg],
-                          env=env, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", step, str(size), str(seed), arg],
+                                env=env, stdout=out, stderr=err, text=True)
+        server_rss = [rss_mb(server_pid)]
+        while proc.poll() is None:
+            time.sleep(0.1)
+            server_rss.append(rss_mb(server_pid))
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise SystemExit(err.read()[-3000:])
+        result = json.loads(out.read().strip().splitlines()[-1])
+    return {**result, "server_rss_mb": max(server_rss), "server_rss_before_mb": server_rss[0]}
 
 
 def main() -> None:
@@ -133,31 +163,59 @@ def main() -> None:
             generated = Generated(size, 99)
             while chunk := generated.read(BLOCK):
                 fh.write(chunk)
-        rows = []
-        bare_up = run("boto3_upload", size, 1, env)
-        writer = run("store_writer", size, 2, env)
-        by_file = run("store_file", size, 3, env, str(source))
-        bare_down = run("boto3_download", size, 4, env, "bare/1")
-        down = run("store_download", size, 5, env, writer["sha256"])
-        quarter = run("store_writer", size // 4, 6, env)
-        quarter_down = run("store_download", size // 4, 7, env, quarter["sha256"])
+        quarter_source = source.with_name("quarter.bin")
+        with quarter_source.open("wb") as fh:
+            generated = Generated(size // 4, 98)
+            while chunk := generated.read(BLOCK):
+                fh.write(chunk)
+        pid = server._proc.pid
+        run("boto3_upload", min(size, 64 * 2**20), 0, env, pid)  # warm-up: the server allocates its volumes
+        # The bare steps run before and after the store's; the ratio is against the faster of the two.
+        bare_ups = [run("boto3_upload", size, 1, env, pid)]
+        writer = run("store_writer", size, 2, env, pid)
+        by_file = run("store_file", size, 3, env, pid, str(source))
+        bare_ups.append(run("boto3_upload", size, 8, env, pid))
+        bare_serial = run("boto3_upload", size, 10, env, pid, "serial")
+        # The quarter-size uploads before any download: SeaweedFS's RSS grows by gigabytes when uploads
+        # follow downloads (plain boto3 ones too), which would blur the server column's comparison.
+        quarter = run("store_writer", size // 4, 6, env, pid)
+        quarter_file = run("store_file", size // 4, 11, env, pid, str(quarter_source))
+        bare_downs, downs = [], []
+        for _ in range(3):  # downloads are short: three interleaved rounds, medians compared
+            bare_downs.append(run("boto3_download", size, 4, env, pid, "bare/1"))
+            downs.append(run("store_download", size, 5, env, pid, writer["sha256"]))
+        quarter_down = run("store_download", size // 4, 7, env, pid, quarter["sha256"])
         _common.say("")
         mb = size / 2**20
-        rows.append(("upload, bare boto3 upload_fileobj", bare_up, None))
-        rows.append(("upload, store writer (64 KiB chunks; commit = copy)", writer, bare_up))
-        rows.append(("upload, store stage_file (hash, then direct)", by_file, bare_up))
-        rows.append(("download, bare boto3 get_object", bare_down, None))
-        rows.append(("download, store FileResponse", down, bare_down))
+        bare_up = min(bare_ups, key=lambda r: r["seconds"])
+        bare_down, down = (sorted(steps, key=lambda r: r["seconds"])[1] for steps in (bare_downs, downs))
+        rows = [("upload, bare boto3 upload_fileobj (before)", bare_ups[0], None),
+                ("upload, store writer (64 KiB chunks; commit = copy)", writer, bare_up),
+                ("upload, store stage_file (hash, then direct)", by_file, bare_up),
+                ("upload, bare boto3 upload_fileobj (after)", bare_ups[1], None),
+                ("upload, bare boto3, one part at a time", bare_serial, None),
+                ("download, bare boto3 get_object (median of 3)", bare_down, None),
+                ("download, store FileResponse (median of 3)", down, bare_down)]
         print(f"SeaweedFS {endpoint}, blob {mb:.0f} MB")
-        print(f"{'step':55} {'s':>7} {'MB/s':>7} {'ratio':>6} {'peak RSS MB':>12} {'floor':>6}")
+        print("ratio: throughput against the faster bare boto3 step (target >= 0.8); peak RSS: the process doing the "
+              "step (VmHWM), floor: the same after its imports; S3 server: SeaweedFS's RSS sampled during it")
+        print(f"{'step':55} {'s':>7} {'MB/s':>7} {'ratio':>6} {'peak RSS MB':>12} {'floor':>6} "
+              f"{'S3 server MB':>13}")
         for name, got, base in rows:
             ratio = f"{base['seconds'] / got['seconds']:.2f}" if base else "-"
             print(f"{name:55} {got['seconds']:7.2f} {mb / got['seconds']:7.1f} {ratio:>6} "
-                  f"{got['peak_rss_mb']:12.0f} {got['floor_rss_mb']:6.0f}")
-        print(f"store writer commit (server-side copy): {writer['commit_s']:.2f} s of {writer['seconds']:.2f} s")
+                  f"{got['peak_rss_mb']:12.0f} {got['floor_rss_mb']:6.0f} "
+                  f"{got['server_rss_before_mb']:5.0f} -> {got['server_rss_mb']:4.0f}")
+        print("download seconds, bare: " + ", ".join(f"{r['seconds']:.2f}" for r in bare_downs)
+              + "; store: " + ", ".join(f"{r['seconds']:.2f}" for r in downs))
+        print(f"store writer commit (server-side copy, {writer['in_flight']} ranged parts in flight): "
+              f"{writer['commit_s']:.2f} s of {writer['seconds']:.2f} s; the writer without it: ratio "
+              f"{bare_up['seconds'] / (writer['seconds'] - writer['commit_s']):.2f}")
         print(f"flat memory: store writer peak RSS {quarter['peak_rss_mb']:.0f} MB at {mb / 4:.0f} MB vs "
-              f"{writer['peak_rss_mb']:.0f} MB at {mb:.0f} MB; download {quarter_down['peak_rss_mb']:.0f} vs "
-              f"{down['peak_rss_mb']:.0f} MB")
+              f"{writer['peak_rss_mb']:.0f} MB at {mb:.0f} MB; stage_file {quarter_file['peak_rss_mb']:.0f} vs "
+              f"{by_file['peak_rss_mb']:.0f} MB; download {quarter_down['peak_rss_mb']:.0f} vs "
+              f"{down['peak_rss_mb']:.0f} MB; S3 server during the store writer {quarter['server_rss_mb']:.0f} vs "
+              f"{writer['server_rss_mb']:.0f} MB")
     finally:
         server.stop()
 

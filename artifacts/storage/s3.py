@@ -1,13 +1,17 @@
 """S3 (``s3://bucket/prefix``, boto3): AWS or any S3 server (SeaweedFS in the tests).
 
 Keys: ``<prefix>/blobs/<sha[:2]>/<sha>`` for blobs, ``<prefix>/staging/<uuid>`` while staging.
-A writer keeps one part in memory (PART_BYTES) and streams the rest as a multipart upload, so
-memory stays flat whatever the size. Commit depends on what staging left:
+A writer streams bytes as a multipart upload, PARTS_IN_FLIGHT parts at once on a few threads (one
+request at a time left most of the bandwidth unused), so memory stays flat whatever the size: the
+parts in flight plus the one filling, (PARTS_IN_FLIGHT + 1) * PART_BYTES. A failed part aborts the
+whole upload once the parts still in flight have landed. Commit depends on what staging left:
 - a blob smaller than one part is still in memory: one PUT to its content key;
 - a file staged by ``stage_file`` (hashed first, so its key was known) is a multipart upload
   still open on the content key: commit completes it (no copy), discard aborts it;
 - a stream of unknown hash was completed under a staging key: commit copies it server-side to
-  the content key (skipped when the blob exists) and deletes the staging key.
+  the content key (skipped when the blob exists) and deletes the staging key. A key cannot be
+  renamed in S3 and the hash is known only at the end, so this copy stays; above COPY_PART_BYTES
+  it is a multipart copy (UploadPartCopy of ranges, a few at once), complete or aborted.
 An open multipart upload and a staging key are never read as a blob, so half-written bytes are
 never visible. (A process killed mid-upload leaves them behind: an abort-incomplete-multipart
 lifecycle rule and an expiry on ``staging/`` clean them up.)
@@ -18,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,7 +31,9 @@ from typing import Any, BinaryIO
 from artifacts.storage.base import CHUNK, BlobStoreError, BlobWriter, StagedBlob, StoreOps
 
 log = logging.getLogger(__name__)
-PART_BYTES = 8 * 2**20  # S3's smallest part is 5 MiB; this is the memory one writer holds
+PART_BYTES = 8 * 2**20  # S3's smallest part is 5 MiB
+PARTS_IN_FLIGHT = 4  # per upload; boto3's upload_fileobj keeps up to 10
+COPY_PART_BYTES = 64 * 2**20  # a commit's copy: one CopyObject up to this, ranged part copies beyond
 _REFUSED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
             "Forbidden", "403"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -44,7 +52,7 @@ class _Pending:
 class S3Store(StoreOps):
     """Blobs in an S3 bucket, under a prefix."""
 
-    part_bytes = PART_BYTES
+    part_bytes, parts_in_flight, copy_part_bytes = PART_BYTES, PARTS_IN_FLIGHT, COPY_PART_BYTES
 
     def __init__(self, *, bucket: str, prefix: str = "", endpoint: str = "", region: str = "",
                  access_key: str = "", secret_key: str = "") -> None:
@@ -116,7 +124,7 @@ class S3Store(StoreOps):
         writer = S3BlobWriter(self, None, digest.hexdigest())
         try:
             with source.open("rb") as src:
-                while chunk := src.read(CHUNK):
+                while chunk := src.read(self.part_bytes):
                     writer.write(chunk)
             return writer.finish()
         except BaseException:
@@ -142,15 +150,38 @@ class S3Store(StoreOps):
             self.discard(staged)
 
     def _copy(self, source: str, target: str, size: int) -> None:
-        from boto3.s3.transfer import TransferConfig
-
-        if size <= 5 * 10**9:  # one request, server-side
+        """Server-side: one CopyObject for a small blob, else ranged part copies a few at once into a
+        multipart upload on ``target`` that is completed, or aborted on any failure (nothing left)."""
+        if size <= self.copy_part_bytes:
             self.call("storing a blob", "copy_object", Bucket=self.bucket, Key=target,
                       CopySource={"Bucket": self.bucket, "Key": source})
             return
-        config = TransferConfig(multipart_threshold=5 * 10**9, multipart_chunksize=512 * 2**20)
-        self.call("storing a blob", "copy", CopySource={"Bucket": self.bucket, "Key": source},
-                  Bucket=self.bucket, Key=target, Config=config)
+        upload_id = self.call("storing a blob", "create_multipart_upload", Bucket=self.bucket,
+                              Key=target)["UploadId"]
+        copies = PartsInFlight(self.parts_in_flight)
+        try:
+            for number, start in enumerate(range(0, size, self.copy_part_bytes), start=1):
+                end = min(start + self.copy_part_bytes, size) - 1
+                copies.submit(self._copy_part, source, target, upload_id, number, f"bytes={start}-{end}")
+            self.call("storing a blob", "complete_multipart_upload", Bucket=self.bucket, Key=target,
+                      UploadId=upload_id, MultipartUpload={"Parts": copies.drain()})
+        except BaseException:
+            copies.cancel()
+            self.abort_upload(target, upload_id)
+            raise
+
+    def _copy_part(self, source: str, target: str, upload_id: str, number: int, byte_range: str) -> dict[str, Any]:
+        copied = self.call("storing a blob", "upload_part_copy", Bucket=self.bucket, Key=target, UploadId=upload_id,
+                           PartNumber=number, CopySource={"Bucket": self.bucket, "Key": source},
+                           CopySourceRange=byte_range)
+        return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]}
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload while already failing: a second error is logged, not raised."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception:
+            log.exception("could not abort the multipart upload of %s", key)
 
     def discard(self, staged: StagedBlob) -> None:
         """Drop staged bytes; a no-op once committed."""
@@ -213,8 +244,53 @@ class S3Store(StoreOps):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
 
+class PartsInFlight:
+    """Part requests of one multipart upload run on their own threads, at most ``limit`` at once:
+    ``submit`` waits for a free slot, so the bytes held are at most ``limit`` parts. A part's error
+    is raised by the next ``submit`` or by ``drain``; ``cancel`` drops the queued parts and waits for
+    the running ones (a part landing after the abort would outlive it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: set[Future[dict[str, Any]]] = set()
+        self._parts: list[dict[str, Any]] = []
+
+    def submit(self, send: Callable[..., dict[str, Any]], *args: Any) -> None:
+        """Run ``send(*args)`` (it returns the part's ``{"PartNumber", "ETag"}``) once a slot is free."""
+        while len(self._running) >= self.limit:
+            self._collect(FIRST_COMPLETED)
+        if self._pool is None:  # threads only for uploads of more than one part
+            self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="s3-part")
+        self._running.add(self._pool.submit(send, *args))
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Wait for every part; their list in part order, for CompleteMultipartUpload."""
+        self._collect(ALL_COMPLETED)
+        self._close()
+        return sorted(self._parts, key=lambda part: part["PartNumber"])
+
+    def cancel(self) -> None:
+        """Drop what has not started and wait for what has (errors ignored: already failing)."""
+        for future in self._running:
+            future.cancel()
+        wait(self._running)
+        self._running = set()
+        self._close()
+
+    def _collect(self, when: str) -> None:
+        done, self._running = wait(self._running, return_when=when)
+        for future in done:
+            self._parts.append(future.result())
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
 class S3BlobWriter(BlobWriter):
-    """Keeps at most one part in memory; full parts go out as a multipart upload."""
+    """Fills one part at a time; full parts go out as a multipart upload, a few at once."""
 
     def __init__(self, store: S3Store, max_bytes: int | None, sha256: str | None) -> None:
         super().__init__(max_bytes)
@@ -222,28 +298,39 @@ class S3BlobWriter(BlobWriter):
         self.key = store.blob_key(sha256) if sha256 else store._key("staging", uuid.uuid4().hex)
         self._buffer = bytearray()
         self._upload_id = ""
-        self._parts: list[dict[str, Any]] = []
+        self._sent = 0
+        self._parts = PartsInFlight(store.parts_in_flight)
 
     def _keep(self, chunk: bytes) -> None:
+        size = self.store.part_bytes
+        if not self._buffer and len(chunk) == size:  # a whole part (stage_file reads them): no copy
+            self._send(bytes(chunk))
+            return
         self._buffer += chunk
-        while len(self._buffer) >= self.store.part_bytes:
-            part = bytes(self._buffer[: self.store.part_bytes])
-            del self._buffer[: self.store.part_bytes]
+        while len(self._buffer) >= size:
+            with memoryview(self._buffer) as view:  # one copy of the part, not two
+                part = bytes(view[:size])
+            del self._buffer[:size]
             self._send(part)
 
     def _send(self, part: bytes) -> None:
         store = self.store
-        if not self._upload_id:
-            started = store.call("starting an upload", "create_multipart_upload", Bucket=store.bucket, Key=self.key)
-            self._upload_id = started["UploadId"]
-        number = len(self._parts) + 1
         try:
-            sent = store.call("uploading", "upload_part", Bucket=store.bucket, Key=self.key,
-                              UploadId=self._upload_id, PartNumber=number, Body=part)
+            if not self._upload_id:
+                started = store.call("starting an upload", "create_multipart_upload", Bucket=store.bucket,
+                                     Key=self.key)
+                self._upload_id = started["UploadId"]
+            self._sent += 1
+            self._parts.submit(self._upload_part, self._upload_id, self._sent, part)
         except BaseException:
             self.abort()
             raise
-        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def _upload_part(self, upload_id: str, number: int, part: bytes) -> dict[str, Any]:
+        store = self.store
+        sent = store.call("uploading", "upload_part", Bucket=store.bucket, Key=self.key, UploadId=upload_id,
+                          PartNumber=number, Body=part)
+        return {"PartNumber": number, "ETag": sent["ETag"]}
 
     def _close(self) -> Any:
         if self.expected and self._digest.hexdigest() != self.expected:
@@ -255,23 +342,26 @@ class S3BlobWriter(BlobWriter):
         if self._buffer:
             self._send(bytes(self._buffer))
             self._buffer = bytearray()
+        try:
+            parts = self._parts.drain()
+        except BaseException:
+            self.abort()
+            raise
         if self.expected:  # left open on the content key: commit completes it
-            return _Pending(upload_id=self._upload_id, parts=self._parts)
+            return _Pending(upload_id=self._upload_id, parts=parts)
         store = self.store
         try:
             store.call("finishing an upload", "complete_multipart_upload", Bucket=store.bucket, Key=self.key,
-                       UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
+                       UploadId=self._upload_id, MultipartUpload={"Parts": parts})
         except BaseException:
             self.abort()
             raise
         return _Pending(key=self.key)
 
     def abort(self) -> None:
-        """Abort the multipart upload (if one started) and drop the buffer."""
+        """Drop the buffer, let the parts in flight land, then abort the multipart upload (if one started)."""
         self._buffer = bytearray()
+        self._parts.cancel()
         upload_id, self._upload_id = self._upload_id, ""
         if upload_id:
-            try:
-                self.store.client.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=upload_id)
-            except Exception:  # already failing: keep the first error, log this one
-                log.exception("could not abort the multipart upload of %s", self.key)
+            self.store.abort_upload(self.key, upload_id)
