@@ -160,6 +160,7 @@ def test_the_embedded_catalog_is_one_folder_per_workspace_and_environment(world,
 
 
 @pytest.mark.django_db
+@pytest.mark.slow  # real phases
 def test_a_hostile_workspace_reaches_neither_the_catalog_nor_the_tables_of_another(
         world, secrets, eager_celery, django_capture_on_commit_callbacks):
     catalog_connection(world.workspace, name="acme-cat", password_ref=secrets.pw).save()

@@ -51,6 +51,7 @@ def test_the_sign_in_page_does_not_invite_to_a_closed_sign_up(client):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow  # ~1 s
 def test_a_reset_mails_a_working_link_into_the_data_dir(tmp_path):
     user = make_user("kim")
     user.email = "kim@example.com"

@@ -128,6 +128,7 @@ def test_a_retry_is_not_claimable_before_it_is_due(world, django_capture_on_comm
     assert "due" in event.payload and event.level == "warning"
 
 
+@pytest.mark.slow  # waits for the timeout
 def test_sql_timeout_interrupts_the_engine(world, eager_celery, django_capture_on_commit_callbacks):
     slow = sql_phase("slow", "select count(*) from range(100000000000)", extra="    timeout: 1\n")
     run = trigger(world, spec(slow), django_capture_on_commit_callbacks)

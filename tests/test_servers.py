@@ -71,6 +71,7 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+@pytest.mark.slow  # starts PostgreSQL
 def test_postgres_accepts_queries(postgres: PostgresServer) -> None:
     assert postgres.url == f"postgres://controlroom@127.0.0.1:{postgres.port}/controlroom"
     assert pg_query(postgres.url, "select 1") == "1"
@@ -113,6 +114,7 @@ def test_redis_ping_and_restart() -> None:
     assert not is_listening(port)
 
 
+@pytest.mark.slow  # starts servers
 def test_cli_exports_urls_and_propagates_exit_code() -> None:
     variables = ("DATABASE_URL", "CONTROLROOM_TEST_REDIS_URL")
     script = f"import os, sys; print(*map(os.environ.get, {variables})); sys.exit(3)"
