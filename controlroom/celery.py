@@ -14,3 +14,6 @@ broker.register()  # before the app connects: the embedded default is controlroo
 app = Celery("controlroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Versions whose fingerprint message was lost (or whose computation failed) get it on a later tick.
+app.add_periodic_task(60.0, app.signature("lakehouse.tasks.table_versions_fingerprint_sweep"),
+                      name="lakehouse-fingerprint-sweep")

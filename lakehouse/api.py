@@ -29,7 +29,8 @@ def _table_json(table: Table) -> dict[str, Any]:
 def _version_json(version: TableVersion) -> dict[str, Any]:
     return {"id": version.pk, "version": version.version, "operation": version.operation,
             "committed_at": version.committed_at.isoformat(), "row_count": version.row_count, "bytes": version.bytes,
-            "fingerprint": version.fingerprint or None, "schema": version.schema, "run_id": version.run_id,
+            "fingerprint": version.fingerprint or None,
+            "fingerprint_pending": version.fingerprint_pending, "schema": version.schema, "run_id": version.run_id,
             "phase": version.phase.name if version.phase else None, "attempt": version.attempt,
             "git_sha": version.git_sha or None}
 

@@ -59,7 +59,8 @@ class TableVersion(models.Model):
     schema = models.JSONField(default=list, blank=True)  # [{"name", "type", "nullable"}]
     row_count = models.BigIntegerField(default=0)
     bytes = models.BigIntegerField(default=0)
-    # The canonical content fingerprint (lakehouse.fingerprint); blank for maintenance operations.
+    # The canonical content fingerprint (lakehouse.fingerprint); blank for maintenance operations,
+    # and blank until the task lakehouse.tasks.table_version_fingerprint fills it after the commit.
     fingerprint = models.CharField(max_length=64, blank=True, default="")
     run = models.ForeignKey("runs.Run", on_delete=models.SET_NULL, null=True, blank=True,
                             related_name="table_versions")
@@ -76,6 +77,15 @@ class TableVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table} @ {self.version}"
+
+    @property
+    def fingerprint_pending(self) -> bool:
+        """Whether the fingerprint is still to be computed (maintenance operations never get one)."""
+        return not self.fingerprint and self.operation not in MAINTENANCE
+
+
+# Operations that keep the content (compaction, file clean-up): no fingerprint is recorded.
+MAINTENANCE = (TableVersion.Operation.OPTIMIZE, TableVersion.Operation.VACUUM)
 
 
 class TableEdge(models.Model):

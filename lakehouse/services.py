@@ -3,15 +3,24 @@
 Every write runs under the phase's lease (``runs.services.fence.lease_fence``): a worker whose
 lease expired or was taken over records nothing (StaleLease), exactly like its events and
 artifacts. Recording is idempotent: a retry that adopts a version an earlier attempt committed
-finds the row already there and only adds its own edge."""
+finds the row already there and only adds its own edge.
+
+A version is recorded without its canonical fingerprint (sorting the whole table would cost the
+phase more than its commit): once the record is committed, the task
+``lakehouse.tasks.table_version_fingerprint`` computes it from the catalog at that exact version,
+and a periodic sweep catches any version whose message was lost."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from lakehouse.models import Table, TableEdge, TableVersion
+from django.db import transaction
+from django.utils import timezone
+
+from lakehouse.models import MAINTENANCE, Table, TableEdge, TableVersion
 from runs.models import Phase
 from runs.services.fence import lease_fence
 
@@ -73,7 +82,15 @@ def table_version_record(*, phase_id: int, lease_token: str, commit: Commit, mad
             Table.objects.filter(pk=table.pk).update(updated_at=version.committed_at)
         TableEdge.objects.get_or_create(run_id=phase.run_id, phase=phase, table_version=version,
                                         direction=TableEdge.Direction.WRITE if made_here else TableEdge.Direction.READ)
+        if version.fingerprint_pending:
+            _fingerprint_later(version.pk)
         return version
+
+
+def _fingerprint_later(version_id: int) -> None:
+    from lakehouse.tasks import table_version_fingerprint
+
+    transaction.on_commit(lambda: table_version_fingerprint.delay(version_id))
 
 
 def table_version_find(*, phase: Phase, catalog_name: str, namespace: str, name: str,
@@ -101,4 +118,59 @@ def registered_format(*, phase: Phase, catalog_name: str, namespace: str, name: 
             .values_list("format", flat=True).first())
 
 
-__all__ = ["Commit", "registered_format", "table_read_record", "table_version_find", "table_version_record"]
+# --- fingerprints, after the commit -----------------------------------------------------------
+
+log = logging.getLogger("controlroom.lakehouse")
+SWEEP_AGE = dt.timedelta(minutes=1)  # a version younger than this still has its own message coming
+SWEEP_BATCH = 20  # versions the sweep enqueues per tick
+
+
+def table_version_fingerprint_compute(version: TableVersion) -> str:
+    """The canonical fingerprint of ``version``, read from its catalog at that exact snapshot or
+    Delta version (CatalogError when the catalog, the table or the version is gone)."""
+    import pyarrow as pa
+
+    from lakehouse.catalogs import CatalogError, catalog_for
+    from lakehouse.fingerprint import table_fingerprint
+    from lakehouse.tables import delta_table, iceberg_batches, iceberg_table
+
+    table = version.table
+    lake = catalog_for(table.workspace, table.environment, table.catalog_name)
+    if table.format == Table.Format.ICEBERG:
+        tbl = iceberg_table(lake, table.namespace, table.name)
+        if tbl is None or tbl.snapshot_by_id(version.version) is None:
+            raise CatalogError(f"{table}: snapshot {version.version} is gone.")
+        return table_fingerprint(iceberg_batches(tbl, version.version))
+    at = delta_table(lake, table.namespace, table.name, version.version)
+    if at is None:
+        raise CatalogError(f"{table}: version {version.version} is gone.")
+    dataset = at.to_pyarrow_dataset()
+    # A reader, not a bare iterator: an empty version keeps its schema in the fingerprint.
+    return table_fingerprint(pa.RecordBatchReader.from_batches(dataset.schema, dataset.to_batches()))
+
+
+def table_version_fingerprint_fill(*, version_id: int) -> str:
+    """Compute and store the version's fingerprint unless it has one (or needs none); returns the
+    stored value. The update is conditional (``WHERE fingerprint = ''``): when two runs of it race,
+    the first write stays, and both computed the same value from the same immutable version."""
+    version = (TableVersion.objects.select_related("table__workspace", "table__environment")
+               .filter(pk=version_id).first())
+    if version is None or not version.fingerprint_pending:
+        return version.fingerprint if version is not None else ""
+    value = table_version_fingerprint_compute(version)
+    if not TableVersion.objects.filter(pk=version_id, fingerprint="").update(fingerprint=value):
+        log.info("fingerprint of table version %s was stored meanwhile", version_id)
+    return TableVersion.objects.filter(pk=version_id).values_list("fingerprint", flat=True).first() or ""
+
+
+def table_versions_unfingerprinted(*, older_than: dt.timedelta = SWEEP_AGE, limit: int = SWEEP_BATCH) -> list[int]:
+    """Up to ``limit`` versions committed more than ``older_than`` ago still waiting for their
+    fingerprint (their message was lost, or the computation failed). Picked at random, so a
+    version that keeps failing (its catalog is gone) never starves the others."""
+    return list(TableVersion.objects.filter(fingerprint="", committed_at__lte=timezone.now() - older_than)
+                .exclude(operation__in=MAINTENANCE).order_by("?").values_list("pk", flat=True)[:limit])
+
+
+__all__ = ["Commit", "registered_format", "table_read_record", "table_version_find",
+           "table_version_fingerprint_compute", "table_version_fingerprint_fill", "table_version_record",
+           "table_versions_unfingerprinted"]

@@ -25,9 +25,10 @@ import pyarrow.compute as pc
 from controlroom.models import Environment
 from lakehouse.catalogs import catalog_for
 from lakehouse.fingerprint import table_fingerprint
-from lakehouse.models import TableEdge, TableVersion
+from lakehouse.models import MAINTENANCE, TableEdge, TableVersion
 from lakehouse.phases.common import PHASE, RUN_ID
 from lakehouse.tables import delta_table, table_arrow
+from lakehouse.tasks import table_version_fingerprint
 from runs.models import Phase, PhaseState, Run, RunStatus
 from runs.services.jobs import job_create
 from runs.services.runs import run_create
@@ -90,6 +91,20 @@ def settled(fault_dir: Path, run_ids: list[int], phase: str) -> bool:
     return all(committed(fault_dir, run, phase) or run in moved_on for run in run_ids)
 
 
+def fingerprinted(run_ids: list[int], asked: dict[int, float], *, again_after: float = 10.0) -> bool:
+    """Whether the workers filled the fingerprint of every version the runs wrote (a task enqueued
+    when each was recorded). Like the beat's sweep, a version still waiting ``again_after`` seconds
+    after it was first seen is asked for again: its message may have gone to a worker killed since."""
+    pending = list(TableVersion.objects.filter(run_id__in=run_ids, fingerprint="").exclude(operation__in=MAINTENANCE)
+                   .values_list("pk", flat=True))
+    now = time.monotonic()
+    for pk in pending:
+        if now - asked.setdefault(pk, now) > again_after:
+            table_version_fingerprint.delay(pk)
+            asked[pk] = now
+    return not pending
+
+
 def diagnose(run_ids: list[int], pool) -> str:
     lines = []
     for run in Run.objects.filter(pk__in=run_ids).order_by("pk"):
@@ -120,6 +135,9 @@ def chaos(*, world, pool, fault_dir: Path, runs: int, batch: int) -> Outcome:
             worker = pool.start(concurrency=batch, name="chaos")
         wait_for(lambda ids=ids: not Run.objects.filter(pk__in=ids).exclude(status__in=TERMINAL).exists(),
                  timeout=180, what="the batch finished", diagnose=lambda ids=ids: diagnose(ids, pool))
+    asked: dict[int, float] = {}
+    wait_for(lambda: fingerprinted(outcome.runs, asked), timeout=180, what="the workers filled every fingerprint",
+             diagnose=lambda: diagnose(outcome.runs, pool), reaping=False)
     worker.kill()
     outcome.problems, outcome.duplicates = check(world, outcome.runs, set(outcome.committed_then_killed))
     return outcome
@@ -145,7 +163,7 @@ def check(world, run_ids: list[int], adopted: set[tuple[int, str]]) -> tuple[lis
             if TableEdge.objects.filter(phase=phase, direction="write").count() != 1:
                 problems.append(f"run {run.pk} {phase.name}: not one write edge")
     for fmt, table, phase in (("iceberg", "chaos.ice", "ice"), ("delta", "chaos.dlt", "dlt")):
-        data, _ = table_arrow(lake, fmt, *table.split("."))
+        data, current = table_arrow(lake, fmt, *table.split("."))
         per_run = Counter(data.column("run_id").to_pylist())
         for run_id in run_ids:
             if per_run.get(run_id, 0) != ROWS:
@@ -153,8 +171,13 @@ def check(world, run_ids: list[int], adopted: set[tuple[int, str]]) -> tuple[lis
         duplicates += data.num_rows - pc.count_distinct(
             pc.binary_join_element_wise(pc.cast(data.column("run_id"), pa.string()),
                                         pc.cast(data.column("n"), pa.string()), ":")).as_py()
-        if table_fingerprint(data) != table_fingerprint(expected(run_ids, phase)):
+        content = table_fingerprint(data)
+        if content != table_fingerprint(expected(run_ids, phase)):
             problems.append(f"{table}: fingerprint differs from the rows expected")
+        recorded = TableVersion.objects.filter(table__namespace="chaos", table__name=table.split(".")[1],
+                                               version=current).values_list("fingerprint", flat=True).first()
+        if recorded != content:  # the workers computed it from that very version, after the fact
+            problems.append(f"{table}: version {current} records fingerprint {recorded!r}, not its content's")
         if fmt == "iceberg":
             tbl = lake.iceberg().load_table(table)
             commits = Counter((s.summary.get(RUN_ID), s.summary.get(PHASE)) for s in tbl.snapshots())

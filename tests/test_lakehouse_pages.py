@@ -194,7 +194,8 @@ def test_api_lists_tables_and_one_table_with_versions_and_fingerprints(world, ta
     assert detail["versions"] == [{
         "id": detail["versions"][0]["id"], "version": 11, "operation": "append",
         "committed_at": detail["versions"][0]["committed_at"], "row_count": 60, "bytes": 1000,
-        "fingerprint": "f" * 64, "schema": SCHEMA, "run_id": tables["run"].pk, "phase": None, "attempt": 1,
+        "fingerprint": "f" * 64, "fingerprint_pending": False, "schema": SCHEMA, "run_id": tables["run"].pk,
+        "phase": None, "attempt": 1,
         "git_sha": "b" * 40}]
     # Another workspace's table and token: 404; no token: 401; bad ids: 404.
     assert client.get(f"/api/v1/workspaces/acme/tables/{tables['secret'].pk}", **auth).status_code == 404
@@ -266,3 +267,26 @@ def test_rebuild_compares_the_fingerprints_of_every_output_table(world, eager_ce
     assert "table lakehouse.shop.stable" in rows and "equal" in rows
     assert "table lakehouse.shop.noisy" in rows and "different" in rows
     assert rebuild_comparison(original) is None  # not a rebuild
+    # While a side's fingerprint is still being computed, the comparison says pending, not different.
+    TableVersion.objects.filter(run=rebuild, table__name="noisy").update(fingerprint="")
+    TableVersion.objects.filter(run=original, table__name="stable").update(fingerprint="")
+    tables = {d.name: d for d in rebuild_comparison(rebuild) if d.kind == "table"}
+    assert all(d.pending and not d.same for d in tables.values())
+    page = world.client("viewer").get(f"/w/acme/runs/{rebuild.pk}/").content.decode()
+    rows = page[page.index('id="rebuild-comparison"'):page.index("</table>", page.index('id="rebuild-comparison"'))]
+    assert rows.count(">pending<") == 2 and "different" not in rows and "equal" not in rows
+
+
+def test_a_version_whose_fingerprint_is_being_computed_shows_pending(world, tables):
+    run = a_run(world)
+    pending = register(world.workspace, "fresh", versions=[(7, run, "", 4, dt.timedelta(seconds=5))])
+    page = world.client("viewer").get(reverse("lakehouse:table_detail", args=["acme", pending.pk])).content.decode()
+    versions = page[page.index('id="versions"'):page.index("</table>", page.index('id="versions"'))]
+    assert ">pending<" in versions
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {world.token('viewer')}"}
+    detail = world.client("viewer").get(f"/api/v1/workspaces/acme/tables/{pending.pk}", **auth).json()
+    assert detail["versions"][0]["fingerprint"] is None and detail["versions"][0]["fingerprint_pending"] is True
+    # A maintenance version has no fingerprint and is not pending.
+    TableVersion.objects.filter(table=pending).update(operation="optimize")
+    detail = world.client("viewer").get(f"/api/v1/workspaces/acme/tables/{pending.pk}", **auth).json()
+    assert detail["versions"][0]["fingerprint_pending"] is False

@@ -152,13 +152,11 @@ def execute(ctx: Any) -> dict[str, Any]:
     version = _our_version(table, ctx)
     ctx.log(f"committed version {version} of {qualified} ({operation})")
     common.after_commit(ctx, qualified)
-    whole = source is not None and (table.version() == 0 or (operation == "overwrite"
-                                                                and "overwrite_filter" not in config))
-    recorded = _record(ctx, lake, namespace, name, version, operation, source if whole else None)
+    recorded = _record(ctx, lake, namespace, name, version, operation)
     record_reads(ctx, reads)
     return {"tables": [{"table": qualified, "format": "delta", "catalog": lake.name, "version": recorded.version,
                         "operation": operation, "rows_written": source.num_rows if source is not None else 0,
-                        "rows": recorded.row_count, "fingerprint": recorded.fingerprint, "adopted": False}]}
+                        "rows": recorded.row_count, "adopted": False}]}
 
 
 def _write(ctx: Any, lake: Lakehouse, table: Any, source: pa.Table | None, namespace: str, name: str,
@@ -245,17 +243,16 @@ def _fit_schema(table: Any, source: pa.Table, qualified: str, *, evolve: bool) -
 
 
 def _record(ctx: Any, lake: Lakehouse, namespace: str, name: str, version: int, operation: str,
-            content: pa.Table | None, attempt: int | None = None) -> Any:
+            attempt: int | None = None) -> Any:
+    """Record ``version`` with a write edge (fenced). Its fingerprint is left empty: recording it
+    enqueues the task that computes it from this version once committed (none for maintenance)."""
     at = delta_table(lake, namespace, name, version)
     stats = delta_stats(at)
-    maintenance = operation in _ACTIONS
-    fingerprint = "" if maintenance else common.fingerprint(
-        content if content is not None else at.to_pyarrow_dataset().to_batches())
     entry = next((e for e in at.history(_HISTORY) if e.get("version") == version), {})
     committed_at = dt.datetime.fromtimestamp(entry["timestamp"] / 1000, tz=dt.UTC) if "timestamp" in entry else None
     commit = Commit(format="delta", catalog_name=lake.name, namespace=namespace, name=name, location=stats.location,
                     version=version, operation=operation, schema=stats.schema, row_count=stats.row_count,
-                    bytes=stats.bytes, fingerprint=fingerprint,
+                    bytes=stats.bytes,
                     attempt=attempt or int(entry.get(ATTEMPT) or ctx.phase.attempt), committed_at=committed_at)
     return table_version_record(phase_id=ctx.phase.pk, lease_token=ctx.lease_token, commit=commit)
 
@@ -276,11 +273,11 @@ def _adopt(ctx: Any, lake: Lakehouse, namespace: str, name: str) -> dict[str, An
     recorded = table_version_find(phase=ctx.phase, catalog_name=lake.name, namespace=namespace, name=name,
                                   version=version)
     if recorded is None or recorded.run_id is None:
-        recorded = _record(ctx, lake, namespace, name, version, operation, None, attempt=attempt)
+        recorded = _record(ctx, lake, namespace, name, version, operation, attempt=attempt)
     else:
         table_version_record(phase_id=ctx.phase.pk, lease_token=ctx.lease_token, commit=Commit(
             format="delta", catalog_name=lake.name, namespace=namespace, name=name,
             location=recorded.table.location, version=version, operation=recorded.operation,
             attempt=recorded.attempt, committed_at=recorded.committed_at))
-    out.update(rows=recorded.row_count, fingerprint=recorded.fingerprint)
+    out.update(rows=recorded.row_count)
     return {"tables": [out]}

@@ -26,7 +26,7 @@ from lakehouse.phases import common
 from lakehouse.phases.common import ATTEMPT, PHASE, RUN_ID, PhaseFailure
 from lakehouse.phases.inputs import read_inputs, record_reads
 from lakehouse.services import Commit, registered_format, table_version_find, table_version_record
-from lakehouse.tables import iceberg_batches, iceberg_stats, iceberg_table
+from lakehouse.tables import iceberg_stats, iceberg_table
 from runs.models import Phase
 from runs.services.fence import StaleLease, lease_fence
 
@@ -166,14 +166,11 @@ def execute(ctx: Any) -> dict[str, Any]:
     snapshot = committed.current_snapshot()
     ctx.log(f"committed snapshot {snapshot.snapshot_id} to {qualified} ({mode})")
     common.after_commit(ctx, qualified)
-    # The table's content is the source itself after a first write or a full overwrite: no read-back.
-    whole = len(committed.snapshots()) == 1 or (mode == "overwrite" and "overwrite_filter" not in config)
-    whole = whole and set(source.column_names) == {f.name for f in committed.schema().fields}
-    version = _record(ctx, lake, committed, snapshot, namespace, name, mode, source if whole else None)
+    version = _record(ctx, lake, committed, snapshot, namespace, name, mode)
     record_reads(ctx, reads)
     return {"tables": [{"table": qualified, "format": "iceberg", "catalog": lake.name, "version": version.version,
                         "operation": mode, "rows_written": source.num_rows, "rows": version.row_count,
-                        "fingerprint": version.fingerprint, "adopted": False}]}
+                        "adopted": False}]}
 
 
 def _always() -> Any:
@@ -228,15 +225,14 @@ def _fit_schema(txn: Any, tbl: Any, source: pa.Table, qualified: str, *, evolve:
 
 
 def _record(ctx: Any, lake: Lakehouse, tbl: Any, snapshot: Any, namespace: str, name: str, operation: str,
-            content: pa.Table | None, adopted_from: int | None = None) -> Any:
-    """Record the snapshot as a TableVersion with a write edge (fenced). ``content``: the table's
-    whole content when known without reading it back (its first snapshot)."""
+            adopted_from: int | None = None) -> Any:
+    """Record the snapshot as a TableVersion with a write edge (fenced). Its fingerprint is left
+    empty: recording it enqueues the task that computes it from this snapshot once committed."""
     stats = iceberg_stats(tbl, snapshot.snapshot_id)
-    data = content if content is not None else iceberg_batches(tbl, snapshot.snapshot_id)
     summary = snapshot.summary
     commit = Commit(format="iceberg", catalog_name=lake.name, namespace=namespace, name=name, location=stats.location,
                     version=snapshot.snapshot_id, operation=operation, schema=stats.schema,
-                    row_count=stats.row_count, bytes=stats.bytes, fingerprint=common.fingerprint(data),
+                    row_count=stats.row_count, bytes=stats.bytes,
                     attempt=adopted_from or int(summary.get(ATTEMPT) or ctx.phase.attempt),
                     committed_at=_ms(snapshot.timestamp_ms))
     return table_version_record(phase_id=ctx.phase.pk, lease_token=ctx.lease_token, commit=commit)
@@ -252,18 +248,17 @@ def _adopt(ctx: Any, lake: Lakehouse, tbl: Any, snapshot: Any, namespace: str, n
     operation = ctx.phase.config.get("mode", "append")
     recorded = table_version_find(phase=ctx.phase, catalog_name=lake.name, namespace=namespace, name=name,
                                   version=snapshot.snapshot_id)
-    if recorded is not None and recorded.fingerprint:
+    if recorded is not None:  # recorded (its fingerprint may still be pending): add our edge only
         commit = Commit(format="iceberg", catalog_name=lake.name, namespace=namespace, name=name,
                         location=recorded.table.location, version=recorded.version, operation=recorded.operation,
                         attempt=recorded.attempt or attempt, committed_at=recorded.committed_at,
-                        schema=recorded.schema, row_count=recorded.row_count, bytes=recorded.bytes,
-                        fingerprint=recorded.fingerprint)
+                        schema=recorded.schema, row_count=recorded.row_count, bytes=recorded.bytes)
         version = table_version_record(phase_id=ctx.phase.pk, lease_token=ctx.lease_token, commit=commit)
     else:
-        version = _record(ctx, lake, tbl, snapshot, namespace, name, operation, None, adopted_from=attempt)
+        version = _record(ctx, lake, tbl, snapshot, namespace, name, operation, adopted_from=attempt)
     return {"tables": [{"table": qualified, "format": "iceberg", "catalog": lake.name, "version": version.version,
-                        "operation": operation, "rows": version.row_count, "fingerprint": version.fingerprint,
-                        "adopted": True, "committed_by_attempt": attempt}]}
+                        "operation": operation, "rows": version.row_count, "adopted": True,
+                        "committed_by_attempt": attempt}]}
 
 
 def _ms(value: int) -> Any:

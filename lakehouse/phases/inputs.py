@@ -59,8 +59,8 @@ def _iceberg_operation(snapshot: Any) -> str:
 
 def record_reads(ctx: Any, reads: list[tuple[Commit, pa.Table]]) -> None:
     """A read edge per input, under the lease; a version nobody recorded is registered first
-    (its fingerprint computed from the rows read)."""
-    for commit, data in reads:
+    (its fingerprint is computed after the commit, like a written version's)."""
+    for commit, _data in reads:
         if not commit.version:
             continue  # an empty table without a snapshot: nothing was read
         known = table_version_find(phase=ctx.phase, catalog_name=commit.catalog_name, namespace=commit.namespace,
@@ -68,7 +68,6 @@ def record_reads(ctx: Any, reads: list[tuple[Commit, pa.Table]]) -> None:
         if known is not None:
             table_read_record(phase_id=ctx.phase.pk, lease_token=ctx.lease_token, table_version=known)
             continue
-        commit.fingerprint = common.fingerprint(data)
         table_version_record(phase_id=ctx.phase.pk, lease_token=ctx.lease_token, commit=commit, made_here=False)
 
 

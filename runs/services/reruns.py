@@ -73,8 +73,14 @@ class OutputDifference:
     kind: str = "artifact"  # or "table": then the hashes are the tables' canonical fingerprints
 
     @property
+    def pending(self) -> bool:
+        """A table written on both sides whose fingerprint is still being computed ("" on a side)."""
+        sides = (self.original, self.rebuilt)
+        return self.kind == "table" and "" in sides and None not in sides
+
+    @property
     def same(self) -> bool:
-        return self.original == self.rebuilt
+        return self.original == self.rebuilt and not self.pending
 
 
 def rebuild_comparison(run: Run) -> list[OutputDifference] | None:
@@ -91,7 +97,8 @@ def rebuild_comparison(run: Run) -> list[OutputDifference] | None:
 
 def _written_tables(run: Run) -> dict[str, str | None]:
     """Each table the run wrote, by name, with the fingerprint of the last version it wrote that
-    has one (maintenance commits such as optimize keep the content and record none)."""
+    changed the content (maintenance commits such as optimize keep it and record none): "" while
+    that fingerprint is pending (computed after the commit), None if only maintenance ran."""
     from lakehouse.models import TableEdge
 
     edges = (TableEdge.objects.filter(run=run, direction=TableEdge.Direction.WRITE)
@@ -100,5 +107,6 @@ def _written_tables(run: Run) -> dict[str, str | None]:
     for edge in edges:
         table = edge.table_version.table
         name = f"{table.catalog_name}.{table.namespace}.{table.name}"
-        written[name] = edge.table_version.fingerprint or written.get(name)
+        version = edge.table_version
+        written[name] = "" if version.fingerprint_pending else version.fingerprint or written.get(name)
     return written
