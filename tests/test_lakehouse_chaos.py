@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.lakehouse_chaos import chaos
-from tests.workers import WorkerPool, celery_broker, worker_env
+from tests.workers import WorkerPool, private_broker, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
@@ -23,11 +22,8 @@ BATCH = 5
 
 @pytest.fixture
 def broker(redis_server_url: str) -> Iterator[str]:
-    url = redis_server_url.rsplit("/", 1)[0] + "/8"
-    redis.Redis.from_url(url).flushdb()
-    with celery_broker(url):
+    with private_broker(redis_server_url, 8) as url:
         yield url
-    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture

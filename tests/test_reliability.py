@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from django.db import DatabaseError, connection, connections
 
 from runs.models import EventType, Phase, PhaseState, Run, RunEvent, RunStatus
@@ -35,7 +34,7 @@ from runs.services.jobs import job_create
 from runs.services.runs import run_create
 from runs.tasks import phase_execute, reap_expired_leases
 from tests.servers import SERVERS_PID_VAR, RedisServer
-from tests.workers import WorkerPool, celery_broker, worker_env
+from tests.workers import WorkerPool, celery_broker, private_broker, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -53,11 +52,8 @@ TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 @pytest.fixture
 def broker(redis_server_url: str) -> Iterator[str]:
     """A Redis database of our own on the shared server (stray messages stay out of other tests)."""
-    url = redis_server_url.rsplit("/", 1)[0] + "/7"
-    redis.Redis.from_url(url).flushdb()
-    with celery_broker(url):
+    with private_broker(redis_server_url, 7) as url:
         yield url
-    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture

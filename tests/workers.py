@@ -51,6 +51,21 @@ def celery_broker(url: str) -> Iterator[str]:
         celery_app._after_fork()
 
 
+@contextlib.contextmanager
+def private_broker(redis_url: str, db: int) -> Iterator[str]:
+    """Database ``db`` of the shared Redis as this process's broker, empty before and after (stray
+    messages stay out of other tests)."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        with celery_broker(url):
+            yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
+
+
 def worker_env(*, broker_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a worker that shares this test's database, storage and broker."""
     return {

@@ -98,6 +98,24 @@ def lakehouse_for(ctx: Any, config: dict[str, Any]) -> Lakehouse:
         raise PhaseFailure(str(exc)) from None
 
 
+_FORMAT_NAMES = {"iceberg": "an Iceberg", "delta": "a Delta"}
+
+
+def write_target(ctx: Any, config: dict[str, Any], fmt: str) -> tuple[Lakehouse, str, str, str]:
+    """(catalog, namespace, name, "namespace.name") of the table a ``fmt`` phase writes; a clear
+    PhaseFailure when the registry knows that name in the catalog as a table of the other format."""
+    from lakehouse.services import registered_format
+
+    lake = lakehouse_for(ctx, config)
+    namespace, name = split_table(config["table"])
+    qualified = f"{namespace}.{name}"
+    known = registered_format(phase=ctx.phase, catalog_name=lake.name, namespace=namespace, name=name)
+    if known is not None and known != fmt:
+        raise PhaseFailure(f"{qualified} is {_FORMAT_NAMES[known]} table in catalog '{lake.name}', "
+                           f"not {_FORMAT_NAMES[fmt]} one")
+    return lake, namespace, name, qualified
+
+
 def commit_identity(ctx: Any) -> dict[str, str]:
     """The run, phase and attempt a commit carries (Iceberg snapshot summary, Delta commit info)."""
     return {RUN_ID: str(ctx.run.pk), PHASE: ctx.phase.name, ATTEMPT: str(ctx.phase.attempt)}

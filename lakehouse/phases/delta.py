@@ -26,7 +26,7 @@ from lakehouse.catalogs import Lakehouse
 from lakehouse.phases import common
 from lakehouse.phases.common import ATTEMPT, PHASE, RUN_ID, PhaseFailure
 from lakehouse.phases.inputs import read_inputs, record_reads
-from lakehouse.services import Commit, registered_format, table_version_find, table_version_record
+from lakehouse.services import Commit, table_version_find, table_version_record
 from lakehouse.tables import delta_stats, delta_table
 from runs.services.fence import StaleLease, lease_is_live
 
@@ -114,11 +114,7 @@ def execute(ctx: Any) -> dict[str, Any]:
     from deltalake.exceptions import CommitFailedError
 
     config = ctx.phase.config
-    lake = common.lakehouse_for(ctx, config)
-    namespace, name = common.split_table(config["table"])
-    qualified = f"{namespace}.{name}"
-    if registered_format(phase=ctx.phase, catalog_name=lake.name, namespace=namespace, name=name) == "iceberg":
-        raise PhaseFailure(f"{qualified} is an Iceberg table in catalog '{lake.name}', not a Delta one")
+    lake, namespace, name, qualified = common.write_target(ctx, config, "delta")
     table = delta_table(lake, namespace, name)
     if table is not None and committed_attempt(table, ctx) is not None:
         return _adopt(ctx, lake, namespace, name)

@@ -25,7 +25,7 @@ from lakehouse.catalogs import Lakehouse
 from lakehouse.phases import common
 from lakehouse.phases.common import ATTEMPT, PHASE, RUN_ID, PhaseFailure
 from lakehouse.phases.inputs import read_inputs, record_reads
-from lakehouse.services import Commit, registered_format, table_version_find, table_version_record
+from lakehouse.services import Commit, table_version_find, table_version_record
 from lakehouse.tables import iceberg_stats, iceberg_table
 from runs.models import Phase
 from runs.services.fence import StaleLease, lease_fence
@@ -121,11 +121,7 @@ def _lock(phase: Phase) -> None:
 def execute(ctx: Any) -> dict[str, Any]:
     """Write the source into the table once per (run, phase); record the version and lineage."""
     config = ctx.phase.config
-    lake = common.lakehouse_for(ctx, config)
-    namespace, name = common.split_table(config["table"])
-    qualified = f"{namespace}.{name}"
-    if registered_format(phase=ctx.phase, catalog_name=lake.name, namespace=namespace, name=name) == "delta":
-        raise PhaseFailure(f"{qualified} is a Delta table in catalog '{lake.name}', not an Iceberg one")
+    lake, namespace, name, qualified = common.write_target(ctx, config, "iceberg")
     tbl = iceberg_table(lake, namespace, name)
     earlier = ours(tbl, ctx) if tbl is not None else None
     if earlier is not None:
