@@ -235,6 +235,13 @@ phases:
       table: shop.noisy
       mode: overwrite
       sql: "SELECT i AS id, random() AS x FROM range(5) t(i)"
+  - name: merged
+    kind: iceberg
+    config:
+      table: shop.merged
+      mode: upsert
+      keys: [id]
+      sql: "SELECT i AS id, 'row ' || i AS label FROM range(3) t(i)"
 """
 
 
@@ -255,10 +262,13 @@ def test_rebuild_compares_the_fingerprints_of_every_output_table(world, eager_ce
     rebuild.refresh_from_db()
     assert rebuild.status == "succeeded", rebuild.error
     tables = {d.name: d for d in rebuild_comparison(rebuild) if d.kind == "table"}
-    assert set(tables) == {"lakehouse.shop.stable", "lakehouse.shop.noisy"}
+    assert set(tables) == {"lakehouse.shop.stable", "lakehouse.shop.noisy", "lakehouse.shop.merged"}
     stable, noisy = tables["lakehouse.shop.stable"], tables["lakehouse.shop.noisy"]
     assert stable.same and len(stable.original) == 64
     assert not noisy.same and noisy.original and noisy.rebuilt
+    # The rebuild's upsert found every row in place: no new version, the table unchanged (not "different").
+    merged = tables["lakehouse.shop.merged"]
+    assert merged.unchanged and merged.rebuilt is None and merged.original and not merged.same
     # Two different versions of one table (the rebuild overwrote it), one content.
     versions = TableVersion.objects.filter(table__name="stable")
     assert versions.count() == 2 and len(set(versions.values_list("fingerprint", flat=True))) == 1
@@ -266,12 +276,13 @@ def test_rebuild_compares_the_fingerprints_of_every_output_table(world, eager_ce
     rows = page[page.index('id="rebuild-comparison"'):page.index("</table>", page.index('id="rebuild-comparison"'))]
     assert "table lakehouse.shop.stable" in rows and "equal" in rows
     assert "table lakehouse.shop.noisy" in rows and "different" in rows
+    assert rows.count("different") == 1 and ">unchanged<" in rows
     assert rebuild_comparison(original) is None  # not a rebuild
     # While a side's fingerprint is still being computed, the comparison says pending, not different.
     TableVersion.objects.filter(run=rebuild, table__name="noisy").update(fingerprint="")
     TableVersion.objects.filter(run=original, table__name="stable").update(fingerprint="")
-    tables = {d.name: d for d in rebuild_comparison(rebuild) if d.kind == "table"}
-    assert all(d.pending and not d.same for d in tables.values())
+    tables = {d.name: d for d in rebuild_comparison(rebuild) if d.kind == "table" and not d.unchanged}
+    assert len(tables) == 2 and all(d.pending and not d.same for d in tables.values())
     page = world.client("viewer").get(f"/w/acme/runs/{rebuild.pk}/").content.decode()
     rows = page[page.index('id="rebuild-comparison"'):page.index("</table>", page.index('id="rebuild-comparison"'))]
     assert rows.count(">pending<") == 2 and "different" not in rows and "equal" not in rows

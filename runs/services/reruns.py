@@ -71,12 +71,15 @@ class OutputDifference:
     original: str | None
     rebuilt: str | None
     kind: str = "artifact"  # or "table": then the hashes are the tables' canonical fingerprints
+    # A table the rebuild's phase left as it was (an upsert that found every row in place): no
+    # new version, so nothing to compare, and nothing differs either.
+    unchanged: bool = False
 
     @property
     def pending(self) -> bool:
         """A table written on both sides whose fingerprint is still being computed ("" on a side)."""
         sides = (self.original, self.rebuilt)
-        return self.kind == "table" and "" in sides and None not in sides
+        return self.kind == "table" and "" in sides and None not in sides and not self.unchanged
 
     @property
     def same(self) -> bool:
@@ -91,8 +94,21 @@ def rebuild_comparison(run: Run) -> list[OutputDifference] | None:
     after = (run.output_manifest or {}).get("artifacts", {})
     artifacts = [OutputDifference(name, before.get(name), after.get(name)) for name in sorted(set(before) | set(after))]
     tables_before, tables_after = _written_tables(run.rerun_of), _written_tables(run)
-    return artifacts + [OutputDifference(name, tables_before.get(name), tables_after.get(name), kind="table")
+    untouched = _unchanged_tables(run)
+    return artifacts + [OutputDifference(name, tables_before.get(name), tables_after.get(name), kind="table",
+                                         unchanged=name not in tables_after and name in untouched)
                         for name in sorted(set(tables_before) | set(tables_after))]
+
+
+def _unchanged_tables(run: Run) -> set[str]:
+    """Tables a phase of ``run`` targeted but left as they were (its output names the table with
+    no version: an upsert that changed nothing commits no snapshot)."""
+    names = set()
+    for output in run.phases.values_list("output", flat=True):
+        for entry in (output or {}).get("tables") or []:
+            if isinstance(entry, dict) and entry.get("version") is None and entry.get("table"):
+                names.add(f"{entry.get('catalog')}.{entry['table']}")
+    return names
 
 
 def _written_tables(run: Run) -> dict[str, str | None]:
