@@ -4,6 +4,7 @@ is cut off mid-stream with nothing kept."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
@@ -11,6 +12,22 @@ from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpl
 from django.http import HttpRequest
 
 from artifacts.storage import BlobTooLarge, BlobWriter, StagedBlob, get_store
+from controlroom.services import ServiceError
+
+SHA256_HEADER = "X-Content-SHA256"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def declared_sha256(request: HttpRequest) -> str | None:
+    """The sha256 a sender declared in the X-Content-SHA256 header before the body (lower-case
+    hex), None without one. A store may then write straight to the content's place; the bytes
+    are still hashed as they arrive and refused unless they match."""
+    value = request.headers.get(SHA256_HEADER)
+    if value is None:
+        return None
+    if not _SHA256.fullmatch(value):
+        raise ServiceError(f"The {SHA256_HEADER} header must be 64 lower-case hex digits.")
+    return value
 
 
 class StagedUpload(UploadedFile):
@@ -22,11 +39,13 @@ class StagedUpload(UploadedFile):
 
 
 class StagingUploadHandler(FileUploadHandler):
-    """Takes the one file part named ``field``; other file parts are skipped."""
+    """Takes the one file part named ``field``; other file parts are skipped. The file's sha256,
+    when the sender declared it (``declared_sha256``), is handed to the store's writer."""
 
     def __init__(self, request: HttpRequest, *, max_bytes: int, field: str = "file") -> None:
         super().__init__(request)
         self.max_bytes, self.field = max_bytes, field
+        self.sha256 = declared_sha256(request)
         self.writer: BlobWriter | None = None
         self.staged: StagedBlob | None = None
         self.too_large = False
@@ -35,7 +54,7 @@ class StagingUploadHandler(FileUploadHandler):
         super().new_file(field_name, *args, **kwargs)
         if field_name != self.field or self.writer is not None:
             raise SkipFile
-        self.writer = get_store().writer(max_bytes=self.max_bytes)
+        self.writer = get_store().writer(max_bytes=self.max_bytes, sha256=self.sha256)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         assert self.writer is not None

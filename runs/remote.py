@@ -63,7 +63,8 @@ class ContractClient:
 
     def upload(self, phase_id: int, lease_token: str, fields: dict[str, Any], path: Path) -> dict[str, Any] | None:
         """A multipart upload streamed from disk; the lease token travels in a header, so the server
-        checks it before it reads the body."""
+        checks it before it reads the body. The file's sha256 (``fields["sha256"]``) is declared in a
+        header too, so the server's store can write the bytes straight to their place."""
         boundary = uuid.uuid4().hex
         head = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
                         for k, v in fields.items())
@@ -79,9 +80,11 @@ class ContractClient:
                     yield chunk
             yield tail
 
+        headers = {"Content-Length": str(length), "X-Lease-Token": lease_token}
+        if fields.get("sha256"):
+            headers["X-Content-SHA256"] = str(fields["sha256"])
         return self.call("POST", f"/phases/{phase_id}/artifacts", data=body(),
-                         content_type=f"multipart/form-data; boundary={boundary}",
-                         headers={"Content-Length": str(length), "X-Lease-Token": lease_token})
+                         content_type=f"multipart/form-data; boundary={boundary}", headers=headers)
 
 
 class RemotePhaseContext(StopHooks):
@@ -103,7 +106,14 @@ class RemotePhaseContext(StopHooks):
         self.warehouse, self.datasets = warehouse, datasets
 
     def log(self, message: str, *, level: str = "info", **payload: Any) -> None:
-        event = {"event_id": str(uuid.uuid4()), "phase_id": self.phase.pk, "type": "PHASE_LOG",
+        self._event("PHASE_LOG", message, level, payload)
+
+    def progress(self, message: str, **payload: Any) -> None:
+        """A PHASE_PROGRESS event (how far the phase's engine got)."""
+        self._event("PHASE_PROGRESS", message, "info", payload)
+
+    def _event(self, kind: str, message: str, level: str, payload: dict[str, Any]) -> None:
+        event = {"event_id": str(uuid.uuid4()), "phase_id": self.phase.pk, "type": kind,
                  "lease_token": self.lease_token, "level": level, "message": message, "payload": payload}
         self.client.call("POST", f"/runs/{self.run_id}/events", {"events": [event]})
 

@@ -158,6 +158,28 @@ def test_an_upload_whose_size_or_hash_is_wrong_leaves_nothing(agent, phase):
 
 
 @pytest.mark.django_db
+def test_an_upload_checks_its_declared_sha256_header(agent, phase):
+    """X-Content-SHA256 lets the store write in place; bytes that do not match it are refused
+    with nothing kept, a malformed header is refused before the body is read, and a true one
+    stores the artifact."""
+    data = b"declared" * 1000
+    url, sha = f"{OPS}/phases/{phase['phase']['id']}/artifacts", hashlib.sha256(data).hexdigest()
+
+    def post(header: str):
+        return agent.client.post(url, {"name": "d.bin", "sha256": sha, "size": len(data), "file": io.BytesIO(data)},
+                                 **agent.auth, HTTP_X_LEASE_TOKEN=phase["lease_token"], HTTP_X_CONTENT_SHA256=header)
+
+    lying = post("c" * 64)
+    assert lying.status_code == 400 and "do not match the sha256 declared" in lying.json()["error"]["message"]
+    malformed = post(sha.upper())
+    assert malformed.status_code == 400 and "X-Content-SHA256" in malformed.json()["error"]["message"]
+    assert not Artifact.objects.exists() and not store_files()
+    honest = post(sha)
+    assert honest.status_code == 201, honest.content
+    assert Artifact.objects.get().sha256 == sha and get_store().open(sha).read() == data
+
+
+@pytest.mark.django_db
 def test_uploads_have_a_limit_checked_before_the_body_is_read(agent, phase, settings, monkeypatch):
     settings.ARTIFACT_UPLOAD_MAX_BYTES = 1000
     read = []

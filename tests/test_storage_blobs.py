@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from artifacts.storage import BlobStore, BlobStoreError, BlobTooLarge, get_store
+from artifacts.storage import BlobHashMismatch, BlobStore, BlobStoreError, BlobTooLarge, get_store
 from artifacts.storage.local import LocalStore
 from artifacts.storage.s3 import S3Store
 from tests.s3_fixtures import s3_store_settings
@@ -110,6 +110,32 @@ def test_an_oversized_or_aborted_upload_leaves_nothing(blob_store, tmp_path):
     source.write_bytes(b"f" * (part * 2))
     blob_store.discard(blob_store.stage_file(source))
     assert everything(blob_store) == []
+
+
+def test_a_declared_sha256_is_checked_and_saves_the_copy(blob_store):
+    """A writer told the sha256 in advance stages in place (S3: on the content key, completed at
+    commit with no copy); bytes that do not match are refused and nothing is left."""
+    part = getattr(blob_store, "part_bytes", 8 * 2**20)
+    data = data_of(part * 2 + 99)
+    sha = hashlib.sha256(data).hexdigest()
+    liar = blob_store.writer(sha256=hashlib.sha256(b"other").hexdigest())
+    liar.write(data)
+    with pytest.raises(BlobHashMismatch, match="do not match"):
+        liar.finish()
+    assert everything(blob_store) == []
+    if isinstance(blob_store, S3Store):
+        assert blob_store.client.list_multipart_uploads(Bucket=blob_store.bucket).get("Uploads", []) == []
+    honest = blob_store.writer(sha256=sha)
+    for start in range(0, len(data), 64 * 1024):
+        honest.write(data[start:start + 64 * 1024])
+    staged = honest.finish()
+    assert not blob_store.exists(sha)  # still invisible until commit
+    blob_store.commit(staged)
+    assert blob_store.read_range(sha, part - 2, 4) == data[part - 2:part + 2]
+    assert everything(blob_store) == blob_keys(blob_store) and len(blob_keys(blob_store)) == 1
+    if isinstance(blob_store, S3Store):
+        head = blob_store.client.head_object(Bucket=blob_store.bucket, Key=blob_store.blob_key(sha))
+        assert head["ETag"].endswith('-3"')  # the uploaded parts themselves: no copy was made
 
 
 def test_a_half_written_upload_is_never_visible(blob_store):

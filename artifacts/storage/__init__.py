@@ -16,9 +16,18 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from artifacts.storage.base import BlobStore, BlobStoreError, BlobTooLarge, BlobWriter, RangeFile, StagedBlob
+from artifacts.storage.base import (
+    BlobHashMismatch,
+    BlobStore,
+    BlobStoreError,
+    BlobTooLarge,
+    BlobWriter,
+    RangeFile,
+    StagedBlob,
+)
 
-__all__ = ["BlobStore", "BlobStoreError", "BlobTooLarge", "BlobWriter", "RangeFile", "StagedBlob", "get_store"]
+__all__ = ["BlobHashMismatch", "BlobStore", "BlobStoreError", "BlobTooLarge", "BlobWriter", "RangeFile", "StagedBlob",
+           "get_store"]
 
 _STORES: dict[tuple[object, ...], BlobStore] = {}
 _LOCK = threading.Lock()

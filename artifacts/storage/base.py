@@ -36,6 +36,12 @@ class BlobStoreError(ServiceError):
     code = "unavailable"
 
 
+class BlobHashMismatch(ServiceError):
+    """The bytes that arrived do not hash to the sha256 declared before them; nothing was kept."""
+
+    code = "hash_mismatch"
+
+
 @dataclass
 class StagedBlob:
     """Bytes hashed and counted into the store's staging area, not yet visible. ``token`` is the
@@ -48,11 +54,16 @@ class StagedBlob:
 
 class BlobWriter:
     """Incremental staging (an upload arriving in chunks): ``write`` then ``finish``, or ``abort``.
-    Hashes, counts and enforces ``max_bytes`` here; a store's subclass keeps the bytes."""
+    Hashes, counts and enforces ``max_bytes`` here; a store's subclass keeps the bytes.
 
-    def __init__(self, max_bytes: int | None) -> None:
+    ``sha256``, when the sender declares it before the bytes, lets a store write straight to the
+    content's final place (S3: no server-side copy at commit); the bytes are still hashed as they
+    pass, and ``finish`` refuses them (BlobHashMismatch, nothing kept) unless the hashes agree."""
+
+    def __init__(self, max_bytes: int | None, sha256: str | None = None) -> None:
         self._digest = hashlib.sha256()
         self.size, self.max_bytes = 0, max_bytes
+        self.expected = sha256
 
     def write(self, chunk: bytes) -> None:
         """Take the next bytes; over ``max_bytes`` everything is dropped and BlobTooLarge raised."""
@@ -65,6 +76,10 @@ class BlobWriter:
 
     def finish(self) -> StagedBlob:
         """All bytes arrived: the staged blob, still invisible until the store commits it."""
+        if self.expected is not None and self._digest.hexdigest() != self.expected:
+            self.abort()
+            raise BlobHashMismatch("The bytes received do not match the sha256 declared for them; "
+                                   "nothing was kept.")
         return StagedBlob(self._digest.hexdigest(), self.size, self._close())
 
     def abort(self) -> None:
@@ -82,7 +97,7 @@ class BlobWriter:
 class BlobStore(Protocol):
     """Where artifacts, query results and exports live, addressed by sha256."""
 
-    def writer(self, *, max_bytes: int | None = None) -> BlobWriter:
+    def writer(self, *, max_bytes: int | None = None, sha256: str | None = None) -> BlobWriter:
         """A writer that stages bytes as they arrive."""
 
     def stage(self, src: BinaryIO, *, max_bytes: int | None = None) -> StagedBlob:
@@ -122,7 +137,7 @@ class BlobStore(Protocol):
 class StoreOps:
     """What every store builds from its primitives the same way."""
 
-    def writer(self, *, max_bytes: int | None = None) -> BlobWriter:
+    def writer(self, *, max_bytes: int | None = None, sha256: str | None = None) -> BlobWriter:
         raise NotImplementedError
 
     def read_range(self, sha256: str, start: int, length: int) -> bytes:

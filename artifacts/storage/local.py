@@ -17,8 +17,8 @@ from artifacts.storage.base import BlobStoreError, BlobWriter, StagedBlob, Store
 class LocalBlobWriter(BlobWriter):
     """Stages into a temp file of the store."""
 
-    def __init__(self, tmp_dir: Path, max_bytes: int | None) -> None:
-        super().__init__(max_bytes)
+    def __init__(self, tmp_dir: Path, max_bytes: int | None, sha256: str | None = None) -> None:
+        super().__init__(max_bytes, sha256)
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self._file = tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False)
 
@@ -48,9 +48,9 @@ class LocalStore(StoreOps):
             raise FileNotFoundError(f"no blob {sha256[:70]!r}")  # never a path outside the store
         return self.root / "sha256" / sha256[:2] / sha256[2:4] / sha256
 
-    def writer(self, *, max_bytes: int | None = None) -> BlobWriter:
-        """A writer that stages bytes as they arrive."""
-        return LocalBlobWriter(self.root / "tmp", max_bytes)
+    def writer(self, *, max_bytes: int | None = None, sha256: str | None = None) -> BlobWriter:
+        """A writer that stages bytes as they arrive (``sha256``: checked at finish)."""
+        return LocalBlobWriter(self.root / "tmp", max_bytes, sha256)
 
     def commit(self, staged: StagedBlob) -> None:
         """Make staged bytes visible under their hash (equal bytes already there: drop the copy)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from artifacts.storage.base import CHUNK, BlobStoreError, BlobWriter, StagedBlob, StoreOps
+from artifacts.storage.base import CHUNK, BlobHashMismatch, BlobStoreError, BlobWriter, StagedBlob, StoreOps
 
 log = logging.getLogger(__name__)
 PART_BYTES = 8 * 2**20  # S3's smallest part is 5 MiB
@@ -127,6 +127,8 @@ class S3Store(StoreOps):
                 while chunk := src.read(self.part_bytes):
                     writer.write(chunk)
             return writer.finish()
+        except BlobHashMismatch:
+            raise BlobStoreError("The file changed while it was being stored; nothing was kept.") from None
         except BaseException:
             writer.abort()
             raise
@@ -293,8 +295,8 @@ class S3BlobWriter(BlobWriter):
     """Fills one part at a time; full parts go out as a multipart upload, a few at once."""
 
     def __init__(self, store: S3Store, max_bytes: int | None, sha256: str | None) -> None:
-        super().__init__(max_bytes)
-        self.store, self.expected = store, sha256
+        super().__init__(max_bytes, sha256)
+        self.store = store
         self.key = store.blob_key(sha256) if sha256 else store._key("staging", uuid.uuid4().hex)
         self._buffer = bytearray()
         self._upload_id = ""
@@ -333,9 +335,6 @@ class S3BlobWriter(BlobWriter):
         return {"PartNumber": number, "ETag": sent["ETag"]}
 
     def _close(self) -> Any:
-        if self.expected and self._digest.hexdigest() != self.expected:
-            self.abort()
-            raise BlobStoreError("The file changed while it was being stored; nothing was kept.")
         if not self._upload_id:  # smaller than one part: kept for commit's single PUT
             data, self._buffer = bytes(self._buffer), bytearray()
             return _Pending(data=data)
