@@ -83,6 +83,8 @@ def test_partition_spec_is_declared_when_the_table_is_created(world, eager_celer
     assert [(f.name, str(f.transform)) for f in tbl.spec().fields] == [
         ("ts_day", "day"), ("id_bucket4", "bucket[4]"), ("country", "identity")]
     assert len(tbl.inspect.files()) == 5  # one file per day partition
+    # Created with its first snapshot in one commit: one metadata file, never an empty table.
+    assert len(tbl.snapshots()) == 1 and tbl.metadata.metadata_log == []
 
 
 def test_a_transform_that_does_not_fit_its_column_creates_nothing(world, eager_celery,

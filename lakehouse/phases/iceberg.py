@@ -130,35 +130,22 @@ def execute(ctx: Any) -> dict[str, Any]:
     source = common.normalise(common.read_source(ctx, config, views))
     ctx.log(f"source: {source.num_rows} rows, {source.num_columns} columns")
     mode = config.get("mode", "append")
-    tbl, created = _table_for(lake, namespace, name, source.schema, config.get("partition_by", []))
-    txn = tbl.transaction()
-    if not created:
+    committed = _create_and_write(ctx, lake, namespace, name, source, config) if tbl is None else None
+    if committed is None:
+        tbl = tbl or _table_for(lake, namespace, name, source.schema, config.get("partition_by", []))
+        txn = tbl.transaction()
         source = _fit_schema(txn, tbl, source, qualified, evolve=config.get("schema_evolution", False))
-    props = common.commit_identity(ctx)
-    changed = True
-    try:
-        if mode == "append":
-            txn.append(source, snapshot_properties=props)
-        elif mode == "overwrite":
-            txn.overwrite(source, overwrite_filter=config.get("overwrite_filter") or _always(),
-                          snapshot_properties=props)
-        else:
-            result = txn.upsert(source, join_cols=config["keys"], snapshot_properties=props)
-            ctx.log(f"upsert: {result.rows_updated} updated, {result.rows_inserted} inserted")
-            changed = bool(result.rows_updated or result.rows_inserted)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise PhaseFailure(f"cannot {mode} into {qualified}: {exc}") from None
-    if not changed:  # an upsert that changes nothing makes no snapshot: nothing to record
-        ctx.log(f"{qualified}: nothing changed")
-        return {"tables": [{"table": qualified, "format": "iceberg", "catalog": lake.name, "version": None,
-                            "operation": mode, "rows_written": 0}]}
-    with lease_fence(phase_id=ctx.phase.pk, lease_token=ctx.lease_token) as phase:
-        _lock(phase)
-        common.refuse_if_stopped(ctx)
-        latest = ours(lake.iceberg().load_table((namespace, name)), ctx)
-        if latest is not None:  # cannot happen under the lease; never write twice if it does
-            return _adopt(ctx, lake, tbl, latest, namespace, name)
-        committed = txn.commit_transaction()
+        if not _write(ctx, txn, source, config, qualified):
+            ctx.log(f"{qualified}: nothing changed")  # an upsert that changes nothing makes no snapshot
+            return {"tables": [{"table": qualified, "format": "iceberg", "catalog": lake.name, "version": None,
+                                "operation": mode, "rows_written": 0}]}
+        with lease_fence(phase_id=ctx.phase.pk, lease_token=ctx.lease_token) as phase:
+            _lock(phase)
+            common.refuse_if_stopped(ctx)
+            latest = ours(lake.iceberg().load_table((namespace, name)), ctx)
+            if latest is not None:  # cannot happen under the lease; never write twice if it does
+                return _adopt(ctx, lake, tbl, latest, namespace, name)
+            committed = txn.commit_transaction()
     snapshot = committed.current_snapshot()
     ctx.log(f"committed snapshot {snapshot.snapshot_id} to {qualified} ({mode})")
     common.after_commit(ctx, qualified)
@@ -175,32 +162,81 @@ def _always() -> Any:
     return AlwaysTrue()
 
 
-def _table_for(lake: Lakehouse, namespace: str, name: str, schema: pa.Schema,
-               partition_by: list[str]) -> tuple[Any, bool]:
-    """The table, created (namespace too) with its partition spec if it does not exist yet."""
+def _write(ctx: Any, txn: Any, source: pa.Table, config: dict[str, Any], qualified: str) -> bool:
+    """Stage the phase's write in ``txn``; False when an upsert finds nothing to change."""
+    props, mode = common.commit_identity(ctx), config.get("mode", "append")
+    try:
+        if mode == "append":
+            txn.append(source, snapshot_properties=props)
+        elif mode == "overwrite":
+            txn.overwrite(source, overwrite_filter=config.get("overwrite_filter") or _always(),
+                          snapshot_properties=props)
+        else:
+            result = txn.upsert(source, join_cols=config["keys"], snapshot_properties=props)
+            ctx.log(f"upsert: {result.rows_updated} updated, {result.rows_inserted} inserted")
+            return bool(result.rows_updated or result.rows_inserted)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PhaseFailure(f"cannot {mode} into {qualified}: {exc}") from None
+    return True
+
+
+def _create_and_write(ctx: Any, lake: Lakehouse, namespace: str, name: str, source: pa.Table,
+                      config: dict[str, Any]) -> Any | None:
+    """A table that does not exist yet is created with its first snapshot in ONE catalog commit
+    (made under the lease, like every commit): nobody ever sees it empty, and the phase pays for
+    one commit, not two. Returns the committed (staged) table, or None when this path does not
+    apply (an upsert reads the table, which a staged table cannot do) or someone created the
+    table meanwhile: the caller then writes into the existing table."""
+    from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
+
+    if config.get("mode", "append") == "upsert":
+        return None
+    catalog = lake.iceberg()
+    catalog.create_namespace_if_not_exists(namespace)
+    txn = _create_transaction(catalog, namespace, name, source.schema, config.get("partition_by", []))
+    _write(ctx, txn, source, config, f"{namespace}.{name}")
+    with lease_fence(phase_id=ctx.phase.pk, lease_token=ctx.lease_token) as phase:
+        _lock(phase)
+        common.refuse_if_stopped(ctx)
+        try:
+            return txn.commit_transaction()
+        except (TableAlreadyExistsError, CommitFailedException):
+            if iceberg_table(lake, namespace, name) is None:
+                raise
+            return None
+
+
+def _create_transaction(catalog: Any, namespace: str, name: str, schema: pa.Schema, partition_by: list[str]) -> Any:
+    """A create-table transaction with the partition spec staged (nothing committed yet)."""
+    txn = catalog.create_table_transaction((namespace, name), schema=schema)
+    try:
+        if partition_by:
+            with txn.update_spec() as spec:
+                for item in partition_by:
+                    kind, width, column = _parse_transform(item)
+                    spec.add_field(column, _transform(kind, width),
+                                   f"{column}_{kind}{width or ''}" if kind != "identity" else column)
+    except ValueError as exc:  # a transform that does not fit the column, an unknown column
+        raise PhaseFailure(f"cannot create {namespace}.{name} with partition_by {partition_by}: {exc}") from None
+    return txn
+
+
+def _table_for(lake: Lakehouse, namespace: str, name: str, schema: pa.Schema, partition_by: list[str]) -> Any:
+    """The table, created empty (namespace too) with its partition spec if it does not exist yet
+    (an upsert's first run, or when the combined create-and-write could not be used)."""
     from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
 
     catalog = lake.iceberg()
     tbl = iceberg_table(lake, namespace, name)
     if tbl is not None:
-        return tbl, False
+        return tbl
     catalog.create_namespace_if_not_exists(namespace)
     try:
-        with catalog.create_table_transaction((namespace, name), schema=schema) as txn:
-            if partition_by:
-                with txn.update_spec() as spec:
-                    for item in partition_by:
-                        kind, width, column = _parse_transform(item)
-                        spec.add_field(column, _transform(kind, width),
-                                       f"{column}_{kind}{width or ''}" if kind != "identity" else column)
+        _create_transaction(catalog, namespace, name, schema, partition_by).commit_transaction()
     except (TableAlreadyExistsError, CommitFailedException):  # another writer created it meanwhile
-        existing = iceberg_table(lake, namespace, name)
-        if existing is None:
+        if iceberg_table(lake, namespace, name) is None:
             raise
-        return existing, False
-    except ValueError as exc:  # a transform that does not fit the column, an unknown column
-        raise PhaseFailure(f"cannot create {namespace}.{name} with partition_by {partition_by}: {exc}") from None
-    return catalog.load_table((namespace, name)), True
+    return catalog.load_table((namespace, name))
 
 
 def _fit_schema(txn: Any, tbl: Any, source: pa.Table, qualified: str, *, evolve: bool) -> pa.Table:
