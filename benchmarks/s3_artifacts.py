@@ -2,23 +2,27 @@
 (``upload_fileobj`` / ``get_object``) on the same SeaweedFS, in the same run. Each step runs in a
 fresh process that reports its seconds and peak RSS (VmHWM), so the store's memory is its own;
 the same steps at a quarter of the size show whether memory stays flat. The S3 server's (SeaweedFS)
-RSS is sampled during every step too. Bare uploads run before and after the store's (the ratio is
-against the faster), plus one with a single part in flight (as the store sent its parts before it
-kept a few in flight); downloads run three interleaved rounds and compare medians.
+RSS is sampled during every step too. Uploads run in interleaved rounds (bare, then each store
+step) and medians are compared, plus one bare upload with a single part in flight (as the store
+sent its parts before it kept a few in flight); downloads run three interleaved rounds too.
 
 Store steps: ``writer`` (bytes arriving in 64 KiB chunks, as an HTTP upload does: multipart to a
-staging key, a few parts in flight, then commit = server-side copy, as ranged part copies),
+staging key, a few parts in flight, then commit = server-side copy, as ranged part copies);
+``declared``, the same writer told the sha256 before the bytes (as the standalone executor sends
+it in X-Content-SHA256: multipart straight to the content key, commit = complete, no copy; the
+sender's hashing is not timed, it hashes the file anyway for the artifact's fields);
 ``stage_file`` (a file on disk: hashed first, then multipart straight to its content key, commit =
-complete), and the download as the view serves it (``FileResponse`` over ``store.open``, 1 MiB
+complete); and the download as the view serves it (``FileResponse`` over ``store.open``, 1 MiB
 blocks). The store's upload memory is bounded by its parts in flight (PARTS_IN_FLIGHT + 1 parts of
 PART_BYTES), so its peak RSS is the same at a quarter of the size.
 
-    .venv/bin/python benchmarks/s3_artifacts.py [--mb 1024]
+    .venv/bin/python benchmarks/s3_artifacts.py [--mb 1024] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -81,6 +85,19 @@ def child(step: str, size: int, seed: int, arg: str) -> dict:
         store.commit(staged)
         out = {"sha256": staged.sha256, "commit_s": time.monotonic() - staged_at,
                "in_flight": getattr(store, "parts_in_flight", 1)}
+    elif step == "store_writer_declared":  # the sender declared the sha256 (X-Content-SHA256)
+        sha = hashlib.sha256()
+        with open(arg, "rb") as fh:  # the sender's work, done before the upload: not timed
+            while chunk := fh.read(BLOCK):
+                sha.update(chunk)
+        began = time.monotonic()
+        writer = store.writer(sha256=sha.hexdigest())
+        with open(arg, "rb") as fh:
+            while chunk := fh.read(64 * 1024):
+                writer.write(chunk)
+        staged = writer.finish()
+        store.commit(staged)
+        out = {"sha256": staged.sha256}
     elif step == "store_file":
         staged = store.stage_file(Path(arg))
         store.commit(staged)
@@ -117,6 +134,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def median(steps: list[dict]) -> dict:
+    """The step result with the median seconds."""
+    return sorted(steps, key=lambda r: r["seconds"])[len(steps) // 2]
+
+
 def run(step: str, size: int, seed: int, env: dict, server_pid: int, arg: str = "") -> dict:
     """One step in a fresh process; the S3 server's RSS is sampled every 0.1 s while it runs."""
     _common.say(f"{step} {size // 2**20} MB")
@@ -138,6 +160,7 @@ def run(step: str, size: int, seed: int, env: dict, server_pid: int, arg: str = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved upload rounds (medians compared)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -170,11 +193,15 @@ def main() -> None:
                 fh.write(chunk)
         pid = server._proc.pid
         run("boto3_upload", min(size, 64 * 2**20), 0, env, pid)  # warm-up: the server allocates its volumes
-        # The bare steps run before and after the store's; the ratio is against the faster of the two.
-        bare_ups = [run("boto3_upload", size, 1, env, pid)]
-        writer = run("store_writer", size, 2, env, pid)
-        by_file = run("store_file", size, 3, env, pid, str(source))
-        bare_ups.append(run("boto3_upload", size, 8, env, pid))
+        # Uploads run in interleaved rounds (bare, writer, declared, file) and medians are compared:
+        # this machine is shared, and one slow minute would otherwise decide a ratio.
+        ups: dict[str, list[dict]] = {"bare": [], "writer": [], "declared": [], "file": []}
+        for r in range(args.rounds):
+            ups["bare"].append(run("boto3_upload", size, 100 + r, env, pid))
+            ups["writer"].append(run("store_writer", size, 200 + r, env, pid))
+            ups["declared"].append(run("store_writer_declared", size, 300 + r, env, pid, str(source)))
+            ups["file"].append(run("store_file", size, 400 + r, env, pid, str(source)))
+        bare_up, writer, declared, by_file = (median(ups[k]) for k in ("bare", "writer", "declared", "file"))
         bare_serial = run("boto3_upload", size, 10, env, pid, "serial")
         # The quarter-size uploads before any download: SeaweedFS's RSS grows by gigabytes when uploads
         # follow downloads (plain boto3 ones too), which would blur the server column's comparison.
@@ -182,23 +209,23 @@ def main() -> None:
         quarter_file = run("store_file", size // 4, 11, env, pid, str(quarter_source))
         bare_downs, downs = [], []
         for _ in range(3):  # downloads are short: three interleaved rounds, medians compared
-            bare_downs.append(run("boto3_download", size, 4, env, pid, "bare/1"))
+            bare_downs.append(run("boto3_download", size, 4, env, pid, "bare/100"))
             downs.append(run("store_download", size, 5, env, pid, writer["sha256"]))
         quarter_down = run("store_download", size // 4, 7, env, pid, quarter["sha256"])
         _common.say("")
         mb = size / 2**20
-        bare_up = min(bare_ups, key=lambda r: r["seconds"])
-        bare_down, down = (sorted(steps, key=lambda r: r["seconds"])[1] for steps in (bare_downs, downs))
-        rows = [("upload, bare boto3 upload_fileobj (before)", bare_ups[0], None),
+        bare_down, down = median(bare_downs), median(downs)
+        rows = [("upload, bare boto3 upload_fileobj", bare_up, None),
                 ("upload, store writer (64 KiB chunks; commit = copy)", writer, bare_up),
+                ("upload, store writer, sha256 declared (no copy)", declared, bare_up),
                 ("upload, store stage_file (hash, then direct)", by_file, bare_up),
-                ("upload, bare boto3 upload_fileobj (after)", bare_ups[1], None),
                 ("upload, bare boto3, one part at a time", bare_serial, None),
-                ("download, bare boto3 get_object (median of 3)", bare_down, None),
-                ("download, store FileResponse (median of 3)", down, bare_down)]
+                ("download, bare boto3 get_object", bare_down, None),
+                ("download, store FileResponse", down, bare_down)]
         print(f"SeaweedFS {endpoint}, blob {mb:.0f} MB")
-        print("ratio: throughput against the faster bare boto3 step (target >= 0.8); peak RSS: the process doing the "
-              "step (VmHWM), floor: the same after its imports; S3 server: SeaweedFS's RSS sampled during it")
+        print(f"medians of {args.rounds} interleaved rounds; ratio: throughput against bare boto3 (target >= 0.8); "
+              "peak RSS: the process doing the step (VmHWM),\nfloor: the same after its imports; S3 server: "
+              "SeaweedFS's RSS sampled during it")
         print(f"{'step':55} {'s':>7} {'MB/s':>7} {'ratio':>6} {'peak RSS MB':>12} {'floor':>6} "
               f"{'S3 server MB':>13}")
         for name, got, base in rows:
@@ -206,6 +233,9 @@ def main() -> None:
             print(f"{name:55} {got['seconds']:7.2f} {mb / got['seconds']:7.1f} {ratio:>6} "
                   f"{got['peak_rss_mb']:12.0f} {got['floor_rss_mb']:6.0f} "
                   f"{got['server_rss_before_mb']:5.0f} -> {got['server_rss_mb']:4.0f}")
+        for label, key in (("bare", "bare"), ("store writer", "writer"), ("declared", "declared"),
+                           ("stage_file", "file")):
+            print(f"upload seconds, {label}: " + ", ".join(f"{r['seconds']:.2f}" for r in ups[key]))
         print("download seconds, bare: " + ", ".join(f"{r['seconds']:.2f}" for r in bare_downs)
               + "; store: " + ", ".join(f"{r['seconds']:.2f}" for r in downs))
         print(f"store writer commit (server-side copy, {writer['in_flight']} ranged parts in flight): "

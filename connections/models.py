@@ -41,6 +41,7 @@ class Connection(models.Model):
         DUCKDB = "duckdb", "DuckDB (embedded)"
         TRINO = "trino", "Trino"
         CATALOG = "catalog", "Lakehouse catalog (Iceberg + Delta)"
+        SPARK = "spark", "Spark (local, standalone cluster or Spark Connect)"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connections")
     environment = models.ForeignKey(
@@ -86,6 +87,11 @@ class Connection(models.Model):
             from lakehouse.catalogs import catalog_connection_errors  # the lakehouse owns the format
 
             if problems := catalog_connection_errors(self):
+                errors["config"] = problems
+        if self.kind == self.Kind.SPARK and not errors:
+            from lakehouse.spark.target import target_config_errors
+
+            if problems := target_config_errors(self.config):
                 errors["config"] = problems
         if errors:
             raise ValidationError(errors)

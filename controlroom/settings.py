@@ -203,6 +203,9 @@ if LAKEHOUSE_DIR == DATASETS_DIR or DATASETS_DIR in LAKEHOUSE_DIR.parents or LAK
 # Tests only: a folder where an iceberg/delta phase's first attempt drops a marker right after its
 # table commit and then sleeps, so a test can kill -9 the worker between commit and complete.
 LAKEHOUSE_FAULT_DIR = env_str("CONTROLROOM_TEST_LAKEHOUSE_FAULT_DIR", "")
+# Importable modules a `spark` phase may run with ``module:`` (a script in a job's git repository
+# needs no registration). The demo's Spark jobs are registered by default.
+SPARK_MODULES = env_list("CONTROLROOM_SPARK_MODULES", ["demo.spark.bronze_to_silver", "demo.spark.silver_to_gold"])
 # The most memory one DuckDB database (editor query or phase) may use before it spills or fails.
 DUCKDB_MEMORY_LIMIT = env_str("DUCKDB_MEMORY_LIMIT", "1GB")
 if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", DUCKDB_MEMORY_LIMIT, re.IGNORECASE):

@@ -13,4 +13,9 @@ KINDS: dict[str, str] = {
     "iceberg": "lakehouse.phases.iceberg",
     "delta": "lakehouse.phases.delta",
     "trino": "runs.executors.trino",
+    "spark": "lakehouse.phases.spark",
 }
+
+# Kinds whose phases go to their own Celery queue, served only by workers that can run them
+# (a spark worker has the JDK and pyspark; web and SQL workers need neither).
+KIND_QUEUES: dict[str, str] = {"spark": "spark"}

@@ -46,6 +46,9 @@ class JobVersion(models.Model):
     git_repo = models.CharField(max_length=500, blank=True, default="")
     git_sha = models.CharField(max_length=40, blank=True, default="")
     git_path = models.CharField(max_length=500, blank=True, default="")
+    # {repository path: text} of the files the spec's phases run (spark scripts), read from the
+    # repository at git_sha when the version was synced: a run executes exactly its version's code.
+    files = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

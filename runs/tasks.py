@@ -8,6 +8,7 @@ import socket
 from celery import shared_task
 from django.utils import timezone
 
+from runs.kinds import KIND_QUEUES
 from runs.models import Run, RunStatus
 from runs.services.admission import runs_admit
 from runs.services.gitdeliveries import git_deliveries_stalled
@@ -26,7 +27,7 @@ def run_dispatch(run_id: int) -> None:
     now = timezone.now()
     for phase in runnable_phases(run_id=run_id):
         eta = phase.not_before if phase.not_before and phase.not_before > now else None
-        phase_execute.apply_async((phase.pk,), eta=eta)
+        phase_execute.apply_async((phase.pk,), eta=eta, queue=KIND_QUEUES.get(phase.kind))
 
 
 @shared_task(acks_late=True, ignore_result=True)

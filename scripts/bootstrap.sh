@@ -12,6 +12,15 @@ if [ ! -x .venv/bin/python ]; then
   echo "› creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
+# Spark (pyspark + delta-spark, ~500 MB): always for dev (the tests use it); for runtime only on a
+# machine with a JDK 17, the one Spark 4.1 runs on. The jars come later: python -m lakehouse.spark.runtime.
+if [ "$profile" = dev ]; then
+  locks+=(requirements-spark.lock); echo "› Spark: requirements-spark.lock is part of the dev profile"
+elif java17=$(.venv/bin/python -m lakehouse.spark.runtime --java17 2>/dev/null); then
+  locks+=(requirements-spark.lock); echo "› Spark: JDK 17 at $java17, so requirements-spark.lock is installed too"
+else
+  echo "› Spark: no JDK 17 found, skipping requirements-spark.lock (apt-get install openjdk-17-jdk-headless, then rerun)"
+fi
 stamp=".venv/.installed-$profile"
 want=$(cat "${locks[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -30,6 +30,8 @@ if [ "$quick" = 1 ]; then
 fi
 echo "› Trino server (downloaded once into ~/.cache/controlroom, then reused)"
 $PY -m tests.trino_server
+echo "› Spark jars (fetched once into ~/.cache/controlroom/spark-jars, checksummed, then reused)"
+$PY -m lakehouse.spark.runtime
 echo "› suite on SQLite (tests marked 'once', on Trino or on their own embedded stack, run in the next pass only)"
 $PY -m tests.servers --redis -- $PY -m pytest -m "not once" "${extra[@]}"
 echo "› suite on PostgreSQL"

@@ -30,7 +30,7 @@ phases:
 INVALID = """name: broken
 phases:
   - name: one
-    kind: spark
+    kind: flink
 """
 
 

@@ -32,7 +32,7 @@ def test_sync_creates_valid_jobs_and_reports_invalid_files_with_lines(world, rep
     assert result.sha == sha
     assert [(j.slug, j.version, j.outcome) for j in result.jobs] == [("hello", 1, "created")]
     assert [(e.path, e.errors) for e in result.errors] == [
-        ("jobs/broken.yml", ["line 4, phases[0].kind: unknown phase kind 'spark'; known kinds: " + ", ".join(KINDS)])]
+        ("jobs/broken.yml", ["line 4, phases[0].kind: unknown phase kind 'flink'; known kinds: " + ", ".join(KINDS)])]
     version = Job.objects.get(slug="hello").current_version
     assert (version.number, version.git_sha, version.git_repo, version.git_path) == (1, sha, repo.url,
                                                                                      "jobs/hello.yaml")

@@ -79,8 +79,9 @@ def worker_env(*, broker_url: str, data_dir: Path, **extra: str) -> dict[str, st
 class Worker:
     """One ``celery worker`` process group; ``pgid`` is the main process's pid."""
 
-    def __init__(self, *, env: dict[str, str], log_dir: Path, concurrency: int = 2, name: str = "w") -> None:
-        self.env, self.concurrency = env, concurrency
+    def __init__(self, *, env: dict[str, str], log_dir: Path, concurrency: int = 2, name: str = "w",
+                 queues: str = "default") -> None:
+        self.env, self.concurrency, self.queues = env, concurrency, queues
         self.name = f"{name}{next(_numbers)}"
         self.log_path = log_dir / f"worker-{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,7 +90,7 @@ class Worker:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "controlroom", "worker", "--loglevel", "INFO",
-                 "--concurrency", str(self.concurrency), "--queues", "default",
+                 "--concurrency", str(self.concurrency), "--queues", self.queues,
                  "--hostname", f"{self.name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
                  "--without-heartbeat"],
                 cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -175,8 +176,8 @@ class WorkerPool:
         self.env, self.log_dir = env, log_dir
         self.workers: list[Worker] = []
 
-    def start(self, concurrency: int = 2, name: str = "w") -> Worker:
-        worker = Worker(env=self.env, log_dir=self.log_dir, concurrency=concurrency, name=name)
+    def start(self, concurrency: int = 2, name: str = "w", queues: str = "default") -> Worker:
+        worker = Worker(env=self.env, log_dir=self.log_dir, concurrency=concurrency, name=name, queues=queues)
         self.workers.append(worker)
         return worker.start()
 

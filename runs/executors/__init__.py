@@ -10,7 +10,8 @@ from typing import Any
 from runs.executors.base import PhaseContextProtocol, PhaseFailure
 from runs.kinds import KINDS
 
-__all__ = ["PhaseContext", "PhaseContextProtocol", "PhaseFailure", "config_errors", "execute", "executor_for"]
+__all__ = ["PhaseContext", "PhaseContextProtocol", "PhaseFailure", "config_errors", "execute", "executor_for",
+           "repo_files"]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,6 +36,14 @@ def config_errors(kind: str, config: dict[str, Any]) -> list[str]:
     if executor is None:
         return [f"unknown phase kind {kind!r}"]
     return executor.config_errors(config)
+
+
+def repo_files(kind: str, config: dict[str, Any]) -> list[str]:
+    """The repository paths a phase runs (a spark phase's script), which a git sync reads at the
+    synced commit and keeps with the job version. A kind opts in with ``repo_files(config)``."""
+    executor = executor_for(kind)
+    wanted = getattr(executor, "repo_files", None)
+    return list(wanted(config)) if wanted else []
 
 
 def execute(ctx: PhaseContextProtocol) -> dict[str, Any]:

@@ -37,6 +37,13 @@ class PhaseContext(StopHooks):
 
         phase_log(phase=self.phase, lease_token=self.lease_token, message=message, level=level, payload=payload)
 
+    def progress(self, message: str, **payload: Any) -> None:
+        """A PHASE_PROGRESS event (how far the phase's engine got), fenced like a log line."""
+        from runs.services.events import phase_log
+
+        phase_log(phase=self.phase, lease_token=self.lease_token, message=message, payload=payload,
+                  type="PHASE_PROGRESS")
+
     def connection(self, name: str) -> Connection:
         try:
             return connection_resolve(workspace=self.run.workspace, environment=self.run.environment, name=name)

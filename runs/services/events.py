@@ -38,12 +38,14 @@ def _reserve(run_id: int, count: int) -> int:
 
 
 def phase_log(
-    *, phase: Phase, lease_token: str, message: str, level: str = "info", payload: dict[str, Any] | None = None
+    *, phase: Phase, lease_token: str, message: str, level: str = "info", payload: dict[str, Any] | None = None,
+    type: str = "PHASE_LOG",
 ) -> RunEvent:
-    """A PHASE_LOG line from the executor holding the lease; a stale token writes nothing."""
+    """A PHASE_LOG line (or PHASE_PROGRESS) from the executor holding the lease; a stale token
+    writes nothing."""
+    assert type in EXECUTOR_EVENT_TYPES
     with lease_fence(phase_id=phase.pk, lease_token=lease_token) as live:
-        return event_append(run=live.run, phase=live, type="PHASE_LOG", message=message, level=level,
-                            payload=payload)
+        return event_append(run=live.run, phase=live, type=type, message=message, level=level, payload=payload)
 
 
 EXECUTOR_EVENT_TYPES = ("PHASE_LOG", "PHASE_PROGRESS")

@@ -44,6 +44,7 @@ SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
 HISTORY_DEPTH = 200
 MAX_SPEC_FILES = 200
 MAX_SPEC_BYTES = 1_000_000
+MAX_JOB_FILE_BYTES = 1_000_000  # a script a phase runs (spark), kept with the job version
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
@@ -148,19 +149,21 @@ def _parse_file(text: str) -> dict:
     return parse_spec(text)
 
 
-def _import_file(*, access: Access, text: str, spec: dict, rel: str, repo: str, sha: str) -> SyncedJob:
+def _import_file(*, access: Access, text: str, spec: dict, rel: str, repo: str, sha: str,
+                 files: dict[str, str]) -> SyncedJob:
     slug = slugify(spec["name"])
     git = {"git_repo": repo, "git_sha": sha, "git_path": rel}
     job = Job.objects.filter(workspace=access.workspace, slug=slug).select_related("current_version").first()
     if job is None:
-        job_create(access=access, spec_text=text, parsed=spec, **git)
+        job_create(access=access, spec_text=text, parsed=spec, files=files, **git)
         return SyncedJob(slug, rel, 1, "created")
     current = job.current_version
-    # A job whose spec did not change keeps the version of the commit that last changed it,
-    # so a push touching one file neither versions nor runs every other job.
-    if current and current.spec_hash == spec_hash(spec) and (current.git_repo, current.git_path) == (repo, rel):
+    # A job whose spec (and the scripts it runs) did not change keeps the version of the commit
+    # that last changed it, so a push touching one file neither versions nor runs every other job.
+    if current and current.spec_hash == spec_hash(spec) and (current.git_repo, current.git_path) == (repo, rel) \
+            and current.files == files:
         return SyncedJob(slug, rel, current.number, "unchanged")
-    version, created = job_update(access=access, job=job, spec_text=text, parsed=spec, **git)
+    version, created = job_update(access=access, job=job, spec_text=text, parsed=spec, files=files, **git)
     return SyncedJob(slug, rel, version.number, "updated" if created else "unchanged")
 
 
@@ -220,39 +223,72 @@ def git_sync(*, access: Access, source: GitSource, sha: str | None = None) -> Sy
             if len(sha) != 40:
                 raise ServiceError("Only SHA-1 repositories are supported (commit ids of 40 hex digits).")
             files, errors = _spec_files(root, source.folder.strip().strip("/"))
-            texts = {}
+            texts, parsed, job_files = {}, {}, {}
             for path in files:
                 rel = path.relative_to(root).as_posix()
-                try:
-                    text = path.read_text(encoding="utf-8")
-                except UnicodeDecodeError:
-                    text = "\x00"
-                if "\x00" in text:  # PostgreSQL text cannot hold NUL
+                text = _text_of(path)
+                if text is None:
                     errors.append(FileError(rel, ["not UTF-8 text (or it contains NUL characters)"]))
+                    continue
+                try:  # before the import's transaction: no lock is held while YAML is read
+                    spec = _parse_file(text)
+                    job_files[rel] = _phase_files(root, spec)
+                except SpecError as exc:
+                    errors.append(FileError(rel, exc.errors))
                 else:
-                    texts[rel] = text
+                    texts[rel], parsed[rel] = text, spec
     except ServiceError as exc:
         _record_failure(access=access, source=source, message=str(exc))
         raise
-    return _import_all(access=access, source=source, repo=git_url_display(url), sha=sha, texts=texts, errors=errors)
+    return _import_all(access=access, source=source, repo=git_url_display(url), sha=sha, texts=texts,
+                       parsed=parsed, job_files=job_files, errors=errors)
+
+
+def _text_of(path: Path) -> str | None:
+    """A file's text, None when it is not UTF-8 or holds NUL (PostgreSQL text cannot)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
+def _phase_files(root: Path, spec: dict) -> dict[str, str]:
+    """{path: text} of the repository files the spec's phases run (``runs.executors.repo_files``),
+    read from this checkout; SpecError naming each file that cannot be used."""
+    from runs.executors import repo_files
+
+    found, problems = {}, []
+    for phase in spec.get("phases", []):
+        for rel in repo_files(phase["kind"], phase.get("config") or {}):
+            path = (root / rel).resolve()
+            where = f"phase '{phase['name']}': {rel}"
+            if not path.is_relative_to(root) or (root / rel).is_symlink():
+                problems.append(f"{where} is outside the repository or a symbolic link")
+            elif not path.is_file():
+                problems.append(f"{where} is not a file in the repository at this commit")
+            elif path.stat().st_size > MAX_JOB_FILE_BYTES:
+                problems.append(f"{where} is larger than {MAX_JOB_FILE_BYTES // 1000} kB")
+            elif (text := _text_of(path)) is None:
+                problems.append(f"{where} is not UTF-8 text (or it contains NUL characters)")
+            else:
+                found[rel] = text
+    if problems:
+        raise SpecError(problems)
+    return found
 
 
 def _import_all(*, access: Access, source: GitSource, repo: str, sha: str, texts: dict[str, str],
-                errors: list[FileError]) -> SyncResult:
+                parsed: dict[str, dict], job_files: dict[str, dict[str, str]], errors: list[FileError]) -> SyncResult:
     result = SyncResult(sha=sha, errors=errors)
     seen: dict[str, str] = {}
-    parsed: dict[str, dict] = {}
-    for rel, text in texts.items():  # outside the transaction: no lock is held while YAML is read
-        try:
-            parsed[rel] = _parse_file(text)
-        except SpecError as exc:
-            result.errors.append(FileError(rel, exc.errors))
     with transaction.atomic():
         GitSource.objects.select_for_update().filter(pk=source.pk).first()  # one sync writes at a time
         for rel, spec in parsed.items():
             try:
                 with transaction.atomic():
-                    synced = _import_file(access=access, text=texts[rel], spec=spec, rel=rel, repo=repo, sha=sha)
+                    synced = _import_file(access=access, text=texts[rel], spec=spec, rel=rel, repo=repo, sha=sha,
+                                          files=job_files.get(rel, {}))
                     if synced.slug in seen:
                         raise ServiceError(f"job '{synced.slug}' is already defined by {seen[synced.slug]}")
             except SpecError as exc:

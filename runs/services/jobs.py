@@ -24,10 +24,11 @@ def _git_fields(git_repo: str, git_sha: str, git_path: str) -> dict[str, str]:
 
 def job_create(
     *, access: Access, spec_text: str, git_repo: str = "", git_sha: str = "", git_path: str = "",
-    parsed: dict | None = None,
+    parsed: dict | None = None, files: dict[str, str] | None = None,
 ) -> Job:
-    """Create a job from YAML spec text (``parsed``: that text already through parse_spec);
-    raises SpecError or ServiceError, writing nothing."""
+    """Create a job from YAML spec text (``parsed``: that text already through parse_spec;
+    ``files``: the repository files its phases run, read at ``git_sha``); raises SpecError or
+    ServiceError, writing nothing."""
     access.require(Role.OPERATOR)
     spec = parsed if parsed is not None else parse_spec(spec_text)
     git = _git_fields(git_repo, git_sha, git_path)
@@ -38,7 +39,8 @@ def job_create(
                 workspace=access.workspace, slug=slug, name=spec["name"],
                 description=spec.get("description", ""), created_by=access.user if access.token is None else None,
             )
-            version = _version_add(job=job, access=access, spec_text=spec_text, spec=spec, git=git)
+            version = _version_add(job=job, access=access, spec_text=spec_text, spec=spec, git=git,
+                                   files=files or {})
             audit_record(access=access, action="job.create", target=job,
                          after={"slug": slug, "version": 1, "spec_hash": version.spec_hash, **git})
     except IntegrityError:
@@ -48,10 +50,10 @@ def job_create(
 
 def job_update(
     *, access: Access, job: Job, spec_text: str, git_repo: str = "", git_sha: str = "", git_path: str = "",
-    parsed: dict | None = None,
+    parsed: dict | None = None, files: dict[str, str] | None = None,
 ) -> tuple[JobVersion, bool]:
-    """Store an edit as a new version; returns (version, created). Unchanged input is a no-op.
-    ``parsed``: the spec text already through parse_spec."""
+    """Store an edit as a new version; returns (version, created). Unchanged input (spec, git
+    fields and ``files``) is a no-op. ``parsed``: the spec text already through parse_spec."""
     access.require(Role.OPERATOR)
     spec = parsed if parsed is not None else parse_spec(spec_text)
     if spec["name"] != job.name:
@@ -59,9 +61,10 @@ def job_update(
     git = _git_fields(git_repo, git_sha, git_path)
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk).current_version
-        if current and current.spec_hash == spec_hash(spec) and all(getattr(current, k) == v for k, v in git.items()):
+        if current and current.spec_hash == spec_hash(spec) and all(getattr(current, k) == v for k, v in git.items()) \
+                and current.files == (files or {}):
             return current, False
-        version = _version_add(job=job, access=access, spec_text=spec_text, spec=spec, git=git)
+        version = _version_add(job=job, access=access, spec_text=spec_text, spec=spec, git=git, files=files or {})
         Job.objects.filter(pk=job.pk).update(description=spec.get("description", ""))
         audit_record(
             access=access, action="job.update", target=job,
@@ -72,10 +75,11 @@ def job_update(
     return version, True
 
 
-def _version_add(*, job: Job, access: Access, spec_text: str, spec: dict, git: dict[str, str]) -> JobVersion:
+def _version_add(*, job: Job, access: Access, spec_text: str, spec: dict, git: dict[str, str],
+                 files: dict[str, str]) -> JobVersion:
     last = job.versions.order_by("-number").values_list("number", flat=True).first() or 0
     version = JobVersion.objects.create(
-        job=job, number=last + 1, spec_text=spec_text, spec=spec, spec_hash=spec_hash(spec),
+        job=job, number=last + 1, spec_text=spec_text, spec=spec, spec_hash=spec_hash(spec), files=files,
         created_by=access.user if access.token is None else None, **git,
     )
     Job.objects.filter(pk=job.pk).update(current_version=version)

@@ -1,0 +1,268 @@
+"""`spark` phases: a PySpark script run on local Spark, a standalone cluster or Spark Connect.
+
+config::
+
+    script: jobs/silver.py        a path in the job's git repository, read at the synced commit
+                                  (kept with the job version: a run executes its version's code)
+  or
+    module: demo.spark.silver     an importable module listed in SPARK_MODULES (settings)
+    args: ["--day", "2026-01-01"] its sys.argv after the script's name (strings)
+    connection: spark             a connection of kind spark (``lakehouse.spark.target``);
+                                  without one, local[2] in the worker's own JVM
+    catalog: lakehouse            the catalog connection whose Iceberg catalog and Delta root the
+                                  session is set up for (``lakehouse.spark.conf``)
+    outputs: [silver.orders, {table: gold.revenue, format: delta}]   tables the script writes
+    inputs:  [bronze.orders]                                          tables it reads (lineage)
+
+The script gets ``spark`` (the configured session), ``params`` (the run's parameters), ``args``
+and ``controlroom`` (``table(ns, name)``, ``delta_path(ns, name)``, ``committed(table)``).
+Driver output streams into the run's log (secrets masked); the application id and UI link are
+logged with the phase; stage progress becomes PHASE_PROGRESS. Cancel, timeout and a lost lease
+stop the application (``lakehouse.spark.process``). What the application committed to the
+declared outputs is recorded as table versions, once per phase (``lakehouse.spark.commits``).
+Spark phases run only on workers that advertise the kind (the ``spark`` queue).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import time
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+
+from connections.models import Connection
+from lakehouse.phases import common
+from lakehouse.spark import commits
+from lakehouse.spark.commits import Declared
+from lakehouse.spark.target import SparkTarget, target_from
+from runs.executors.base import PhaseFailure
+from runs.models import RunEvent
+from runs.services.fence import StaleLease
+
+_FIELDS = {"script", "module", "args", "connection", "catalog", "outputs", "inputs"}
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,10}")
+APP_KEY = "spark_app"  # the PHASE_LOG payload key naming an attempt's application
+
+
+def config_errors(config: dict[str, Any]) -> list[str]:
+    """What is wrong with a spark phase's config."""
+    errors = [f"unknown spark config field {key!r}" for key in sorted(set(config) - _FIELDS)]
+    sources = [key for key in ("script", "module") if key in config]
+    if len(sources) != 1:
+        errors.append("give exactly one of 'script' (a .py path in the job's git repository) or 'module'")
+    elif "script" in config and _script_path(config["script"]) is None:
+        errors.append("'script' must be a relative path to a .py file inside the repository (no '..')")
+    elif "module" in config and not (isinstance(config["module"], str) and _MODULE.fullmatch(config["module"])):
+        errors.append("'module' must be a dotted Python module name")
+    args = config.get("args", [])
+    if not (isinstance(args, list) and len(args) <= 100 and all(isinstance(a, str) and len(a) <= 1000 for a in args)):
+        errors.append("'args' must be a list of at most 100 strings")
+    for key in ("connection", "catalog"):
+        if key in config and not (isinstance(config[key], str) and common.CONN_NAME.fullmatch(config[key])):
+            errors.append(f"'{key}' must be a connection's name (letters, digits, - and _)")
+    return errors + commits.declared_errors(config)
+
+
+def _script_path(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.endswith(".py") or len(value) > 500 or "\\" in value:
+        return None
+    path = PurePosixPath(value)
+    if path.is_absolute() or any(part in ("..", ".", "") for part in value.split("/")):
+        return None
+    return path.as_posix()
+
+
+def repo_files(config: dict[str, Any]) -> list[str]:
+    """The repository file a git sync keeps with the job version: the script."""
+    path = _script_path(config.get("script"))
+    return [path] if path else []
+
+
+# --- execute ----------------------------------------------------------------------------------
+
+
+def execute(ctx: Any) -> dict[str, Any]:
+    """Run the script's application once per phase; record what it committed."""
+    from lakehouse.spark import runtime
+    from lakehouse.spark.conf import SparkConfError, session_conf
+
+    config = ctx.phase.config
+    lake = common.lakehouse_for(ctx, config)
+    target = _target(ctx, config)
+    outputs, inputs = commits.declared(config, "outputs"), commits.declared(config, "inputs")
+    earlier = _earlier_apps(ctx)
+    _kill_earlier(ctx, target, earlier)
+    done_before = {out: commits.committed_by(ctx, lake, out, {a for a, _ in earlier},
+                                             attempts={n for _, n in earlier}) for out in outputs}
+    if outputs and all(done_before.values()):
+        return _adopt(ctx, lake, done_before, earlier)
+    script, script_name = _script(ctx, config)
+    try:
+        conf = session_conf(lake)
+    except SparkConfError as exc:
+        raise PhaseFailure(str(exc)) from None
+    try:
+        jars = runtime.ensure_jars() if target.kind != "connect" else []
+        env = runtime.spark_env()
+    except runtime.RuntimeMissing as exc:
+        raise PhaseFailure(str(exc)) from None
+    before = {out: commits.versions_now(lake, out) for out in outputs}
+    read_at = {read: commits.current_version(lake, read) for read in inputs}
+    public = {**conf.public, **target.conf, "spark.ui.showConsoleProgress": "false"}
+    if jars:
+        public["spark.jars"] = ",".join(str(j) for j in jars)
+    job = {"master": target.master, "app_name": f"controlroom run {ctx.run.pk} {ctx.phase.name}"[:100],
+           "conf": public, "script": str(script), "script_name": script_name, "args": list(config.get("args", [])),
+           "params": _jsonable(ctx.parameters), "tags": commits.tags(ctx), "catalog_name": conf.catalog_name,
+           "delta_root": conf.delta_root, "committed": [o.qualified for o, v in done_before.items() if v]}
+    app = _run_driver(ctx, target, job, env, conf)
+    recorded = []
+    for out in outputs:
+        versions = commits.committed_by(ctx, lake, out, {app.get("id", "")}, attempts={ctx.phase.attempt},
+                                        before=before[out])
+        if not versions:
+            ctx.log(f"output {out.qualified}: the application committed nothing to it", level="warning")
+        recorded += [commits.record(ctx, lake, out, v, attempt=ctx.phase.attempt) for v in versions]
+    commits.record_reads(ctx, lake, inputs, read_at)
+    return {"spark": {"application": app.get("id", ""), "ui": app.get("ui", ""),
+                      "master_ui": app.get("master_ui", ""), "master": target.master},
+            "tables": recorded}
+
+
+def _target(ctx: Any, config: dict[str, Any]) -> SparkTarget:
+    name = config.get("connection")
+    if not name:
+        return SparkTarget()
+    conn = ctx.connection(name)
+    if conn.kind != Connection.Kind.SPARK:
+        raise PhaseFailure(f"Connection '{name}' is {conn.kind}, not spark.")
+    return target_from(conn.config, name)
+
+
+def _script(ctx: Any, config: dict[str, Any]) -> tuple[Any, str]:
+    """(a file holding the code to run, the name the script sees as sys.argv[0])."""
+    if "module" in config:
+        allowed = getattr(settings, "SPARK_MODULES", [])
+        if config["module"] not in allowed:
+            raise PhaseFailure(f"module {config['module']!r} is not registered for spark phases (SPARK_MODULES)")
+        spec = importlib.util.find_spec(config["module"])
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            raise PhaseFailure(f"module {config['module']!r} cannot be found on this worker")
+        return spec.origin, spec.origin
+    rel = config["script"]
+    text = (ctx.run.job_version.files or {}).get(rel)
+    if text is None:
+        raise PhaseFailure(f"the script {rel} is read from the job's git repository at its commit, and this job "
+                           "version has none: sync the job from git (a script is never taken from a form)")
+    path = ctx.scratch / "script.py"
+    path.write_text(text)
+    return path, rel
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in values.items()}
+
+
+def _earlier_apps(ctx: Any) -> list[tuple[str, int]]:
+    """(application id, attempt) of every earlier attempt of this phase that started one."""
+    found = []
+    for payload in RunEvent.objects.filter(phase_id=ctx.phase.pk, type="PHASE_LOG",
+                                           payload__has_key=APP_KEY).values_list("payload", flat=True):
+        app, attempt = payload.get(APP_KEY), payload.get("attempt")
+        if isinstance(app, str) and app and isinstance(attempt, int) and attempt < ctx.phase.attempt:
+            found.append((app, attempt))
+        elif isinstance(attempt, int) and attempt > ctx.phase.attempt:
+            raise StaleLease(f"phase {ctx.phase.pk}: attempt {attempt} started; attempt {ctx.phase.attempt} is stale")
+    return found
+
+
+def _kill_earlier(ctx: Any, target: SparkTarget, earlier: list[tuple[str, int]]) -> None:
+    """An earlier attempt's application still running on the cluster is killed before this one starts."""
+    from lakehouse.spark.process import master_apps, master_kill
+
+    if target.kind != "standalone" or not target.ui_url or not earlier:
+        return
+    try:
+        states = master_apps(target.ui_url)
+    except OSError as exc:
+        raise PhaseFailure(f"the Spark master's UI {target.ui_url} cannot be reached to check the earlier "
+                           f"attempt's application ({exc})") from None
+    for app, attempt in earlier:
+        if states.get(app) in ("RUNNING", "WAITING", "SUBMITTED"):
+            state = master_kill(target.ui_url, app)
+            ctx.log(f"killed application {app} of attempt {attempt} before starting again (now {state or 'gone'})",
+                    level="warning")
+            if state in ("RUNNING", "WAITING", "SUBMITTED"):
+                raise PhaseFailure(f"the application {app} of attempt {attempt} is still running and could not be "
+                                   "killed: not starting a second one beside it")
+
+
+def _adopt(ctx: Any, lake: Any, done_before: dict[Declared, list[int]], earlier: list[tuple[str, int]]) -> dict:
+    attempts = sorted({n for _, n in earlier})
+    ctx.log(f"attempt(s) {attempts} already committed to every output: adopting, running nothing again",
+            level="warning")
+    recorded = [commits.record(ctx, lake, out, v, attempt=attempts[-1]) for out, vs in done_before.items() for v in vs]
+    return {"spark": {"adopted": True, "applications": [a for a, _ in earlier]}, "tables": recorded}
+
+
+def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[str, str], conf: Any) -> dict:
+    """Start the driver, stream its output, stop it on cancel; the application's {id, ui}."""
+    import json
+
+    from lakehouse.spark.process import DriverProcess, Masker, master_kill
+
+    folder = ctx.scratch / "spark"
+    folder.mkdir(parents=True, exist_ok=True)
+    masker = Masker(conf.masks())
+    if target.kind == "connect":
+        env = {**env, "CONTROLROOM_SPARK_SECRETS": json.dumps(conf.secret)}
+        secret_properties = ""
+    else:
+        secret_properties = conf.secret_properties_text()
+    driver = DriverProcess(job=job, folder=folder, env={**os.environ, **env}, secret_properties=secret_properties,
+                           masker=masker)
+    app: dict[str, Any] = {}
+
+    def stop() -> None:
+        driver.stop()
+        if app.get("id") and target.kind == "standalone" and target.ui_url:
+            master_kill(target.ui_url, app["id"])
+
+    ctx.on_stop(stop)
+    last_progress = 0.0
+    try:
+        for kind, value in driver.events():
+            if kind == "app":
+                app = value if isinstance(value, dict) else {}
+                if target.ui_url and app.get("id"):  # the master's page of the application outlives it
+                    app["master_ui"] = f"{target.ui_url}/app/?appId={app['id']}"
+                links = " ".join(f"{label} {app[key]}" for key, label in (("ui", "UI"), ("master_ui", "on the master"))
+                                 if app.get(key))
+                ctx.log(f"spark application {app.get('id') or '(connect session)'} started on {target.master}"
+                        + (f": {links}" if links else ""),
+                        **{APP_KEY: app.get("id", ""), "attempt": ctx.phase.attempt, "spark_ui": app.get("ui", ""),
+                           "master_ui": app.get("master_ui", "")})
+                common.refuse_if_stopped(ctx)
+                driver.answer("go")
+            elif kind == "progress" and isinstance(value, dict):
+                now = time.monotonic()
+                if now - last_progress >= 1.0:
+                    last_progress = now
+                    stages = value.get("stages") or []
+                    ctx.progress(", ".join(f"stage {s['stage']}: {s['done']}/{s['tasks']} tasks" for s in stages)
+                                 or "no active stage", stages=stages)
+            elif kind == "log":
+                ctx.log(value)
+    except BaseException:
+        stop()
+        raise
+    status = driver.wait()
+    if ctx.stopped:
+        raise PhaseFailure("stopped: the Spark application was stopped")
+    if status != 0:
+        raise PhaseFailure(f"the Spark script failed: {driver.error_line()}")
+    return app

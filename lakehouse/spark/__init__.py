@@ -1,0 +1,1 @@
+"""Spark: the runtime (JDK 17, pyspark, pinned jars), session configuration and the spark phase driver."""

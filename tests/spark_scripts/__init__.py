@@ -1,0 +1,1 @@
+"""PySpark scripts the spark phase tests run (as registered modules)."""
