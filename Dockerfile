@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Control Room application image (web, worker, beat and migrate all run it).
-FROM python:3.11-slim-bookworm
+# The default target (the last stage) is this image; `--target spark` adds the JDK 17, pyspark and
+# the Spark jars (compose's spark-worker and Spark services, see compose/README.md "Spark").
+FROM python:3.11-slim-bookworm AS app
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -43,3 +45,37 @@ EXPOSE 8000
 # a sync worker would be busy (and killed at 30 s) for the whole wait of one claim.
 CMD ["gunicorn", "controlroom.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", \
      "--timeout", "75", "--access-logfile", "-"]
+
+# --- Spark -----------------------------------------------------------------------------------------
+# The pinned Spark jars (lakehouse/spark/jars/pom.xml), fetched with Maven at build time and checked
+# against checksums.txt by the app's own code, into a cache the containers only read: they start
+# without Maven or network, and an image always holds the jars of its own pom. Only the runtime
+# module and the pom are copied in, so a code change does not refetch them.
+FROM python:3.11-slim-bookworm AS spark-jars
+# The man folder: openjdk's postinst fails without it on slim images.
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && apt-get install --yes --no-install-recommends maven openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /build
+COPY lakehouse/__init__.py lakehouse/__init__.py
+COPY lakehouse/spark/__init__.py lakehouse/spark/runtime.py lakehouse/spark/
+COPY lakehouse/spark/jars lakehouse/spark/jars
+RUN CONTROLROOM_CACHE_DIR=/opt/controlroom/cache python -m lakehouse.spark.runtime
+
+# The application with Spark: JDK 17 (the one Spark 4.1 runs on), pyspark and delta-spark
+# (requirements-spark.lock; pyspark ships spark-submit and spark-class), and the jars above.
+FROM app AS spark
+USER root
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && apt-get install --yes --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/*
+# pyspark is a 456 MB sdist: keep its built wheel in BuildKit's cache across code changes.
+RUN --mount=type=cache,target=/root/.cache/pip pip install --require-hashes -r requirements-spark.lock
+COPY --from=spark-jars /opt/controlroom/cache /opt/controlroom/cache
+ENV CONTROLROOM_CACHE_DIR=/opt/controlroom/cache
+USER controlroom
+
+# The default target: the application image as above, without Spark.
+FROM app

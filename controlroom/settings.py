@@ -205,6 +205,9 @@ if LAKEHOUSE_DIR == DATASETS_DIR or DATASETS_DIR in LAKEHOUSE_DIR.parents or LAK
 LAKEHOUSE_FAULT_DIR = env_str("CONTROLROOM_TEST_LAKEHOUSE_FAULT_DIR", "")
 # Importable modules a `spark` phase may run with ``module:`` (a script in a job's git repository
 # needs no registration). The demo's Spark jobs are registered by default.
+# Where a spark phase's driver (in the spark worker) listens for its executors: loopback unless the
+# cluster's workers run on other machines; then the address they reach this worker at.
+SPARK_DRIVER_HOST = env_str("SPARK_DRIVER_HOST", "127.0.0.1")
 SPARK_MODULES = env_list("CONTROLROOM_SPARK_MODULES", ["demo.spark.bronze_to_silver", "demo.spark.silver_to_gold"])
 # The most memory one DuckDB database (editor query or phase) may use before it spills or fails.
 DUCKDB_MEMORY_LIMIT = env_str("DUCKDB_MEMORY_LIMIT", "1GB")

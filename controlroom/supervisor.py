@@ -208,7 +208,26 @@ def run_stack(port: str, bin_dir: Path) -> list[ChildSpec]:
                              "--hostname", "worker@%h"]),
         ChildSpec("beat", [str(bin_dir / "celery"), "-A", "controlroom", "beat", "--loglevel", "INFO",
                            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile="]),
+        *([ChildSpec("spark-worker", [str(bin_dir / "celery"), "-A", "controlroom", "worker", "--loglevel", "INFO",
+                                      "--queues", "spark", "--concurrency", "1", "--prefetch-multiplier", "1",
+                                      "--hostname", "spark@%h"])] if spark_available() else []),
     ]
+
+
+def spark_available() -> bool:
+    """Whether this machine can run spark phases (pyspark installed and a JDK 17 found); says why not."""
+    import importlib.util
+
+    from lakehouse.spark.runtime import ENABLE_HINT, RuntimeMissing, java17_home
+
+    try:
+        found = importlib.util.find_spec("pyspark") is not None and java17_home() is not None
+    except RuntimeMissing as exc:
+        print(f"spark phases off: {exc}", flush=True)
+        return False
+    if not found:
+        print(f"spark phases off (they wait in the spark queue): {ENABLE_HINT}", flush=True)
+    return found
 
 
 def main() -> int:

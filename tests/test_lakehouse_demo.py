@@ -225,7 +225,7 @@ def test_the_demo_runs_embedded_and_a_rerun_does_not_duplicate_silver(demo, eage
 def test_seeding_twice_keeps_one_lakehouse_job(demo):
     call_command("seed_demo", stdout=io.StringIO())
     assert list(Job.objects.filter(workspace=demo.workspace).values_list("slug", flat=True)) == [
-        "lakehouse", "medallion"]
+        "lakehouse", "lakehouse-spark", "medallion"]
     assert demo.job.versions.count() == 1 and demo.job.versions.get().git_path == "demo/jobs/lakehouse.yaml"
 
 

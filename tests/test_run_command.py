@@ -27,14 +27,18 @@ from pathlib import Path
 
 import pytest
 
+from controlroom.supervisor import spark_available
 from tests.processes import STOP_TIMEOUT, RunningServer, run_command
+
+# make run adds a Celery worker on the spark queue where pyspark and a JDK 17 are installed.
+CHILDREN = {"web", "worker", "beat"} | ({"spark-worker"} if spark_available() else set())
 
 # Its stack is the run command's own (embedded SQLite): the same in either pass, so it runs once.
 pytestmark = [pytest.mark.slow, pytest.mark.once]
 RUN_TIMEOUT = 90.0
 REQUEST_ID = "e2e-run-command.42"
 # What controlroom/supervisor.py prints when it starts a child; the last one per name is current.
-STARTED = re.compile(r"(?:started|restarted) (web|worker|beat) \(pid (\d+)\)")
+STARTED = re.compile(r"(?:started|restarted) (web|worker|beat|spark-worker) \(pid (\d+)\)")
 
 
 @dataclass
@@ -251,7 +255,7 @@ def test_run_command_restarts_a_worker_killed_with_sigkill(tmp_path: Path) -> No
 
         assert sign_in(web, server).status == 200
         before = children(server)
-        assert set(before) == {"web", "worker", "beat"}, why(str(before))
+        assert set(before) == CHILDREN, why(str(before))
         in_flight = trigger_demo_run(web)
         assert re.search(r"/w/demo/runs/\d+/$", in_flight.url), why(in_flight.url)
 
@@ -289,9 +293,11 @@ def assert_ctrl_c_stops_everything(server: RunningServer) -> None:
     assert server.proc.returncode is not None
     with pytest.raises(ProcessLookupError):
         os.killpg(server.pgid, 0)
-    assert "stopping web, worker and beat" in server.log_path.read_text(errors="replace")
+    stopping = "stopping web, worker, beat and spark-worker" if "spark-worker" in CHILDREN else \
+        "stopping web, worker and beat"
+    assert stopping in server.log_path.read_text(errors="replace")
     # The children run in sessions of their own (Ctrl-C in a terminal reaches only the supervisor):
     # each of them, and whatever it started, must be gone too.
-    assert set(started) == {"web", "worker", "beat"}, server.log_tail()
+    assert set(started) == CHILDREN, server.log_tail()
     left = {name: pid for name, pid in started.items() if not gone_soon(pid, 1.0)}
     assert not left, f"still running after Ctrl-C: {left}\n{server.log_tail()}"

@@ -96,7 +96,8 @@ def execute(ctx: Any) -> dict[str, Any]:
     outputs, inputs = commits.declared(config, "outputs"), commits.declared(config, "inputs")
     earlier = _earlier_apps(ctx)
     _kill_earlier(ctx, target, earlier)
-    done_before = {out: commits.committed_by(ctx, lake, out, {a for a, _ in earlier},
+    own_apps = target.kind != "connect"  # a Connect server's application is every session's
+    done_before = {out: commits.committed_by(ctx, lake, out, {a for a, _ in earlier} if own_apps else set(),
                                              attempts={n for _, n in earlier}) for out in outputs}
     if outputs and all(done_before.values()):
         return _adopt(ctx, lake, done_before, earlier)
@@ -113,6 +114,10 @@ def execute(ctx: Any) -> dict[str, Any]:
     before = {out: commits.versions_now(lake, out) for out in outputs}
     read_at = {read: commits.current_version(lake, read) for read in inputs}
     public = {**conf.public, **target.conf, "spark.ui.showConsoleProgress": "false"}
+    if settings.SPARK_DRIVER_HOST != "127.0.0.1":  # executors on other machines reach the driver there
+        anywhere = "0.0.0.0"  # noqa: S104 (an operator's choice: SPARK_DRIVER_HOST, for remote executors)
+        public.update({"spark.driver.host": settings.SPARK_DRIVER_HOST, "spark.driver.bindAddress": anywhere})
+        env = {**env, "SPARK_LOCAL_IP": anywhere}
     if jars:
         public["spark.jars"] = ",".join(str(j) for j in jars)
     job = {"master": target.master, "app_name": f"controlroom run {ctx.run.pk} {ctx.phase.name}"[:100],
@@ -122,8 +127,8 @@ def execute(ctx: Any) -> dict[str, Any]:
     app = _run_driver(ctx, target, job, env, conf)
     recorded = []
     for out in outputs:
-        versions = commits.committed_by(ctx, lake, out, {app.get("id", "")}, attempts={ctx.phase.attempt},
-                                        before=before[out])
+        versions = commits.committed_by(ctx, lake, out, {app.get("id", "")} if own_apps else set(),
+                                        attempts={ctx.phase.attempt}, before=before[out])
         if not versions:
             ctx.log(f"output {out.qualified}: the application committed nothing to it", level="warning")
         recorded += [commits.record(ctx, lake, out, v, attempt=ctx.phase.attempt) for v in versions]
@@ -218,8 +223,10 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
     folder = ctx.scratch / "spark"
     folder.mkdir(parents=True, exist_ok=True)
     masker = Masker(conf.masks())
-    if target.kind == "connect":
-        env = {**env, "CONTROLROOM_SPARK_SECRETS": json.dumps(conf.secret)}
+    if target.kind == "connect":  # the server holds the static settings; the session gets the rest
+        _static, per_session = conf.connect_settings()
+        job = {**job, "conf": {}}
+        env = {**env, "CONTROLROOM_SPARK_SECRETS": json.dumps(per_session)}
         secret_properties = ""
     else:
         secret_properties = conf.secret_properties_text()
@@ -255,6 +262,8 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
                     stages = value.get("stages") or []
                     ctx.progress(", ".join(f"stage {s['stage']}: {s['done']}/{s['tasks']} tasks" for s in stages)
                                  or "no active stage", stages=stages)
+            elif kind == "error" and isinstance(value, str):
+                app["error"] = masker(value)
             elif kind == "log":
                 ctx.log(value)
     except BaseException:
@@ -264,5 +273,5 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
     if ctx.stopped:
         raise PhaseFailure("stopped: the Spark application was stopped")
     if status != 0:
-        raise PhaseFailure(f"the Spark script failed: {driver.error_line()}")
+        raise PhaseFailure(f"the Spark script failed: {app.get('error') or driver.error_line()}")
     return app

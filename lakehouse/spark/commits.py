@@ -3,9 +3,11 @@
 A phase declares its ``outputs`` (``namespace.name``, Iceberg by default, ``{table, format:
 delta}`` for Delta) and ``inputs``. Before the driver starts, each output's versions are noted.
 Afterwards, a version is this attempt's when it appeared meanwhile and carries the attempt's mark:
-Iceberg's Spark writer puts the application id in every snapshot summary (``spark.app.id``), and
-the driver sets Delta's ``commitInfo.userMetadata`` to the run, phase and attempt. Commits other
-writers made meanwhile are not the phase's.
+the driver puts the run, phase and attempt in every Iceberg snapshot summary and in Delta's
+``commitInfo.userMetadata``; an Iceberg snapshot without them (a delete that only drops whole
+files) still carries the application id (``spark.app.id``), which counts outside Spark Connect
+(where the application is the server's, shared by every session). Commits other writers made
+meanwhile are not the phase's.
 
 Exactly once on retry: the application ids of earlier attempts are known (each attempt records
 its id under its lease before the script runs), so a new attempt sees what an interrupted one
@@ -108,17 +110,22 @@ def committed_by(ctx: Any, lake: Lakehouse, out: Declared, apps: set[str], *, at
     if out.format == "delta":
         mine = []
         for entry in _delta_entries(lake, out):
-            mark = _delta_mark(entry)
-            if mark.get(RUN_ID) == str(ctx.run.pk) and mark.get(PHASE) == ctx.phase.name and \
-                    (attempts is None or int(mark.get(ATTEMPT) or 0) in attempts):
+            if _ours(ctx, _delta_mark(entry), attempts):
                 mine.append(int(entry["version"]))
         return sorted(v for v in mine if v not in before)
     tbl = iceberg_table(lake, out.namespace, out.name)
     if tbl is None:
         return []
     snaps = [s for s in tbl.snapshots() if s.snapshot_id not in before and s.summary is not None
-             and s.summary.get(APP_ID) in apps]
+             and (_ours(ctx, s.summary, attempts) or s.summary.get(APP_ID) in apps)]
     return [s.snapshot_id for s in sorted(snaps, key=lambda s: (s.sequence_number or 0, s.timestamp_ms))]
+
+
+def _ours(ctx: Any, mark: Any, attempts: set[int] | None) -> bool:
+    """Whether a commit's mark (snapshot summary, Delta userMetadata) names this phase's run and
+    one of ``attempts`` (None: any)."""
+    return (mark.get(RUN_ID) == str(ctx.run.pk) and mark.get(PHASE) == ctx.phase.name
+            and (attempts is None or int(mark.get(ATTEMPT) or 0) in attempts))
 
 
 def record(ctx: Any, lake: Lakehouse, out: Declared, version: int, *, attempt: int) -> dict[str, Any]:

@@ -10,8 +10,8 @@ when this process's pipe to it closes). It never imports Django.
 2. Announces the application (``@@controlroom {"app": {...}}`` on stdout) and waits for the phase
    to answer ``go`` on stdin: the phase records the application id under its lease first, so a
    later attempt always knows which application to kill and which commits were this attempt's.
-3. Tags every Delta commit of the session (``spark.databricks.delta.commitInfo.userMetadata``)
-   with the run, phase and attempt; Iceberg snapshots carry ``spark.app.id`` on their own.
+3. Tags every commit of the session with the run, phase and attempt (Iceberg snapshot summary
+   properties, Delta ``commitInfo.userMetadata``); Iceberg snapshots also carry ``spark.app.id``.
 4. Reports stage progress (``@@controlroom {"progress": {...}}``) about once a second, and runs
    the script as ``__main__`` with ``spark``, ``params``, ``args`` and ``controlroom`` (helpers:
    ``table(namespace, name)``, ``delta_path(namespace, name)``, ``committed(table)``) in its
@@ -22,6 +22,7 @@ when this process's pipe to it closes). It never imports Django.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -35,6 +36,7 @@ from typing import Any
 
 MARK = "@@controlroom "
 DELTA_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+ICEBERG_SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."
 
 
 def say(kind: str, value: Any) -> None:
@@ -87,6 +89,39 @@ def progress_loop(spark: Any, stop: threading.Event) -> None:
             last = stages
 
 
+def tag_commits(spark: Any, tags: dict[str, str]) -> None:
+    """Every commit of the session carries the run, phase and attempt: Iceberg snapshot summaries
+    (``spark.sql.iceberg.snapshot-property.*``, Iceberg 1.11+) and Delta's commitInfo.userMetadata."""
+    for key, value in tags.items():
+        spark.conf.set(f"{ICEBERG_SNAPSHOT_PROPERTY}{key}", value)
+    spark.conf.set(DELTA_USER_METADATA, json.dumps(tags, separators=(",", ":"), sort_keys=True))
+
+
+def connect_progress(spark: Any) -> None:
+    """Spark Connect streams each operation's stage progress: report it at most once a second."""
+    last = [0.0]
+
+    def handler(stages: Any, inflight_tasks: int, operation_id: str, done: bool) -> None:
+        now = time.monotonic()
+        if not done and now - last[0] < 1.0:
+            return
+        last[0] = now
+        say("progress", {"stages": [{"stage": s.stage_id, "name": "", "tasks": s.num_tasks,
+                                     "done": s.num_completed_tasks, "failed": 0} for s in stages]})
+
+    spark.registerProgressHandler(handler)
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for the phase's error: the exception, or for a JVM error its Java exception."""
+    java = getattr(exc, "java_exception", None)  # py4j's Py4JJavaError: the useful part is Java's
+    if java is not None:
+        with contextlib.suppress(Exception):  # the JVM is gone: Python's own line below
+            return str(java.toString()).strip().splitlines()[0][:1000]
+    lines = "".join(traceback.format_exception_only(exc)).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:1000]
+
+
 class Helpers:
     """What a script gets as ``controlroom``: names of this session's lakehouse tables."""
 
@@ -131,9 +166,11 @@ def main(argv: list[str]) -> int:
     if sys.stdin.readline().strip() != "go":  # the phase could not record the application
         spark.stop()
         return 3
-    spark.conf.set(DELTA_USER_METADATA, json.dumps(job["tags"], separators=(",", ":"), sort_keys=True))
+    tag_commits(spark, job["tags"])
     stop = threading.Event()
-    if not job["master"].startswith("sc://"):
+    if job["master"].startswith("sc://"):
+        connect_progress(spark)
+    else:
         threading.Thread(target=progress_loop, args=(spark, stop), daemon=True).start()
     sys.argv = [job["script_name"], *job["args"]]
     started, status = time.monotonic(), 0
@@ -144,8 +181,10 @@ def main(argv: list[str]) -> int:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if status:
             print(f"SystemExit: the script exited with status {exc.code}", file=sys.stderr)
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()
+        sys.stderr.flush()
+        say("error", error_text(exc))
         status = 1
     finally:
         stop.set()

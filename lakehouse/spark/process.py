@@ -66,7 +66,7 @@ class DriverProcess:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         job_file = folder / "job.json"
         job_file.write_text(json.dumps(job))
-        env = dict(env)
+        env = {**env, "PYTHONUNBUFFERED": "1"}  # the script's prints reach the log as they happen
         if secret_properties:
             props = folder / "secret.properties"
             fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

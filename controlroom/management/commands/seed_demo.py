@@ -1,6 +1,7 @@
 """Seed the embedded demo: a workspace, a demo user, a DuckDB connection, and the demo jobs
 (``medallion``: DuckDB tables; ``lakehouse``: Iceberg and Delta tables on the workspace's catalog,
-the embedded one unless a catalog connection named ``lakehouse`` says otherwise).
+the embedded one unless a catalog connection named ``lakehouse`` says otherwise;
+``lakehouse-spark``: the same on Spark, through the Spark connection ``spark``, local[2] here).
 
 Idempotent: a second run changes nothing and prints the same credentials."""
 
@@ -23,12 +24,12 @@ from runs.models import Job
 from runs.services.jobs import job_create
 from sqlwarehouse.datasets import datasets_area
 
-DEMO_JOBS = ("medallion", "lakehouse")  # demo/jobs/<name>.yaml, each a job of that slug
+DEMO_JOBS = ("medallion", "lakehouse", "lakehouse-spark")  # demo/jobs/<name>.yaml, each a job of that slug
 DEMO_DATA = settings.BASE_DIR / "demo" / "data"
 
 
 class Command(BaseCommand):
-    help = "Create the demo workspace, user, connection and the medallion and lakehouse jobs (idempotent)."
+    help = "Create the demo workspace, user, connections and the demo jobs (idempotent)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--username", default="demo")
@@ -48,6 +49,10 @@ class Command(BaseCommand):
                 workspace=workspace, environment=None, name="warehouse",
                 defaults={"kind": Connection.Kind.DUCKDB, "config": {"database": "warehouse.duckdb"}},
             )
+            Connection.objects.get_or_create(
+                workspace=workspace, environment=None, name="spark",
+                defaults={"kind": Connection.Kind.SPARK, "config": {"master": "local[2]"}},
+            )
             for name in DEMO_JOBS:
                 # A job already there (an older seed, or the user's edits) is left alone.
                 if not Job.objects.filter(workspace=workspace, slug=name).exists():
@@ -55,7 +60,22 @@ class Command(BaseCommand):
                     job_create(access=system_access(workspace), spec_text=(settings.BASE_DIR / path).read_text(),
                                git_path=path)
         self._datasets(workspace)
+        self.stdout.write(self._spark_status())
         self.stdout.write(f"Demo workspace ready. Sign in as {username} / {password}")
+
+    def _spark_status(self) -> str:
+        """One line: whether this machine runs the lakehouse-spark demo, and if not how to enable it."""
+        from lakehouse.spark.runtime import RuntimeMissing, java17_home
+
+        try:
+            import pyspark  # noqa: F401
+            if java17_home() is None:
+                raise RuntimeMissing("no JDK 17 was found")
+        except ImportError:
+            return f"Spark demo (lakehouse-spark) off: {RuntimeMissing('pyspark is not installed')}"
+        except RuntimeMissing as exc:
+            return f"Spark demo (lakehouse-spark) off: {exc}"
+        return "Spark demo (lakehouse-spark) runs on local[2] (JDK 17 and pyspark found)."
 
     def _datasets(self, workspace: Workspace) -> None:
         # The demo's inputs, copied into the workspace's own datasets area (where SQL reads them,
