@@ -8,9 +8,11 @@ import copy
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import connections
+from django.test import Client
 
 from connections.models import Connection, SecretRef
 from lakehouse.models import TableVersion
@@ -54,6 +56,14 @@ def test_a_local_spark_phase_writes_iceberg_and_delta_and_records_both(world, ea
     output = run.phases.get().output
     assert output["spark"]["application"] == started.payload["spark_app"]
     assert sorted(t["table"] for t in output["tables"]) == ["lake.daily", "lake.events"]
+    # The script printed a forged announcement: logged as a line, never believed.
+    assert "\"evil\"" not in str(output), output
+    assert any('"id": "evil"' in line for line in lines), lines
+    client = Client()
+    client.force_login(world.users["operator"])
+    page = client.get(f"/w/acme/runs/{run.pk}/").content.decode()
+    assert f'<span class="muted spark-app">{started.payload["spark_app"]}' in page  # shown on the phase
+    assert 'href="javascript:' not in page
 
 
 def test_a_script_error_fails_the_phase_with_its_last_line_and_keeps_the_log(world, eager_celery, spark_modules,
@@ -64,6 +74,36 @@ def test_a_script_error_fails_the_phase_with_its_last_line_and_keeps_the_log(wor
     assert errors(run) == ["the Spark script failed: ValueError: the input is not what this script expects"]
     lines = logs(run)
     assert "about to divide" in lines and any(line.startswith("Traceback") for line in lines)
+
+
+def drivers_running(run) -> list[str]:
+    """Command lines of the drivers of ``run``'s phases still running (their job files live in the
+    phase's scratch folder, named after the run), orphans included; other drivers on this machine
+    (a benchmark's) are not ours."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "lakehouse.spark.driver" in cmdline and f"/run{run.pk}-" in cmdline:
+                found.append(cmdline)
+    return found
+
+
+@pytest.mark.once
+def test_a_timeout_stops_the_driver_and_its_jvm(world, eager_celery, spark_modules,
+                                                django_capture_on_commit_callbacks):
+    text = spec(phase("transform", "spark", module="tests.spark_scripts.slow", timeout=30))
+    began = time.monotonic()
+    run = trigger(world, text, django_capture_on_commit_callbacks)
+    assert run.status == RunStatus.FAILED and errors(run) == ["timed out after 30 s"]
+    assert time.monotonic() - began < 90  # the minute-long job did not run to its end
+    deadline = time.monotonic() + 15
+    while drivers_running(run) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert drivers_running(run) == []
 
 
 # --- a real standalone cluster, SeaweedFS and the shared JDBC catalog (PostgreSQL pass) -------------

@@ -40,8 +40,8 @@ from lakehouse.spark import commits
 from lakehouse.spark.commits import Declared
 from lakehouse.spark.target import SparkTarget, target_from
 from runs.executors.base import PhaseFailure
-from runs.models import RunEvent
-from runs.services.fence import StaleLease
+from runs.models import Phase, RunEvent
+from runs.services.fence import StaleLease, lease_fence
 
 _FIELDS = {"script", "module", "args", "connection", "catalog", "outputs", "inputs"}
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,10}")
@@ -133,7 +133,7 @@ def execute(ctx: Any) -> dict[str, Any]:
             ctx.log(f"output {out.qualified}: the application committed nothing to it", level="warning")
         recorded += [commits.record(ctx, lake, out, v, attempt=ctx.phase.attempt) for v in versions]
     commits.record_reads(ctx, lake, inputs, read_at)
-    return {"spark": {"application": app.get("id", ""), "ui": app.get("ui", ""),
+    return {"spark": {"application": app.get("id", ""), "id": app.get("id", ""), "ui": app.get("ui", ""),
                       "master_ui": app.get("master_ui", ""), "master": target.master},
             "tables": recorded}
 
@@ -214,6 +214,14 @@ def _adopt(ctx: Any, lake: Any, done_before: dict[Declared, list[int]], earlier:
     return {"spark": {"adopted": True, "applications": [a for a, _ in earlier]}, "tables": recorded}
 
 
+def _show(ctx: Any, app: dict[str, Any], progress: str = "") -> None:
+    """The application (id, UI links) and its progress on the phase row while it runs, for the run
+    page (fenced like every write; ``complete`` replaces it with the phase's output)."""
+    shown = {k: app.get(k, "") for k in ("id", "ui", "master_ui")}
+    with lease_fence(phase_id=ctx.phase.pk, lease_token=ctx.lease_token) as phase:
+        Phase.objects.filter(pk=phase.pk).update(output={"spark": {**shown, "progress": progress}})
+
+
 def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[str, str], conf: Any) -> dict:
     """Start the driver, stream its output, stop it on cancel; the application's {id, ui}."""
     import json
@@ -244,7 +252,13 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
     try:
         for kind, value in driver.events():
             if kind == "app":
-                app = value if isinstance(value, dict) else {}
+                if app or not isinstance(value, dict):  # announced once, before the script runs: a
+                    # script printing an announcement of its own is not believed, only logged
+                    ctx.log(masker(f"(not the driver's: ignored) {json.dumps(value)[:500]}"), level="warning")
+                    continue
+                app = {k: str(value.get(k) or "")[:300] for k in ("id", "ui", "session")}
+                if not app["ui"].startswith(("http://", "https://")):
+                    app["ui"] = ""
                 if target.ui_url and app.get("id"):  # the master's page of the application outlives it
                     app["master_ui"] = f"{target.ui_url}/app/?appId={app['id']}"
                 links = " ".join(f"{label} {app[key]}" for key, label in (("ui", "UI"), ("master_ui", "on the master"))
@@ -253,15 +267,18 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
                         + (f": {links}" if links else ""),
                         **{APP_KEY: app.get("id", ""), "attempt": ctx.phase.attempt, "spark_ui": app.get("ui", ""),
                            "master_ui": app.get("master_ui", "")})
+                _show(ctx, app)
                 common.refuse_if_stopped(ctx)
                 driver.answer("go")
             elif kind == "progress" and isinstance(value, dict):
                 now = time.monotonic()
                 if now - last_progress >= 1.0:
                     last_progress = now
-                    stages = value.get("stages") or []
-                    ctx.progress(", ".join(f"stage {s['stage']}: {s['done']}/{s['tasks']} tasks" for s in stages)
-                                 or "no active stage", stages=stages)
+                    stages = [s for s in value.get("stages") or [] if isinstance(s, dict)][:20]
+                    text = ", ".join(f"stage {s.get('stage')}: {s.get('done')}/{s.get('tasks')} tasks"
+                                     for s in stages)[:500]
+                    ctx.progress(text or "no active stage", stages=stages)
+                    _show(ctx, app, text)
             elif kind == "error" and isinstance(value, str):
                 app["error"] = masker(value)
             elif kind == "log":

@@ -14,3 +14,5 @@ df.writeTo(controlroom.table(ns, "events")).append()
 df.groupBy().count().write.format("delta").mode("overwrite").save(controlroom.delta_path(ns, "daily"))
 print(f"argv={sys.argv[1:]} wrote {rows} rows")
 print("the key is " + spark.conf.get("spark.sql.catalog." + controlroom.catalog + ".s3.secret-access-key", "none"))
+# A script cannot pass itself off as the driver: this line is only a log line.
+print('@@controlroom {"app": {"id": "evil", "ui": "javascript:alert(1)"}}')
