@@ -84,7 +84,7 @@ def progress_loop(spark: Any, stop: threading.Event) -> None:
                                    "done": info.numCompletedTasks, "failed": info.numFailedTasks})
         except Exception:  # the context is stopping: progress is best effort
             return
-        if stages != last:
+        if stages != last and (stages or last):  # nothing to say before the first stage
             say("progress", {"stages": stages})
             last = stages
 
