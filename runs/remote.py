@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REMOTE_KINDS = ("sql", "python")  # what a RemotePhaseContext can run: no database, no table registry
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -262,13 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if other := sorted(set(kinds) - set(REMOTE_KINDS)):
+        parser.error(f"this executor runs {' and '.join(REMOTE_KINDS)} phases, not {', '.join(other)}: lakehouse "
+                     "kinds (iceberg, delta, check, trino, spark) write the table registry and run on Control "
+                     "Room's Celery workers (spark phases on a worker started with --queues spark)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     warehouse = Path(args.warehouse).resolve()
     warehouse.mkdir(parents=True, exist_ok=True)
     datasets = Path(args.datasets).resolve()
     datasets.mkdir(parents=True, exist_ok=True)
-    count = serve(url=args.url, token=args.token, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+    count = serve(url=args.url, token=args.token, kinds=kinds,
                   warehouse=warehouse, datasets=datasets, name=args.name, until_idle=args.until_idle)
     log.info("ran %d phase(s)", count)
     return 0

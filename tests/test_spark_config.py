@@ -155,3 +155,15 @@ def test_secrets_are_masked_and_the_error_is_the_tracebacks_last_line(tmp_path):
     driver.tail = __import__("collections").deque(["pyspark.errors.exceptions.captured.AnalysisException: "
                                                    "[TABLE_OR_VIEW_NOT_FOUND] The table `x` cannot be found."])
     assert driver.error_line().startswith("pyspark.errors.exceptions.captured.AnalysisException: [TABLE_OR_VIEW")
+
+
+def test_the_standalone_executor_refuses_kinds_it_cannot_run(capsys):
+    """Spark (and the other lakehouse kinds) write the table registry: the executor says where they
+    run instead of claiming them and failing each one."""
+    from runs.remote import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--url", "http://127.0.0.1:1", "--token", "crt_x", "--kinds", "sql,spark"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "not spark" in err and "--queues spark" in err
