@@ -75,6 +75,33 @@ def test_cancel_reaches_a_running_python_phase_through_its_heartbeat(world, sett
     assert list(run.events.values_list("type", flat=True))[-2:] == ["PHASE_CANCELLED", "RUN_CANCELLED"]
 
 
+def test_cancel_reaches_a_phase_between_lease_renewals(world, settings, django_capture_on_commit_callbacks):
+    """With the default 30 s lease the heartbeat renews every 10 s; a cancel does not wait for it:
+    the phase looks for one every CANCEL_POLL_S (2 s) with a read, and stops at once."""
+    import time
+
+    from runs.services.phases import CANCEL_POLL_S
+
+    settings.PHASE_LEASE_TTL_S = 30
+    run = make_run(world, "name: long\nphases:\n  - {name: a, kind: sql, timeout: 600, "
+                          "config: {sql: 'select count(*) from range(100000000000)'}}\n",
+                   django_capture_on_commit_callbacks)
+    phase = run.phases.get()
+    thread = threading.Thread(target=lambda: (phase_execute(phase_id=phase.pk, worker="w"), connections.close_all()))
+    thread.start()
+    while not run.events.filter(type="PHASE_STARTED").exists():
+        thread.join(0.05)
+    thread.join(1.0)  # well inside the first 10 s renewal interval
+    asked = time.monotonic()
+    run_cancel(access=world.access("operator"), run=run)
+    thread.join(30)
+    took = time.monotonic() - asked
+    phase.refresh_from_db()
+    assert phase.state == PhaseState.CANCELLED
+    # The next renewal was ~9 s away; the cancel poll stopped the phase well before it.
+    assert took < CANCEL_POLL_S + 3, f"the phase stopped {took:.1f} s after the cancel"
+
+
 def test_cancel_interrupts_a_running_duckdb_query(world, settings, django_capture_on_commit_callbacks):
     settings.PHASE_LEASE_TTL_S = 1
     run = make_run(world, "name: big\nphases:\n  - {name: a, kind: sql, timeout: 600, "

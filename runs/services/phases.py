@@ -19,7 +19,7 @@ from django.db import DatabaseError, close_old_connections, connection, connecti
 from django.db.models import Q
 from django.utils import timezone
 
-from runs.models import EventType, Phase, PhaseState, RunEvent, RunStatus
+from runs.models import EventType, Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services.events import StaleLease, event_append
 from runs.services.leases import lease_ttl, phase_claim, phase_heartbeat
 from runs.services.runs import run_settle
@@ -110,6 +110,9 @@ def phase_complete(
     return current
 
 
+CANCEL_POLL_S = 2.0  # how often a running phase looks for a cancel between lease renewals
+
+
 class _Heartbeat(threading.Thread):
     """Renews the lease while the phase runs; on cancel or a lost lease, calls ``on_stop``.
 
@@ -134,7 +137,7 @@ class _Heartbeat(threading.Thread):
         interval = max(0.2, lease_ttl().total_seconds() / 3)
         wait = min(interval, max(0.05, self._deadline() - time.monotonic()))
         try:
-            while not self.halt.wait(wait):
+            while not self._wait_or_cancel(wait):
                 sent = time.monotonic()
                 try:
                     cancel = phase_heartbeat(phase_id=self.phase.pk, lease_token=self.token)
@@ -159,6 +162,28 @@ class _Heartbeat(threading.Thread):
                 wait = min(interval, max(0.05, self._deadline() - time.monotonic()))
         finally:
             connections.close_all()
+
+
+    def _wait_or_cancel(self, wait: float) -> bool:
+        """Wait ``wait`` seconds for the next renewal, looking every CANCEL_POLL_S whether the run
+        was asked to cancel (one indexed read, no write): True when the heartbeat must end (halted,
+        or cancelled: the phase is stopped at once, not at the next renewal)."""
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            if self.halt.wait(min(left, CANCEL_POLL_S)):
+                return True
+            if deadline - time.monotonic() > 0 and self._cancel_asked():
+                self.cancelled = True
+                self.on_stop()
+                return True
+        return self.halt.is_set()
+
+    def _cancel_asked(self) -> bool:
+        try:
+            return Run.objects.filter(pk=self.phase.run_id, cancel_requested=True).exists()
+        except Exception:  # a database blip: the renewal will tell
+            close_old_connections()
+            return False
 
 
 def phase_execute(*, phase_id: int, worker: str) -> Phase | None:
