@@ -75,6 +75,7 @@ def test_cancel_reaches_a_running_python_phase_through_its_heartbeat(world, sett
     assert list(run.events.values_list("type", flat=True))[-2:] == ["PHASE_CANCELLED", "RUN_CANCELLED"]
 
 
+@pytest.mark.slow  # waits for real time
 def test_cancel_reaches_a_phase_between_lease_renewals(world, settings, django_capture_on_commit_callbacks):
     """With the default 30 s lease the heartbeat renews every 10 s; a cancel does not wait for it:
     the phase looks for one every CANCEL_POLL_S (2 s) with a read, and stops at once."""
