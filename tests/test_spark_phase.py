@@ -36,8 +36,10 @@ def logs(run) -> list[str]:
     return list(RunEvent.objects.filter(run=run, type="PHASE_LOG").order_by("seq").values_list("message", flat=True))
 
 
-def test_a_local_spark_phase_writes_iceberg_and_delta_and_records_both(world, eager_celery, spark_modules,
+def test_a_local_spark_phase_writes_iceberg_and_delta_and_records_both(world, eager_celery, spark_modules, monkeypatch,
                                                                         django_capture_on_commit_callbacks):
+    monkeypatch.setenv("CONTROLROOM_SECRET_OTHER_WORKSPACE", "not for scripts")
+    monkeypatch.setenv("DATABASE_URL", "postgres://controlroom:pw@db/controlroom")
     run = trigger(world, spec(phase("transform", "spark", module="tests.spark_scripts.write_both",
                                     args=["--day", "2026-01-01"], outputs=OUTPUTS)),
                   django_capture_on_commit_callbacks, parameters={})
@@ -51,6 +53,7 @@ def test_a_local_spark_phase_writes_iceberg_and_delta_and_records_both(world, ea
     assert versions["daily"].table.format == "delta" and versions["daily"].attempt == 1
     lines = logs(run)
     assert any("argv=['--day', '2026-01-01'] wrote 3 rows" in line for line in lines)
+    assert "inherited: " in lines  # no CONTROLROOM_SECRET_* nor DATABASE_URL reached the script
     started = RunEvent.objects.get(run=run, payload__has_key="spark_app")
     assert started.payload["spark_app"].startswith("local-") and "started on local[2]" in started.message
     output = run.phases.get().output

@@ -214,6 +214,16 @@ def _adopt(ctx: Any, lake: Any, done_before: dict[Declared, list[int]], earlier:
     return {"spark": {"adopted": True, "applications": [a for a, _ in earlier]}, "tables": recorded}
 
 
+# What a driver inherits from the worker's environment: nothing that names Control Room's database,
+# keys or other workspaces' secrets (a script is user code); the Spark settings come on top.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+
+
+def driver_env(spark_env: dict[str, str]) -> dict[str, str]:
+    """The driver's environment: a few harmless variables of the worker's, then Spark's own."""
+    return {**{k: os.environ[k] for k in _INHERITED if k in os.environ}, **spark_env}
+
+
 def _show(ctx: Any, app: dict[str, Any], progress: str = "") -> None:
     """The application (id, UI links) and its progress on the phase row while it runs, for the run
     page (fenced like every write; ``complete`` replaces it with the phase's output)."""
@@ -238,7 +248,7 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
         secret_properties = ""
     else:
         secret_properties = conf.secret_properties_text()
-    driver = DriverProcess(job=job, folder=folder, env={**os.environ, **env}, secret_properties=secret_properties,
+    driver = DriverProcess(job=job, folder=folder, env=driver_env(env), secret_properties=secret_properties,
                            masker=masker)
     app: dict[str, Any] = {}
 

@@ -16,3 +16,7 @@ print(f"argv={sys.argv[1:]} wrote {rows} rows")
 print("the key is " + spark.conf.get("spark.sql.catalog." + controlroom.catalog + ".s3.secret-access-key", "none"))
 # A script cannot pass itself off as the driver: this line is only a log line.
 print('@@controlroom {"app": {"id": "evil", "ui": "javascript:alert(1)"}}')
+# The worker's own settings and other workspaces' secrets are not in a script's environment.
+import os  # noqa: E402
+
+print("inherited: " + ",".join(sorted(k for k in os.environ if k.startswith(("CONTROLROOM_SECRET", "DATABASE")))))
