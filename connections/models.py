@@ -43,6 +43,14 @@ class Connection(models.Model):
         CATALOG = "catalog", "Lakehouse catalog (Iceberg + Delta)"
         SPARK = "spark", "Spark (local, standalone cluster or Spark Connect)"
 
+    # The kinds the SQL editor runs statements on (catalogs and Spark targets are for phases).
+    SQL_KINDS = ("duckdb", "trino")
+
+    @property
+    def runs_sql(self) -> bool:
+        """Whether the SQL editor can run statements on this connection."""
+        return self.kind in self.SQL_KINDS
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="connections")
     environment = models.ForeignKey(
         Environment, on_delete=models.CASCADE, null=True, blank=True,

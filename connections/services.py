@@ -45,7 +45,9 @@ def connection_resolve(*, workspace: Workspace, environment: Environment | None,
 
 
 def connections_for(*, workspace: Workspace) -> list[Connection]:
-    return list(Connection.objects.filter(workspace=workspace).select_related("environment"))
+    """The workspace's connections the SQL editor can run statements on (``Connection.SQL_KINDS``)."""
+    return list(Connection.objects.filter(workspace=workspace, kind__in=Connection.SQL_KINDS)
+                .select_related("environment"))
 
 
 def secret_resolve(ref: SecretRef, *, workspace_id: int) -> str:

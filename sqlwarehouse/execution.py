@@ -58,6 +58,9 @@ def query_submit(
         raise ServiceError(f"The SQL is {len(sql):,} characters long; the editor runs at most {MAX_SQL_CHARS:,}.")
     if connection is None or connection.workspace_id != access.workspace.pk:
         raise ServiceError("Choose a connection of this workspace.")
+    if not connection.runs_sql:
+        raise ServiceError(f"Connection '{connection.name}' is a {connection.kind} connection; the SQL editor runs "
+                           f"statements on {' and '.join(Connection.SQL_KINDS)} connections.")
     environment = connection.environment or environment
     if environment is None or environment.workspace_id != access.workspace.pk:
         environment = access.workspace.environments.get(name=Environment.Name.DEV)

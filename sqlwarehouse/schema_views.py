@@ -44,7 +44,8 @@ SCHEMA_LIMIT = 500  # schemas listed per catalog
 
 
 def _connection(access: Access, connection_id: int | str) -> Connection:
-    connection = Connection.objects.filter(workspace=access.workspace, pk=connection_id).first()
+    connection = Connection.objects.filter(workspace=access.workspace, pk=connection_id,
+                                           kind__in=Connection.SQL_KINDS).first()
     if connection is None:
         raise Http404("No such connection in this workspace.")
     return connection

@@ -35,7 +35,8 @@ ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
 
 def _connection(access: Access, raw: str | None) -> Connection | None:
     pk = id_parse(raw)
-    return Connection.objects.filter(workspace=access.workspace, pk=pk).first() if pk is not None else None
+    return Connection.objects.filter(workspace=access.workspace, pk=pk, kind__in=Connection.SQL_KINDS).first() \
+        if pk is not None else None
 
 
 def _saved(access: Access, raw: str | None) -> SavedQuery | None:

@@ -167,3 +167,25 @@ def test_the_standalone_executor_refuses_kinds_it_cannot_run(capsys):
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "not spark" in err and "--queues spark" in err
+
+
+@pytest.mark.django_db
+def test_the_sql_editor_offers_and_runs_only_sql_connections(world):
+    """A spark (or catalog) connection is for phases: the editor neither lists it nor runs SQL on it,
+    even when it sorts first (the demo's 'spark' before 'warehouse')."""
+    from django.test import Client
+
+    from controlroom.services import ServiceError
+    from sqlwarehouse.execution import query_submit
+    from sqlwarehouse.models import QueryExecution
+
+    spark = Connection.objects.create(workspace=world.workspace, name="aaa-spark", kind=Connection.Kind.SPARK,
+                                      config={"master": "local[2]"})
+    client = Client()
+    client.force_login(world.users["analyst"])
+    page = client.get("/w/acme/sql/").content.decode()
+    assert "aaa-spark" not in page and "warehouse" in page
+    refused = client.post("/w/acme/sql/", {"sql": "select 1", "connection": spark.pk, "run": "1"})
+    assert refused.status_code in (200, 400) and not QueryExecution.objects.exists()
+    with pytest.raises(ServiceError, match="is a spark connection; the SQL editor runs statements on duckdb and trino"):
+        query_submit(access=world.access("analyst"), connection=spark, sql="select 1")
