@@ -40,6 +40,19 @@ def in_threads(count: int, fn) -> list:
     return results
 
 
+def start_long_query(world, django_capture_on_commit_callbacks) -> tuple[Run, Phase, threading.Thread]:
+    """A run whose one sql phase counts 10^11 rows, executing in a thread; returns once it started."""
+    run = make_run(world, "name: long\nphases:\n  - {name: a, kind: sql, timeout: 600, "
+                          "config: {sql: 'select count(*) from range(100000000000)'}}\n",
+                   django_capture_on_commit_callbacks)
+    phase = run.phases.get()
+    thread = threading.Thread(target=lambda: (phase_execute(phase_id=phase.pk, worker="w"), connections.close_all()))
+    thread.start()
+    while not run.events.filter(type="PHASE_STARTED").exists():
+        thread.join(0.05)
+    return run, phase, thread
+
+
 def test_racing_executors_exactly_one_wins(world, django_capture_on_commit_callbacks):
     for round_ in range(5):
         make_run(world, f"name: race{round_}\nphases:\n  - {{name: a, kind: sql, config: {{sql: select 1}}}}\n",
@@ -84,14 +97,7 @@ def test_cancel_reaches_a_phase_between_lease_renewals(world, settings, django_c
     from runs.services.phases import CANCEL_POLL_S
 
     settings.PHASE_LEASE_TTL_S = 30
-    run = make_run(world, "name: long\nphases:\n  - {name: a, kind: sql, timeout: 600, "
-                          "config: {sql: 'select count(*) from range(100000000000)'}}\n",
-                   django_capture_on_commit_callbacks)
-    phase = run.phases.get()
-    thread = threading.Thread(target=lambda: (phase_execute(phase_id=phase.pk, worker="w"), connections.close_all()))
-    thread.start()
-    while not run.events.filter(type="PHASE_STARTED").exists():
-        thread.join(0.05)
+    run, phase, thread = start_long_query(world, django_capture_on_commit_callbacks)
     thread.join(1.0)  # well inside the first 10 s renewal interval
     asked = time.monotonic()
     run_cancel(access=world.access("operator"), run=run)
@@ -105,14 +111,7 @@ def test_cancel_reaches_a_phase_between_lease_renewals(world, settings, django_c
 
 def test_cancel_interrupts_a_running_duckdb_query(world, settings, django_capture_on_commit_callbacks):
     settings.PHASE_LEASE_TTL_S = 1
-    run = make_run(world, "name: big\nphases:\n  - {name: a, kind: sql, timeout: 600, "
-                          "config: {sql: 'select count(*) from range(100000000000)'}}\n",
-                   django_capture_on_commit_callbacks)
-    phase = run.phases.get()
-    thread = threading.Thread(target=lambda: (phase_execute(phase_id=phase.pk, worker="w"), connections.close_all()))
-    thread.start()
-    while not run.events.filter(type="PHASE_STARTED").exists():
-        thread.join(0.05)
+    run, phase, thread = start_long_query(world, django_capture_on_commit_callbacks)
     thread.join(0.5)
     run_cancel(access=world.access("operator"), run=run)
     thread.join(30)
