@@ -136,9 +136,9 @@ def _audit(execution: QueryExecution, *, access: Access | None) -> None:
 class _Watch(threading.Thread):
     """Saves progress and looks for a cancel request while the worker runs the query."""
 
-    def __init__(self, execution_id: int, engine) -> None:
+    def __init__(self, execution_id: int, engine, *, save: bool = True) -> None:
         super().__init__(daemon=True, name=f"sql-watch-{execution_id}")
-        self.execution_id, self.engine = execution_id, engine
+        self.execution_id, self.engine, self.save = execution_id, engine, save
         self.halt, self.rows, self.statement = threading.Event(), 0, (1, 1)
         self.cancelled = False
 
@@ -149,8 +149,9 @@ class _Watch(threading.Thread):
                     progress = {**self.engine.progress(), "stored_rows": self.rows,
                                 "statement": self.statement[0], "statements": self.statement[1]}
                     qs = QueryExecution.objects.filter(pk=self.execution_id)
-                    qs.update(progress=progress, engine_query_id=self.engine.query_id or "",
-                              heartbeat_at=timezone.now())
+                    if self.save:
+                        qs.update(progress=progress, engine_query_id=self.engine.query_id or "",
+                                  heartbeat_at=timezone.now())
                     if not self.cancelled and qs.filter(cancel_requested=True).exists():
                         self.cancelled = True
                         self.engine.cancel()
@@ -182,7 +183,10 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
                              environment=execution.environment)
         declared = execution.saved_query.parameters if execution.saved_query else None
         statements = split_statements(execution.sql, dialect)
-        watch = _Watch(execution.pk, engine)
+        # Called inside a transaction (a caller's, a test's), the row this thread just updated stays
+        # locked until it ends: a write from the watch's own connection would wait for it, and this
+        # thread waits for the watch. Progress is then not saved; the cancel check only reads.
+        watch = _Watch(execution.pk, engine, save=not transaction.get_connection().in_atomic_block)
         watch.start()
         stored = None
         for number, statement in enumerate(statements, start=1):

@@ -142,6 +142,11 @@ class TrinoQueryEngine:
             raise EngineError(self._message(exc, timeout_s)) from exc
         except trino.exceptions.HttpError as exc:
             raise EngineError(f"Trino refused the request: {exc}") from exc
+        except trino.exceptions.TrinoAuthError as exc:
+            raise EngineError(f"Trino refused the service user's credentials: {exc}") from exc
+        except trino.exceptions.TrinoConnectionError as exc:  # down, or a wrong host or port
+            raise EngineError(f"Trino at {self._settings['host']}:{self._settings['port']} cannot be reached "
+                              "(the server log has the detail).") from exc
         if not description:
             return None
         columns = [d[0] for d in description]
