@@ -111,10 +111,15 @@ def phase_complete(
 
 
 CANCEL_POLL_S = 2.0  # how often a running phase looks for a cancel between lease renewals
+WIND_DOWN_S = 180.0  # after a cancel, how long the lease is still renewed while the engines stop
 
 
 class _Heartbeat(threading.Thread):
     """Renews the lease while the phase runs; on cancel or a lost lease, calls ``on_stop``.
+
+    After a cancel the lease is still renewed while the phase winds down (its engines may take a
+    few seconds to stop: a Spark driver's grace period, a Connect server's answer), for at most
+    WIND_DOWN_S, so the cancelled outcome is written by this worker under its own lease.
 
     When renewals keep failing (the database is unreachable), the engine work is stopped before
     the lease can lapse (at 90 % of its life, by this process's clock, which set its expiry):
@@ -126,6 +131,7 @@ class _Heartbeat(threading.Thread):
         self.phase, self.token, self.on_stop = phase, token, on_stop
         self.halt = threading.Event()
         self.cancelled = self.lost = False
+        self._wind_down_until = 0.0
         ttl = lease_ttl().total_seconds()
         left = (phase.lease_expires_at - timezone.now()).total_seconds() if phase.lease_expires_at else ttl
         self._renewed = time.monotonic() - (ttl - left)  # when the lease we hold was issued
@@ -133,19 +139,28 @@ class _Heartbeat(threading.Thread):
     def _deadline(self) -> float:
         return self._renewed + lease_ttl().total_seconds() * LEASE_SAFETY
 
+    def _cancel(self) -> None:
+        """Stop the phase's engines on their own thread: some take seconds, and this one renews."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._wind_down_until = time.monotonic() + WIND_DOWN_S
+            threading.Thread(target=self.on_stop, daemon=True, name=f"{self.name}-stop").start()
+
     def run(self) -> None:
         interval = max(0.2, lease_ttl().total_seconds() / 3)
         wait = min(interval, max(0.05, self._deadline() - time.monotonic()))
         try:
             while not self._wait_or_cancel(wait):
+                if self.cancelled and time.monotonic() > self._wind_down_until:
+                    log.error("the phase did not stop within %.0f s of its cancel: no longer renewing its lease",
+                              WIND_DOWN_S, extra={"phase_id": self.phase.pk})
+                    return
                 sent = time.monotonic()
                 try:
                     cancel = phase_heartbeat(phase_id=self.phase.pk, lease_token=self.token)
                     self._renewed = sent
                     if cancel:
-                        self.cancelled = True
-                        self.on_stop()
-                        return
+                        self._cancel()
                 except StaleLease:
                     self.lost = True
                     self.on_stop()
@@ -172,10 +187,8 @@ class _Heartbeat(threading.Thread):
         while (left := deadline - time.monotonic()) > 0:
             if self.halt.wait(min(left, CANCEL_POLL_S)):
                 return True
-            if deadline - time.monotonic() > 0 and self._cancel_asked():
-                self.cancelled = True
-                self.on_stop()
-                return True
+            if not self.cancelled and deadline - time.monotonic() > 0 and self._cancel_asked():
+                self._cancel()  # stopped at once; the renewals go on while it winds down
         return self.halt.is_set()
 
     def _cancel_asked(self) -> bool:
