@@ -1,7 +1,8 @@
 """The SQL that "Open in SQL editor" puts in the editor for one version of a table.
 
 With a Trino connection in the workspace, Trino reads the same catalog: a time-travel query in
-Trino's syntax (``FOR VERSION AS OF``). Without one, on the embedded catalog, DuckDB reads the
+Trino's syntax (``FOR VERSION AS OF``); a Delta table, once a Trino connection names its lake's
+Delta catalog. Without one, on the embedded catalog, DuckDB reads the
 version's own Parquet files through the read-only ``lakehouse://`` file system of the workspace
 and environment (``sqlwarehouse.datasets.ReadOnlyLakehouse``), so the query answers exactly that
 version. A catalog on S3 without Trino gets a comment that says what to add.
@@ -22,15 +23,28 @@ log = logging.getLogger(__name__)
 MAX_FILES = 200  # a version spread over more files than this is better read through Trino
 
 
-def trino_connection_id(table: Table) -> int | None:
-    """The workspace's first Trino connection (it reads the shared catalog), if any."""
-    return (Connection.objects.filter(workspace_id=table.workspace_id, kind=Connection.Kind.TRINO)
-            .order_by("pk").values_list("pk", flat=True).first())
+def trino_target(table: Table) -> tuple[int, str] | None:
+    """(Trino connection id, Trino catalog) that reads ``table``, if the workspace has one: for an
+    Iceberg table its first Trino connection (the catalog under its own name); for a Delta table
+    the first whose ``delta_catalogs`` names the table's lake (``lakehouse.trino_publish``)."""
+    from django.db.models import Q
+
+    from lakehouse.trino_publish import KEY
+
+    found = (Connection.objects.filter(workspace_id=table.workspace_id, kind=Connection.Kind.TRINO)
+             .filter(Q(environment__isnull=True) | Q(environment_id=table.environment_id)).order_by("pk"))
+    for conn in found:
+        if table.format != Table.Format.DELTA:
+            return conn.pk, table.catalog_name
+        mapping = (conn.config or {}).get(KEY)
+        if isinstance(mapping, dict) and isinstance(mapping.get(table.catalog_name), str):
+            return conn.pk, mapping[table.catalog_name]
+    return None
 
 
-def trino_sql(table: Table, version: TableVersion) -> str:
-    """Time travel in Trino's syntax."""
-    return (f"SELECT *\nFROM {table.catalog_name}.{table.namespace}.{table.name}\n"
+def trino_sql(table: Table, version: TableVersion, catalog: str) -> str:
+    """Time travel in Trino's syntax (its Iceberg and Delta connectors both take it)."""
+    return (f"SELECT *\nFROM {catalog}.{table.namespace}.{table.name}\n"
             f"FOR VERSION AS OF {version.version}\nLIMIT 100")
 
 

@@ -97,6 +97,29 @@ def trino_catalog_properties(config: dict[str, Any], *, s3_secret_key: str | Non
     return props | _s3_properties(dict(config.get("s3") or {}), s3_secret_key)
 
 
+METASTORE_DIR = ".trino-metastore"  # under the Delta root; not an identifier, so never a namespace's folder
+
+
+def trino_delta_catalog_properties(config: dict[str, Any], *, s3_secret_key: str | None = None) -> dict[str, str]:
+    """The ``etc/catalog/<name>.properties`` of a Trino Delta Lake catalog for the catalog ``config``.
+
+    Delta tables have no catalog of their own here: they are folders under ``delta_root``. Trino's
+    Delta connector needs a metastore to list them, so it gets a file metastore kept on the same S3
+    beside the tables (``<delta_root>/.trino-metastore``), and Control Room registers each Delta
+    table a phase commits into it (``lakehouse.trino_publish``) with ``register_table``.
+    """
+    root = str(config.get("delta_root") or "").rstrip("/")
+    if not root.startswith("s3://"):
+        raise CatalogConfigError("Trino reads Delta tables whose root is on S3 (an s3:// 'delta_root') only.")
+    props = {
+        "connector.name": "delta_lake",
+        "hive.metastore": "file",
+        "hive.metastore.catalog.dir": f"{root}/{METASTORE_DIR}",
+        "delta.register-table-procedure.enabled": "true",
+    }
+    return props | _s3_properties(dict(config.get("s3") or {}), s3_secret_key)
+
+
 def properties_text(props: dict[str, str], *, header: str = "") -> str:
     """``props`` as a Java properties file (values must not contain line breaks)."""
     if any("\n" in f"{k}{v}" or "\r" in f"{k}{v}" for k, v in props.items()):

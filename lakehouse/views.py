@@ -105,12 +105,12 @@ def _editor_link(access: Access, table: Table, version: TableVersion) -> str:
     """The SQL editor, prefilled with a query that reads ``version`` (``lakehouse.editor_sql``):
     in Trino's syntax on the workspace's Trino connection when it has one; otherwise the editor
     builds DuckDB SQL over the version's files from ``table_version``."""
-    from lakehouse.editor_sql import trino_connection_id, trino_sql
+    from lakehouse.editor_sql import trino_sql, trino_target
 
     params: dict[str, Any] = {"environment": table.environment.name}
-    trino = trino_connection_id(table)
+    trino = trino_target(table)
     if trino is not None:
-        params.update(sql=trino_sql(table, version), connection=trino)
+        params.update(sql=trino_sql(table, version, trino[1]), connection=trino[0])
     else:
         params["table_version"] = version.pk
         duckdb = (Connection.objects.filter(workspace=access.workspace, kind=Connection.Kind.DUCKDB)

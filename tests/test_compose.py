@@ -186,6 +186,7 @@ def test_check_fails_on_yaml_syntax_error(tmp_path):
 
 SECRET_NAMES = ("PASSWORD", "SECRET", "_KEY", "TOKEN", "CREDENTIAL", "CREDENTIALS")  # how a secret variable ends
 TRINO_ICEBERG = COMPOSE_DIR / "trino" / "etc" / "catalog" / "iceberg.properties"
+TRINO_DELTA = COMPOSE_DIR / "trino" / "etc" / "catalog" / "delta.properties"
 
 
 def _make_secrets(directory: Path) -> dict:
@@ -285,9 +286,9 @@ def test_no_secret_written_in_the_compose_file():
             if key.endswith(SECRET_NAMES):
                 assert str(value).startswith("${") and str(value).endswith("}"), f"{name}: {key} is inline"
             assert "@" not in str(value) or "${POSTGRES_PASSWORD}" in str(value), f"{name}: {key} holds credentials"
-    for key, value in _properties(TRINO_ICEBERG).items():
+    for key, value in [*_properties(TRINO_ICEBERG).items(), *_properties(TRINO_DELTA).items()]:
         if any(word in key for word in ("password", "secret", "access-key", "credential")):
-            assert value.startswith("${ENV:") and value.endswith("}"), f"iceberg.properties: {key} is inline"
+            assert value.startswith("${ENV:") and value.endswith("}"), f"catalog properties: {key} is inline"
 
 
 def test_trino_exports_each_catalog_secret_from_a_mounted_file(config):
@@ -308,7 +309,7 @@ def test_trino_catalog_is_the_catalog_connection_the_app_uses(config, tmp_path):
     """Trino's iceberg.properties is exactly what lakehouse.trino_catalog makes of the workspace
     catalog connection printed by make_secrets.py, and that connection names this stack's store."""
     from lakehouse.catalogs import catalog_config_errors
-    from lakehouse.trino_catalog import trino_catalog_properties
+    from lakehouse.trino_catalog import trino_catalog_properties, trino_delta_catalog_properties
 
     connection = _make_secrets(tmp_path)
     assert catalog_config_errors(connection) == []
@@ -318,6 +319,9 @@ def test_trino_catalog_is_the_catalog_connection_the_app_uses(config, tmp_path):
     expected = trino_catalog_properties(as_trino, s3_secret_key="${ENV:LAKE_S3_SECRET_KEY}",
                                         jdbc_password="${ENV:ICEBERG_CATALOG_DB_PASSWORD}")
     assert _properties(TRINO_ICEBERG) == expected
+    # Its Delta tables: a file metastore beside them, on the same store with the same identity.
+    delta = trino_delta_catalog_properties(as_trino, s3_secret_key="${ENV:LAKE_S3_SECRET_KEY}")
+    assert _properties(TRINO_DELTA) == delta
 
     web = config["services"]["web"]["environment"]
     assert connection["s3"]["endpoint"] == web["ARTIFACT_STORE_S3_ENDPOINT"]

@@ -14,6 +14,7 @@ from controlroom.models import Environment
 from lakehouse.catalogs import CatalogError, catalog_config_errors, catalog_for
 from lakehouse.models import TableVersion
 from lakehouse.phases import delta, iceberg
+from lakehouse.trino_catalog import CatalogConfigError, trino_delta_catalog_properties
 from runs.executors.base import PhaseFailure
 from runs.models import RunStatus
 from tests.lakehouse_helpers import errors, lake_of, phase, spec, table_rows, trigger
@@ -130,6 +131,26 @@ def test_one_config_for_pyiceberg_delta_and_trino(world, secrets):
     assert trino["iceberg.jdbc-catalog.connection-url"] == "jdbc:postgresql://db.internal:5432/catalog"
     assert trino["iceberg.jdbc-catalog.connection-password"] == "pg pass/word"
     assert trino["s3.aws-secret-key"] == "s3-secret"
+    # Its Delta tables, for Trino: a file metastore on the same S3, beside them (lakehouse.trino_publish).
+    config = catalog_connection(world.workspace).config
+    delta_props = trino_delta_catalog_properties(config, s3_secret_key="s3-secret")
+    assert delta_props["connector.name"] == "delta_lake" and delta_props["hive.metastore"] == "file"
+    assert delta_props["hive.metastore.catalog.dir"] == "s3://acme-lake/delta/.trino-metastore"
+    assert delta_props["s3.aws-secret-key"] == "s3-secret" and delta_props["s3.endpoint"] == "http://s3.internal:8333"
+    with pytest.raises(CatalogConfigError, match="root is on S3"):
+        trino_delta_catalog_properties({**config, "delta_root": "/var/lake/delta"}, s3_secret_key="s3-secret")
+
+
+@pytest.mark.django_db
+def test_a_trino_connections_delta_catalogs_map_catalog_connections_to_trino_catalogs(world):
+    for bad in ("delta", ["delta"], {"lakehouse": "Delta Catalog"}, {"lakehouse": 3}, {"../x": "delta"},
+                {f"lake{i}": "delta" for i in range(51)}):
+        conn = Connection(workspace=world.workspace, name="t", kind=Connection.Kind.TRINO,
+                          config={"host": "h", "delta_catalogs": bad})
+        with pytest.raises(ValidationError, match="delta_catalogs"):
+            conn.full_clean()
+    Connection(workspace=world.workspace, name="t", kind=Connection.Kind.TRINO,
+               config={"host": "h", "delta_catalogs": {"lake-house": "delta_2"}}).full_clean()
 
 
 @pytest.mark.django_db

@@ -135,6 +135,17 @@ def test_table_page_shows_schema_versions_fingerprints_lineage_and_sql_link(worl
     # A viewer cannot open the SQL editor, so the page does not offer it.
     assert "open-in-sql" not in world.client("viewer").get(url).content.decode()
     assert gold.pk  # downstream table linked from here
+    # A Delta table opens in Trino only once a Trino connection names its lake's Delta catalog.
+    daily = register(world.workspace, "daily", fmt="delta", namespace="gold",
+                     versions=[(4, run, "e" * 64, 30, dt.timedelta(hours=1))])
+    delta_url = reverse("lakehouse:table_detail", args=["acme", daily.pk])
+    link = parse_qs(urlsplit(world.client("analyst").get(delta_url).context["sql_link"]).query)
+    assert "sql" not in link and link["table_version"] == [str(daily.versions.get().pk)]  # DuckDB's way
+    trino.config["delta_catalogs"] = {daily.catalog_name: "delta"}
+    trino.save()
+    link = parse_qs(urlsplit(world.client("analyst").get(delta_url).context["sql_link"]).query)
+    assert link["sql"] == ["SELECT *\nFROM delta.gold.daily\nFOR VERSION AS OF 4\nLIMIT 100"]
+    assert link["connection"] == [str(trino.pk)]
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from django.test import TestCase
 
 from connections.models import Connection
+from controlroom.models import Environment
 from lakehouse.spark.conf import session_conf
 from runs.models import Job, PhaseState, RunStatus
 from tests.lakehouse_helpers import errors, lake_of, table_rows
@@ -82,15 +83,22 @@ def assert_demo_tables(seeded: Demo, run) -> None:
         [(d, n, amount) for d, n, amount in expected]
 
 
-def test_the_spark_demo_runs_on_a_standalone_cluster_and_trino_reads_silver(
-        demo, spark_demo, spark_cluster, trino_server, eager_celery, monkeypatch,  # noqa: F811
+def test_the_spark_demo_runs_on_a_standalone_cluster_and_trino_reads_silver_and_gold(
+        demo, spark_demo, shared_catalog, spark_cluster, trino_server, eager_celery, monkeypatch,  # noqa: F811
         django_capture_on_commit_callbacks):
     from sqlwarehouse.models import QueryExecution
 
     Connection.objects.filter(workspace=demo.workspace, name="spark").update(
         config={"master": spark_cluster.master_url, "ui_url": spark_cluster.ui_url})
+    # The analysts' Trino, for dev, lists the lake's Delta tables in its catalog "delta".
+    trino = trino_connection(demo, trino_server, monkeypatch)
+    trino.config["delta_catalogs"] = {shared_catalog.name: "delta"}
+    trino.environment = Environment.objects.get(workspace=demo.workspace, name="dev")
+    trino.save()
     run = run_demo(demo, spark_demo, django_capture_on_commit_callbacks)
     assert_demo_tables(demo, run)
+    assert run.events.filter(phase__name="gold", message__startswith="Trino (trino): delta.gold.daily_revenue_spark "
+                                                                     "is registered").exists()
     apps = [run.phases.get(name=name).output["spark"]["application"] for name in ("silver", "gold")]
     assert all(spark_cluster.app(app)["state"] == "FINISHED" for app in apps)
     # A second run over the same bronze rows: the MERGE changes nothing in silver.
@@ -98,15 +106,19 @@ def test_the_spark_demo_runs_on_a_standalone_cluster_and_trino_reads_silver(
     assert again.status == RunStatus.SUCCEEDED, errors(again)
     lake = lake_of(demo, workspace=demo.workspace)
     assert table_rows(lake, "iceberg", "silver.orders_spark").num_rows == 240
-    # An analyst reads silver through Trino in the SQL editor: the same catalog, the same S3.
-    trino = trino_connection(demo, trino_server, monkeypatch)
+    # An analyst reads silver (Iceberg) and gold (Delta) through Trino in the SQL editor: the same
+    # catalog, the same S3, the tables Spark wrote.
     analyst = demo.client(demo.analyst)
-    sql = "SELECT count(*), count(DISTINCT order_id) FROM iceberg.silver.orders_spark"
-    with TestCase.captureOnCommitCallbacks(execute=True):
-        response = analyst.post("/w/demo/sql/", {"sql": sql, "connection": trino.pk, "run": "1"})
-    execution = QueryExecution.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
-    assert execution.status == "succeeded", execution.error
-    assert [[int(c) for c in row] for row in execution.rows] == [[240, 240]]
+    for sql, expected in (
+            ("SELECT count(*), count(DISTINCT order_id) FROM iceberg.silver.orders_spark", [[240, 240]]),
+            ("SELECT order_date, orders, revenue FROM delta.gold.daily_revenue_spark ORDER BY order_date",
+             [[str(c) for c in row] for row in from_csv(DAILY)])):
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            response = analyst.post("/w/demo/sql/", {"sql": sql, "connection": trino.pk, "run": "1"})
+        execution = QueryExecution.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
+        assert execution.status == "succeeded", execution.error
+        typed = int if expected == [[240, 240]] else str
+        assert [[typed(c) for c in row] for row in execution.rows] == expected
 
 
 def test_the_spark_demo_runs_through_spark_connect(demo, spark_demo, eager_celery,  # noqa: F811

@@ -6,7 +6,9 @@ are built by ``lakehouse.trino_catalog`` from the same config a catalog connecti
 
 - ``iceberg``: a JDBC catalog in Trino's PostgreSQL, warehouse ``s3://trino-lake/warehouse``;
 - ``iceberg_rest``: SeaweedFS's Iceberg REST catalog on the table bucket ``trino-lake-rest``
-  (OAuth2 client credentials: the S3 key pair).
+  (OAuth2 client credentials: the S3 key pair);
+- ``delta``: the Delta tables under the JDBC catalog's ``delta_root``, as Control Room registers
+  them (``lakehouse.trino_publish``) in a file metastore kept on that S3.
 
 ``CONTROLROOM_TEST_TRINO_CATALOGS`` carries those connection configs (no secrets: the S3 secret
 is the S3 server's, ``CONTROLROOM_TEST_S3_SECRET``; the JDBC catalog's PostgreSQL trusts any
@@ -19,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lakehouse.trino_catalog import trino_catalog_properties
+from lakehouse.trino_catalog import trino_catalog_properties, trino_delta_catalog_properties
 from tests.servers import ICEBERG_REST_VAR, S3_KEY_VAR, S3_REGION_VAR, S3_SECRET_VAR
 
 CATALOGS_VAR = "CONTROLROOM_TEST_TRINO_CATALOGS"
@@ -84,6 +86,8 @@ def lake_catalogs(store: LakeStore, catalog_database_url: str) -> tuple[dict[str
         "iceberg": trino_catalog_properties(configs["iceberg"], s3_secret_key=store.secret),
         "iceberg_rest": trino_catalog_properties(configs["iceberg_rest"], s3_secret_key=store.secret,
                                                  rest_credential=f"{store.key}:{store.secret}"),
+        # The Delta tables beside the JDBC catalog, listed by a file metastore on the same S3.
+        "delta": trino_delta_catalog_properties(configs["iceberg"], s3_secret_key=store.secret),
     }
     return properties, configs
 

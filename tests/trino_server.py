@@ -39,7 +39,7 @@ JAVA_MIN = (24, 0, 1)  # Trino 476 refuses to start below this (io.trino.server.
 # What the server and our plugins load; a jlink-trimmed runtime may lack some.
 JAVA_MODULES = frozenset({"java.base", "java.logging", "java.management", "java.naming", "java.net.http",
                           "java.security.jgss", "java.sql", "java.xml", "jdk.management", "jdk.unsupported"})
-CATALOG_PLUGINS = ("tpch", "memory", "iceberg", "postgresql")
+CATALOG_PLUGINS = ("tpch", "memory", "iceberg", "postgresql", "delta-lake")  # delta-lake: only in the full tarball
 # Of trino-server-core's own plugins (the others only slow startup); postgresql needs geospatial's types.
 CORE_PLUGINS = ("password-authenticators", "geospatial")
 SERVICE_USER = "controlroom"
@@ -66,14 +66,23 @@ def trino_install() -> Path:
     install, so a rerun costs one ``stat``; a lock makes parallel callers share one download.
     """
     home = Path(os.environ.get(CACHE_VAR) or Path.home() / ".cache" / "controlroom") / "trino" / TRINO_VERSION
-    if (home / STAMP).exists():
+    if _installed(home):
         return home
     home.parent.mkdir(parents=True, exist_ok=True)
     with (home.parent / f".{TRINO_VERSION}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (home / STAMP).exists():
+        if not _installed(home):
             _install(home)
     return home
+
+
+def _installed(home: Path) -> bool:
+    """A finished install with every plugin we load (a cache from before a plugin was added is redone)."""
+    try:
+        stamp = json.loads((home / STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    return set(CATALOG_PLUGINS) <= set(stamp.get("plugins", ()))
 
 
 def _install(home: Path) -> None:

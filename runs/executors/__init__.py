@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from runs.executors.base import PhaseContextProtocol, PhaseFailure
 from runs.kinds import KINDS
 
-__all__ = ["PhaseContext", "PhaseContextProtocol", "PhaseFailure", "config_errors", "execute", "executor_for",
-           "repo_files"]
+__all__ = ["AFTER_SUCCESS", "PhaseContext", "PhaseContextProtocol", "PhaseFailure", "config_errors", "execute",
+           "executor_for", "repo_files"]
+
+log = logging.getLogger(__name__)
+
+# Called with (ctx, output) after any phase succeeds, before it is recorded as succeeded: what every
+# kind inherits (the lakehouse registers the Delta tables a phase wrote in Trino). A hook must not
+# fail the phase: what it raises is logged and ignored.
+AFTER_SUCCESS: list[Callable[[Any, dict[str, Any]], None]] = []
 
 
 def __getattr__(name: str) -> Any:
@@ -70,4 +79,10 @@ def execute(ctx: PhaseContextProtocol) -> dict[str, Any]:
             timer.cancel()
     if ctx.timed_out:
         raise PhaseFailure(f"timed out after {timeout_s} s")
+    for hook in AFTER_SUCCESS:
+        try:
+            hook(ctx, output)
+        except Exception:  # the phase's work is done and committed: a hook's failure is logged only
+            log.exception("after-success hook %s of phase %s", getattr(hook, "__qualname__", hook),
+                          getattr(ctx.phase, "pk", None))
     return output
