@@ -172,23 +172,59 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in values.items()}
 
 
-def _earlier_apps(ctx: Any) -> list[tuple[str, int]]:
-    """(application id, attempt) of every earlier attempt of this phase that started one."""
+def _earlier(ctx: Any, key: str) -> list[tuple[str, int]]:
+    """(value of ``key``, attempt) from every earlier attempt's log events that carry ``key``; a
+    later attempt's event means this one is stale (StaleLease)."""
     found = []
     for payload in RunEvent.objects.filter(phase_id=ctx.phase.pk, type="PHASE_LOG",
-                                           payload__has_key=APP_KEY).values_list("payload", flat=True):
-        app, attempt = payload.get(APP_KEY), payload.get("attempt")
-        if isinstance(app, str) and app and isinstance(attempt, int) and attempt < ctx.phase.attempt:
-            found.append((app, attempt))
+                                           payload__has_key=key).values_list("payload", flat=True):
+        value, attempt = payload.get(key), payload.get("attempt")
+        if isinstance(value, str) and value and isinstance(attempt, int) and attempt < ctx.phase.attempt:
+            found.append((value, attempt))
         elif isinstance(attempt, int) and attempt > ctx.phase.attempt:
             raise StaleLease(f"phase {ctx.phase.pk}: attempt {attempt} started; attempt {ctx.phase.attempt} is stale")
     return found
+
+
+def _earlier_apps(ctx: Any) -> list[tuple[str, int]]:
+    """(application id, attempt) of every earlier attempt of this phase that started one."""
+    return _earlier(ctx, APP_KEY)
+
+
+def _earlier_sessions(ctx: Any) -> list[tuple[str, int]]:
+    """(Spark Connect session id, attempt) of every earlier attempt of this phase that made one."""
+    from lakehouse.spark.connect import SESSION_KEY
+
+    return _earlier(ctx, SESSION_KEY)
+
+
+def _stop_earlier_sessions(ctx: Any, target: SparkTarget) -> None:
+    """On Spark Connect, what an earlier attempt's session still runs on the server (its client died
+    with a killed worker) is interrupted, and the session released, before this attempt starts."""
+    from lakehouse.spark import runtime
+    from lakehouse.spark.connect import InterruptFailed, interrupt_sessions
+
+    earlier = _earlier_sessions(ctx)
+    if not earlier:
+        return
+    try:
+        stopped = interrupt_sessions(target.master, [s for s, _ in earlier], driver_env(runtime.spark_env()))
+    except (InterruptFailed, runtime.RuntimeMissing) as exc:
+        raise PhaseFailure(f"the earlier attempts' Spark Connect sessions could not be stopped ({exc}): not "
+                           "starting a second one beside them") from None
+    for session, attempt in earlier:
+        operations = stopped.get(session) or []
+        ctx.log(f"stopped Spark Connect session {session} of attempt {attempt} before starting again"
+                + (f" ({len(operations)} operation(s) were still running)" if operations else ""), level="warning")
 
 
 def _kill_earlier(ctx: Any, target: SparkTarget, earlier: list[tuple[str, int]]) -> None:
     """An earlier attempt's application still running on the cluster is killed before this one starts."""
     from lakehouse.spark.process import master_apps, master_kill
 
+    if target.kind == "connect":
+        _stop_earlier_sessions(ctx, target)
+        return
     if target.kind != "standalone" or not target.ui_url or not earlier:
         return
     try:
@@ -241,9 +277,16 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
     folder = ctx.scratch / "spark"
     folder.mkdir(parents=True, exist_ok=True)
     masker = Masker(conf.masks())
+    stopper = None
     if target.kind == "connect":  # the server holds the static settings; the session gets the rest
+        from lakehouse.spark.connect import SESSION_KEY, SessionStopper, new_session_id, session_url
+
         _static, per_session = conf.connect_settings()
-        job = {**job, "conf": {}}
+        session = new_session_id()  # recorded before the driver starts: a later attempt can stop it
+        ctx.log(f"Spark Connect session {session} on {target.master}",
+                **{SESSION_KEY: session, "attempt": ctx.phase.attempt})
+        job = {**job, "conf": {}, "master": session_url(target.master, session)}
+        stopper = SessionStopper(target.master, session, driver_env(env), lambda m: ctx.log(m, level="warning"))
         env = {**env, "CONTROLROOM_SPARK_SECRETS": json.dumps(per_session)}
         secret_properties = ""
     else:
@@ -253,6 +296,8 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
     app: dict[str, Any] = {}
 
     def stop() -> None:
+        if stopper is not None:  # the server runs on without its client (a driver that ignores
+            stopper.start()  # SIGTERM dies by SIGKILL): stop the session's operations there too
         driver.stop()
         if app.get("id") and target.kind == "standalone" and target.ui_url:
             master_kill(target.ui_url, app["id"])
@@ -295,8 +340,12 @@ def _run_driver(ctx: Any, target: SparkTarget, job: dict[str, Any], env: dict[st
                 ctx.log(value)
     except BaseException:
         stop()
+        if stopper is not None:
+            stopper.wait()
         raise
     status = driver.wait()
+    if stopper is not None:
+        stopper.wait()  # a cancel or timeout began it: done before the phase reports stopped
     if ctx.stopped:
         raise PhaseFailure("stopped: the Spark application was stopped")
     if status != 0:

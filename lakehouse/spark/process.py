@@ -38,7 +38,8 @@ TAIL_LINES = 60
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (runs in the child, before exec)."""
     import ctypes
 
     with contextlib.suppress(Exception):
@@ -76,7 +77,7 @@ class DriverProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lakehouse.spark.driver", str(job_file)], env=env, cwd=folder,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=die_with_parent)
         self._stopping = threading.Event()
 
     def events(self) -> Iterator[tuple[str, Any]]:
