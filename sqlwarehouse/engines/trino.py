@@ -10,6 +10,7 @@ even if the parser check were bypassed.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from connections.models import Connection
 from connections.services import SecretUnavailable, secret_resolve
 from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, StatementStream
 
+log = logging.getLogger(__name__)
 READ_ONLY_SUFFIX = "~ro"
 _SIMPLE = {
     "boolean": pa.bool_(), "tinyint": pa.int8(), "smallint": pa.int16(), "integer": pa.int32(),
@@ -145,8 +147,9 @@ class TrinoQueryEngine:
         except trino.exceptions.TrinoAuthError as exc:
             raise EngineError(f"Trino refused the service user's credentials: {exc}") from exc
         except trino.exceptions.TrinoConnectionError as exc:  # down, or a wrong host or port
-            raise EngineError(f"Trino at {self._settings['host']}:{self._settings['port']} cannot be reached "
-                              "(the server log has the detail).") from exc
+            where = f"{self._settings['host']}:{self._settings['port']}"
+            log.warning("Trino at %s could not be reached", where, exc_info=True)
+            raise EngineError(f"Trino at {where} could not be reached (the server log has the detail).") from exc
         if not description:
             return None
         columns = [d[0] for d in description]
