@@ -59,8 +59,9 @@ class Connection(models.Model):
     name = models.SlugField(max_length=64)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # trino: {"host", "port", "http_scheme" (http|https), "user" (the service user that
-    # impersonates end users), "catalog", "schema", "verify" (TLS), "delta_catalogs" ({catalog
-    # connection name: Trino Delta catalog}, lakehouse.trino_publish)}; password in password_ref.
+    # impersonates end users), "catalog", "schema", "verify" (TLS), "delta_catalogs" and
+    # "iceberg_catalogs" ({catalog connection name: Trino catalog}: where Trino lists that lake's
+    # Delta and Iceberg tables, lakehouse.trino_publish)}; password in password_ref.
     # duckdb: {"database": path (optional)}.
     config = models.JSONField(default=dict, blank=True)
     password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
@@ -98,9 +99,9 @@ class Connection(models.Model):
             if problems := catalog_connection_errors(self):
                 errors["config"] = problems
         if self.kind == self.Kind.TRINO and not errors:
-            from lakehouse.trino_publish import delta_catalogs_errors
+            from lakehouse.trino_publish import trino_catalogs_errors
 
-            if problems := delta_catalogs_errors(self.config):
+            if problems := trino_catalogs_errors(self.config):
                 errors["config"] = problems
         if self.kind == self.Kind.SPARK and not errors:
             from lakehouse.spark.target import target_config_errors

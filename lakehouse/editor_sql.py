@@ -25,20 +25,23 @@ MAX_FILES = 200  # a version spread over more files than this is better read thr
 
 def trino_target(table: Table) -> tuple[int, str] | None:
     """(Trino connection id, Trino catalog) that reads ``table``, if the workspace has one: for an
-    Iceberg table its first Trino connection (the catalog under its own name); for a Delta table
-    the first whose ``delta_catalogs`` names the table's lake (``lakehouse.trino_publish``)."""
+    Iceberg table its first Trino connection, in the catalog its ``iceberg_catalogs`` names for the
+    table's lake (else a catalog named like the lake's connection); for a Delta table the first
+    whose ``delta_catalogs`` names the table's lake (``lakehouse.trino_publish``)."""
     from django.db.models import Q
 
-    from lakehouse.trino_publish import KEY
+    from lakehouse.trino_publish import ICEBERG_KEY, KEY
 
     found = (Connection.objects.filter(workspace_id=table.workspace_id, kind=Connection.Kind.TRINO)
              .filter(Q(environment__isnull=True) | Q(environment_id=table.environment_id)).order_by("pk"))
+    delta = table.format == Table.Format.DELTA
     for conn in found:
-        if table.format != Table.Format.DELTA:
+        mapping = (conn.config or {}).get(KEY if delta else ICEBERG_KEY)
+        named = mapping.get(table.catalog_name) if isinstance(mapping, dict) else None
+        if isinstance(named, str):
+            return conn.pk, named
+        if not delta:
             return conn.pk, table.catalog_name
-        mapping = (conn.config or {}).get(KEY)
-        if isinstance(mapping, dict) and isinstance(mapping.get(table.catalog_name), str):
-            return conn.pk, mapping[table.catalog_name]
     return None
 
 

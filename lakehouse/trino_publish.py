@@ -34,18 +34,26 @@ KEY = "delta_catalogs"
 TIMEOUT_S = 30  # one registration statement; Trino answers in well under a second
 
 
-def delta_catalogs_errors(config: Any) -> list[str]:
-    """What is wrong with a Trino connection's ``delta_catalogs`` (absent is fine)."""
-    mapping = config.get(KEY) if isinstance(config, dict) else None
-    if mapping is None:
-        return []
-    if not isinstance(mapping, dict) or len(mapping) > 50:
-        return [f"'{KEY}' must map catalog connection names to Trino catalog names (at most 50)"]
-    bad = [f"{k}: {v}" for k, v in mapping.items()
-           if not (isinstance(k, str) and IDENT.fullmatch(k.replace("-", "_")) and len(k) <= 64)
-           or not (isinstance(v, str) and IDENT.fullmatch(v))]
-    return [f"'{KEY}' entries must be 'catalog connection': 'trino_catalog' names ({', '.join(bad)[:200]})"] \
-        if bad else []
+ICEBERG_KEY = "iceberg_catalogs"  # {catalog connection: Trino Iceberg catalog}, for links to the editor
+
+
+def trino_catalogs_errors(config: Any) -> list[str]:
+    """What is wrong with a Trino connection's ``delta_catalogs`` and ``iceberg_catalogs`` (absent is fine)."""
+    errors = []
+    for key in (KEY, ICEBERG_KEY):
+        mapping = config.get(key) if isinstance(config, dict) else None
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict) or len(mapping) > 50:
+            errors.append(f"'{key}' must map catalog connection names to Trino catalog names (at most 50)")
+            continue
+        bad = [f"{k}: {v}" for k, v in mapping.items()
+               if not (isinstance(k, str) and IDENT.fullmatch(k.replace("-", "_")) and len(k) <= 64)
+               or not (isinstance(v, str) and IDENT.fullmatch(v))]
+        if bad:
+            errors.append(f"'{key}' entries must be 'catalog connection': 'trino_catalog' names "
+                          f"({', '.join(bad)[:200]})")
+    return errors
 
 
 def _trino_connections(run: Any) -> list[Connection]:

@@ -143,14 +143,16 @@ def test_one_config_for_pyiceberg_delta_and_trino(world, secrets):
 
 @pytest.mark.django_db
 def test_a_trino_connections_delta_catalogs_map_catalog_connections_to_trino_catalogs(world):
-    for bad in ("delta", ["delta"], {"lakehouse": "Delta Catalog"}, {"lakehouse": 3}, {"../x": "delta"},
-                {f"lake{i}": "delta" for i in range(51)}):
-        conn = Connection(workspace=world.workspace, name="t", kind=Connection.Kind.TRINO,
-                          config={"host": "h", "delta_catalogs": bad})
-        with pytest.raises(ValidationError, match="delta_catalogs"):
-            conn.full_clean()
+    for key in ("delta_catalogs", "iceberg_catalogs"):
+        for bad in ("delta", ["delta"], {"lakehouse": "Delta Catalog"}, {"lakehouse": 3}, {"../x": "delta"},
+                    {f"lake{i}": "delta" for i in range(51)}):
+            conn = Connection(workspace=world.workspace, name="t", kind=Connection.Kind.TRINO,
+                              config={"host": "h", key: bad})
+            with pytest.raises(ValidationError, match=key):
+                conn.full_clean()
     Connection(workspace=world.workspace, name="t", kind=Connection.Kind.TRINO,
-               config={"host": "h", "delta_catalogs": {"lake-house": "delta_2"}}).full_clean()
+               config={"host": "h", "delta_catalogs": {"lake-house": "delta_2"},
+                       "iceberg_catalogs": {"lake-house": "iceberg"}}).full_clean()
 
 
 @pytest.mark.django_db

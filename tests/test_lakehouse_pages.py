@@ -142,7 +142,10 @@ def test_table_page_shows_schema_versions_fingerprints_lineage_and_sql_link(worl
     link = parse_qs(urlsplit(world.client("analyst").get(delta_url).context["sql_link"]).query)
     assert "sql" not in link and link["table_version"] == [str(daily.versions.get().pk)]  # DuckDB's way
     trino.config["delta_catalogs"] = {daily.catalog_name: "delta"}
+    trino.config["iceberg_catalogs"] = {orders.catalog_name: "iceberg"}  # the lake's Trino catalog by name
     trino.save()
+    iceberg_link = parse_qs(urlsplit(world.client("analyst").get(url).context["sql_link"]).query)
+    assert iceberg_link["sql"] == ["SELECT *\nFROM iceberg.shop.orders\nFOR VERSION AS OF 11\nLIMIT 100"]
     link = parse_qs(urlsplit(world.client("analyst").get(delta_url).context["sql_link"]).query)
     assert link["sql"] == ["SELECT *\nFROM delta.gold.daily\nFOR VERSION AS OF 4\nLIMIT 100"]
     assert link["connection"] == [str(trino.pk)]
