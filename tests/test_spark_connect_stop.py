@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -88,9 +88,19 @@ def test_cancel_interrupts_the_sessions_operation_on_the_connect_server(
 
 
 def _driver_pids() -> list[int]:
-    found = subprocess.run(["pgrep", "-f", "-P", str(os.getpid()), "lakehouse.spark.driver"],
-                           capture_output=True, text=True, check=False)
-    return [int(p) for p in found.stdout.split()]
+    """This process's children running the driver program (from /proc: no procps needed)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == os.getpid() and b"lakehouse.spark.driver" in command:
+            found.append(int(proc.name))
+    return found
 
 
 def test_a_retry_stops_the_session_of_an_attempt_whose_driver_died_before_starting_its_own(
