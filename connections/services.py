@@ -44,6 +44,18 @@ def connection_resolve(*, workspace: Workspace, environment: Environment | None,
     return candidates[0]
 
 
+def connections_serving(*, workspace_id: int, environment_id: int | None, kind: str) -> list[Connection]:
+    """The workspace's connections of ``kind`` an environment sees, by the rule of
+    ``connection_resolve``: one per name, the environment's own before the shared one; oldest first."""
+    scope = Q(environment__isnull=True) | Q(environment_id=environment_id) if environment_id else \
+        Q(environment__isnull=True)
+    found: dict[str, Connection] = {}
+    for conn in Connection.objects.filter(scope, workspace_id=workspace_id, kind=kind).order_by("pk"):
+        if conn.name not in found or conn.environment_id is not None:
+            found[conn.name] = conn
+    return sorted(found.values(), key=lambda c: c.pk)
+
+
 def connections_for(*, workspace: Workspace) -> list[Connection]:
     """The workspace's connections the SQL editor can run statements on (``Connection.SQL_KINDS``)."""
     return list(Connection.objects.filter(workspace=workspace, kind__in=Connection.SQL_KINDS)

@@ -28,14 +28,12 @@ def trino_target(table: Table) -> tuple[int, str] | None:
     Iceberg table its first Trino connection, in the catalog its ``iceberg_catalogs`` names for the
     table's lake (else a catalog named like the lake's connection); for a Delta table the first
     whose ``delta_catalogs`` names the table's lake (``lakehouse.trino_publish``)."""
-    from django.db.models import Q
-
+    from connections.services import connections_serving
     from lakehouse.trino_publish import ICEBERG_KEY, KEY
 
-    found = (Connection.objects.filter(workspace_id=table.workspace_id, kind=Connection.Kind.TRINO)
-             .filter(Q(environment__isnull=True) | Q(environment_id=table.environment_id)).order_by("pk"))
     delta = table.format == Table.Format.DELTA
-    for conn in found:
+    for conn in connections_serving(workspace_id=table.workspace_id, environment_id=table.environment_id,
+                                    kind=Connection.Kind.TRINO):
         mapping = (conn.config or {}).get(KEY if delta else ICEBERG_KEY)
         named = mapping.get(table.catalog_name) if isinstance(mapping, dict) else None
         if isinstance(named, str):

@@ -22,9 +22,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db.models import Q
-
 from connections.models import Connection
+from connections.services import connections_serving
 from lakehouse.catalogs import IDENT
 from lakehouse.models import Table, TableEdge
 
@@ -57,14 +56,9 @@ def trino_catalogs_errors(config: Any) -> list[str]:
 
 
 def _trino_connections(run: Any) -> list[Connection]:
-    """The run's Trino connections that name a Delta catalog: one per name, this environment's first."""
-    found: dict[str, Connection] = {}
-    for conn in (Connection.objects.filter(workspace_id=run.workspace_id, kind=Connection.Kind.TRINO)
-                 .filter(Q(environment__isnull=True) | Q(environment_id=run.environment_id))
-                 .order_by("name", "environment_id")):
-        if (conn.config or {}).get(KEY) and (conn.name not in found or conn.environment_id):
-            found[conn.name] = conn
-    return list(found.values())
+    """The run's Trino connections that name a Delta catalog (``connections_serving``)."""
+    return [conn for conn in connections_serving(workspace_id=run.workspace_id, environment_id=run.environment_id,
+                                                 kind=Connection.Kind.TRINO) if (conn.config or {}).get(KEY)]
 
 
 def written_delta_tables(phase: Any) -> list[Table]:

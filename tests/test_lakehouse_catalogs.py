@@ -217,3 +217,19 @@ def test_the_standalone_executor_is_told_to_use_a_worker(module):
                                                 config={"table": "a.b", "sql": "select 1"}))
     with pytest.raises(PhaseFailure, match="run on Control Room's workers only"):
         module.execute(ctx)
+
+
+@pytest.mark.django_db
+def test_an_environment_sees_its_own_trino_connection_before_the_shared_one_of_that_name(world):
+    from connections.services import connections_serving
+
+    dev, prod = (Environment.objects.get(workspace=world.workspace, name=n) for n in ("dev", "prod"))
+    shared = Connection.objects.create(workspace=world.workspace, name="trino", kind=Connection.Kind.TRINO,
+                                       config={"host": "shared"})
+    own = Connection.objects.create(workspace=world.workspace, environment=dev, name="trino",
+                                    kind=Connection.Kind.TRINO, config={"host": "dev"})
+    other = Connection.objects.create(workspace=world.other, name="trino", kind=Connection.Kind.TRINO,
+                                      config={"host": "theirs"})
+    assert connections_serving(workspace_id=world.workspace.pk, environment_id=dev.pk, kind="trino") == [own]
+    assert connections_serving(workspace_id=world.workspace.pk, environment_id=prod.pk, kind="trino") == [shared]
+    assert other not in connections_serving(workspace_id=world.workspace.pk, environment_id=None, kind="trino")
