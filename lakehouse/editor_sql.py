@@ -32,6 +32,8 @@ def trino_target(table: Table) -> tuple[int, str] | None:
     from lakehouse.trino_publish import ICEBERG_KEY, KEY
 
     delta = table.format == Table.Format.DELTA
+    if delta and not table.location.startswith("s3://"):
+        return None  # registered in Trino only on S3 (lakehouse.trino_publish): DuckDB reads it here
     for conn in connections_serving(workspace_id=table.workspace_id, environment_id=table.environment_id,
                                     kind=Connection.Kind.TRINO):
         mapping = (conn.config or {}).get(KEY if delta else ICEBERG_KEY)

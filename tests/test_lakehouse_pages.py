@@ -136,8 +136,11 @@ def test_table_page_shows_schema_versions_fingerprints_lineage_and_sql_link(worl
     assert "open-in-sql" not in world.client("viewer").get(url).content.decode()
     assert gold.pk  # downstream table linked from here
     # A Delta table opens in Trino only once a Trino connection names its lake's Delta catalog.
-    daily = register(world.workspace, "daily", fmt="delta", namespace="gold",
+    daily = register(world.workspace, "daily", fmt="delta", namespace="gold", location="s3://lake/delta/gold/daily",
                      versions=[(4, run, "e" * 64, 30, dt.timedelta(hours=1))])
+    local = register(world.workspace, "local", fmt="delta", namespace="gold",  # the embedded lake: DuckDB's
+                     location="file:///data/lakehouse/acme/dev/delta/gold/local",
+                     versions=[(0, run, "", 1, dt.timedelta())])
     delta_url = reverse("lakehouse:table_detail", args=["acme", daily.pk])
     link = parse_qs(urlsplit(world.client("analyst").get(delta_url).context["sql_link"]).query)
     assert "sql" not in link and link["table_version"] == [str(daily.versions.get().pk)]  # DuckDB's way
@@ -149,6 +152,9 @@ def test_table_page_shows_schema_versions_fingerprints_lineage_and_sql_link(worl
     link = parse_qs(urlsplit(world.client("analyst").get(delta_url).context["sql_link"]).query)
     assert link["sql"] == ["SELECT *\nFROM delta.gold.daily\nFOR VERSION AS OF 4\nLIMIT 100"]
     assert link["connection"] == [str(trino.pk)]
+    local_url = reverse("lakehouse:table_detail", args=["acme", local.pk])
+    link = parse_qs(urlsplit(world.client("analyst").get(local_url).context["sql_link"]).query)
+    assert "sql" not in link and link["table_version"] == [str(local.versions.get().pk)]
 
 
 @pytest.mark.slow
