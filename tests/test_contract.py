@@ -175,6 +175,32 @@ def test_cancel_pending_at_once_running_at_next_heartbeat(agent, django_capture_
     assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
 
 
+def test_a_phase_of_a_cancelled_run_never_ends_succeeded(agent, django_capture_on_commit_callbacks):
+    """The executor finished before it heard of the cancel: the attempt is recorded cancelled (not
+    succeeded), its outputs kept, and a failure after the cancel schedules no retry."""
+    with django_capture_on_commit_callbacks(execute=False):
+        run_id = agent.post("/runs", {"job": "diamond"}).json()["id"]
+    claim = agent.claim().json()
+    agent.post(f"/runs/{run_id}/cancel")
+    done = agent.complete(claim, outcome="succeeded", output={"rows": 3})
+    assert done.status_code == 200, done.content
+    phase = Phase.objects.get(pk=claim["phase"]["id"])
+    assert phase.state == "cancelled" and phase.output == {"rows": 3}
+    assert "after the run was asked to cancel" in phase.error
+    assert Run.objects.get(pk=run_id).status == "cancelled"
+    assert not RunEvent.objects.filter(run_id=run_id, type="PHASE_SUCCEEDED").exists()
+
+    with django_capture_on_commit_callbacks(execute=False):
+        second = agent.post("/runs", {"job": "diamond"}).json()["id"]
+    Phase.objects.filter(run_id=second).update(max_attempts=3)
+    claim = agent.claim().json()
+    agent.post(f"/runs/{second}/cancel")
+    assert agent.complete(claim, outcome="failed", error="killed").status_code == 200
+    phase = Phase.objects.get(pk=claim["phase"]["id"])
+    assert (phase.state, phase.error, phase.attempt) == ("cancelled", "killed", 1)
+    assert Run.objects.get(pk=second).status == "cancelled"
+
+
 def test_contract_input_errors_are_4xx_json(world, agent):
     viewer = Agent(world.token("viewer"))
     assert viewer.claim().status_code == 403

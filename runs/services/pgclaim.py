@@ -94,6 +94,9 @@ WITH took AS (
     lease_token = '', lease_expires_at = NULL
   WHERE p.id = %(phase)s AND p.lease_token = %(token)s AND p.state = '{PhaseState.RUNNING}'
     AND p.lease_expires_at > %(now)s  -- an expired lease is dead before the reaper sees it
+    -- A run asked to cancel records no success: the run row is locked first (so a cancel that
+    -- is mid-commit is waited for and seen), and the ORM path records the attempt as cancelled.
+    AND NOT (SELECT r.cancel_requested FROM {_R} r WHERE r.id = %(run)s FOR UPDATE)
   RETURNING p.*
 ), seq AS (
   UPDATE {_R} r SET last_seq = r.last_seq + 1 WHERE r.id = %(run)s AND EXISTS (SELECT 1 FROM took)
@@ -179,7 +182,8 @@ def complete_succeeded(
     *, phase_id: int, run_id: int, name: str, lease_token: str, output: dict[str, Any], now: dt.datetime
 ) -> tuple[Phase, bool, bool] | None:
     """End the attempt as succeeded under the live lease. Returns (phase, the run has phases
-    still to end, the run was asked to cancel), or None when the token is not the live one."""
+    still to end, the run was asked to cancel), or None when the token is not the live one or
+    the run was asked to cancel (the caller's ORM path then tells the two apart)."""
     row = _execute(_SUCCEED, {"output": json.dumps(output), "now": now, "phase": phase_id, "run": run_id,
                               "name": name, "token": lease_token, "event_id": uuid.uuid4()})
     if row is None:

@@ -60,8 +60,8 @@ def _end_attempt(current: Phase, *, outcome: str, error: str, output: dict[str, 
         current.state, current.output = PhaseState.SUCCEEDED, output or {}
         event = (EventType.PHASE_SUCCEEDED, "info", f"{current.name} succeeded in {duration:.2f} s")
     elif outcome == PhaseState.CANCELLED:
-        current.state = PhaseState.CANCELLED
-        event = (EventType.PHASE_CANCELLED, "warning", f"{current.name} cancelled")
+        current.state, current.output = PhaseState.CANCELLED, output or current.output
+        event = (EventType.PHASE_CANCELLED, "warning", f"{current.name} cancelled" + (f" ({error})" if error else ""))
     elif current.attempt < current.max_attempts:
         current.state, current.not_before = PhaseState.PENDING, now + timedelta(seconds=retry_delay_s(current.attempt))
         payload["due"] = current.not_before.isoformat()
@@ -90,19 +90,27 @@ def phase_complete(
 
         done = pgclaim.complete_succeeded(phase_id=phase.pk, run_id=phase.run_id, name=phase.name,
                                           lease_token=lease_token, output=output or {}, now=timezone.now())
-        if done is None:
-            raise StaleLease(f"phase {phase.pk}: lease token is no longer valid")
-        current, unfinished, cancel_requested = done
-        if not unfinished or cancel_requested:
-            run_settle(run_id=current.run_id)
-        return current
+        if done is not None:  # else a stale token or a cancelled run: the path below says which
+            current, unfinished, cancel_requested = done
+            if not unfinished or cancel_requested:
+                run_settle(run_id=current.run_id)
+            return current
     with transaction.atomic():
+        # The run row first (as run_cancel and the fast path lock it): a cancel committed before
+        # this outcome is seen, and one still committing is waited for.
+        cancel_requested = Run.objects.select_for_update().filter(pk=phase.run_id).values_list(
+            "cancel_requested", flat=True).first()
         current = Phase.objects.select_for_update(of=("self",)).select_related("run").filter(
             pk=phase.pk, lease_token=lease_token, state=PhaseState.RUNNING, lease_expires_at__gt=timezone.now()
         ).first()
         if current is None:
             raise StaleLease(f"phase {phase.pk}: lease token is no longer valid")
         outcome = PhaseState.CANCELLED if cancelled else PhaseState.SUCCEEDED if succeeded else PhaseState.FAILED
+        if cancel_requested and outcome != PhaseState.CANCELLED:
+            # A phase of a run asked to cancel never ends succeeded (nor retries): it was told to
+            # stop; what it finished before hearing so is kept in its output and said in the event.
+            error = error or "its work finished after the run was asked to cancel; its outputs are kept"
+            outcome = PhaseState.CANCELLED
         _end_attempt(current, outcome=outcome, error=error, output=output, now=timezone.now())
     unfinished = Phase.objects.filter(run_id=current.run_id, state__in=(PhaseState.PENDING, PhaseState.RUNNING))
     if current.state != PhaseState.SUCCEEDED or not unfinished.exists() or current.run.cancel_requested:
