@@ -61,7 +61,10 @@ PATHS: dict[str, Any] = {
     "/runs/{run_id}/cancel": {"post": {"operationId": "cancelRun", "parameters": [_id("run_id")],
                                        "responses": _responses("200", 404, 409)}},
     "/runs/{run_id}/rerun": {"post": {"operationId": "rerunRun", "parameters": [_id("run_id")],
-                                      "requestBody": _json(_obj({"mode": {"enum": ["retry", "rebuild"]}}, ["mode"])),
+                                      "requestBody": _json(_obj({"mode": {"enum": ["retry", "repair", "rebuild"]},
+                                                                 "phases": {"type": "array", "maxItems": 500,
+                                                                            "items": {"type": "string"}}},
+                                                                ["mode"])),
                                       "responses": _responses("201", 404, 409)}},
     "/claim": {"post": {
         "operationId": "claimPhase",

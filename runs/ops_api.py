@@ -219,9 +219,14 @@ def cancel(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
 
 @api_view(("POST",), Role.OPERATOR)
 def rerun(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
-    """{"mode": "retry"} re-runs failed and skipped phases; {"mode": "rebuild"} runs all again."""
+    """{"mode": "retry"} re-runs failed and skipped phases; {"mode": "repair", "phases": [...]} the
+    named phases and their downstream; {"mode": "rebuild"} runs all again."""
     original = selectors.run_get(access=access, run_id=run_id)
-    new = run_rerun(access=access, run=original, mode=str(json_body(request).get("mode") or ""))
+    body = json_body(request)
+    phases = body.get("phases") or []
+    if not isinstance(phases, list) or not all(isinstance(p, str) for p in phases):
+        raise ServiceError("phases must be a list of phase names.")
+    new = run_rerun(access=access, run=original, mode=str(body.get("mode") or ""), phases=phases[:500])
     return JsonResponse(run_json(new), status=201)
 
 

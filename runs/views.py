@@ -201,8 +201,8 @@ def run_cancel_view(request: HttpRequest, workspace: str, run_id: int) -> HttpRe
     run = selectors.run_get(access=access, run_id=run_id)
     try:
         run_cancel(access=access, run=run)
-        messages.success(request, "Cancel requested: pending phases stopped; running ones stop at their next "
-                                  "heartbeat.")
+        messages.success(request, "Cancel requested: pending phases stopped; running ones stop within a few "
+                                  "seconds.")
     except ServiceError as exc:
         messages.error(request, str(exc))
     return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)
@@ -214,7 +214,8 @@ def run_rerun_view(request: HttpRequest, workspace: str, run_id: int) -> HttpRes
     access = workspace_access(user=request.user, slug=workspace, minimum=Role.OPERATOR)
     run = selectors.run_get(access=access, run_id=run_id)
     try:
-        new = run_rerun(access=access, run=run, mode=request.POST.get("mode", ""))
+        new = run_rerun(access=access, run=run, mode=request.POST.get("mode", ""),
+                        phases=request.POST.getlist("phase")[:500])
     except (ServiceError, PermissionDenied) as exc:
         messages.error(request, str(exc))
         return redirect("runs:run_detail", workspace=workspace, run_id=run.pk)

@@ -1,5 +1,6 @@
-"""Reruns: retry from failed (succeeded phases are kept, not run again) and rebuild (all
-again, same version, inputs and git sha, then the output hashes are compared)."""
+"""Reruns: retry from failed (succeeded phases are kept, not run again), repair (chosen phases
+and everything downstream of them run again, the rest is kept) and rebuild (all again, same
+version, inputs and git sha, then the output hashes are compared)."""
 
 from __future__ import annotations
 
@@ -15,33 +16,62 @@ from runs.models import EventType, PhaseState, Run, RunStatus
 from runs.services.events import event_append
 from runs.services.runs import _admit_and_dispatch, run_insert
 
-MODES = ("retry", "rebuild")
+MODES = ("retry", "repair", "rebuild")
 
 
-def run_rerun(*, access: Access, run: Run, mode: str) -> Run:
+def run_rerun(*, access: Access, run: Run, mode: str, phases: list[str] | None = None) -> Run:
     """A new run linked to ``run``: "retry" re-runs only failed, skipped and cancelled phases
-    (a failed or cancelled run only); "rebuild" re-runs every phase of an ended run."""
+    (a failed or cancelled run only); "repair" re-runs the named ``phases`` and every phase
+    downstream of them, keeping the others' results; "rebuild" re-runs every phase of an ended run."""
     access.require(Role.OPERATOR)
     if mode not in MODES:
-        raise ServiceError("The rerun mode must be retry or rebuild.")
+        raise ServiceError("The rerun mode must be retry, repair or rebuild.")
     if not run.is_terminal:
         raise ServiceError(f"Run {run.pk} has not ended yet; cancel it or wait.", code="conflict")
     if mode == "retry" and run.status == RunStatus.SUCCEEDED:
         raise ServiceError(f"Run {run.pk} succeeded; there is nothing to retry (rebuild runs it all again).",
                            code="conflict")
+    again = repair_set(run=run, chosen=phases or []) if mode == "repair" else None
     with transaction.atomic():
         new = run_insert(access=access, version=run.job_version, environment=run.environment,
                          parameters=run.parameters, trigger=Run.Trigger.RERUN, input_manifest=run.input_manifest,
                          rerun_of=run, rerun_mode=mode)
-        if mode == "retry":
-            _keep_succeeded(original=run, new=new)
+        if mode != "rebuild":
+            _keep_succeeded(original=run, new=new, again=again)
     _admit_and_dispatch(workspace_id=new.workspace_id)
     new.refresh_from_db()
     return new
 
 
-def _keep_succeeded(*, original: Run, new: Run) -> None:
-    done = {p.name: p for p in original.phases.filter(state=PhaseState.SUCCEEDED)}
+def repair_set(*, run: Run, chosen: list[str]) -> set[str]:
+    """The phases a repair of ``run`` runs again: the chosen ones and all their downstream.
+
+    Every phase outside the set keeps its outcome, so a phase in the set may only depend on
+    outside phases that succeeded; otherwise it could never start, and the error says which to add."""
+    phases = {p.name: p for p in run.phases.all()}
+    if not chosen:
+        raise ServiceError("Choose at least one phase to repair.")
+    unknown = sorted(set(chosen) - set(phases))
+    if unknown:
+        raise ServiceError(f"Run {run.pk} has no phase named {', '.join(repr(n) for n in unknown[:5])}.")
+    again = set(chosen)
+    grew = True
+    while grew:  # downstream closure; a run has at most a few hundred phases
+        downstream = {name for name, p in phases.items() if set(p.depends_on) & again}
+        grew = not downstream <= again
+        again |= downstream
+    for name in sorted(again):
+        missing = [d for d in phases[name].depends_on
+                   if d not in again and phases[d].state != PhaseState.SUCCEEDED]
+        if missing:
+            raise ServiceError(f"{name} depends on {', '.join(missing)}, which did not succeed in run {run.pk}: "
+                               "include it in the repair.")
+    return again
+
+
+def _keep_succeeded(*, original: Run, new: Run, again: set[str] | None = None) -> None:
+    """Copy the original's succeeded phases (but those in ``again``) into ``new`` as done."""
+    done = {p.name: p for p in original.phases.filter(state=PhaseState.SUCCEEDED) if p.name not in (again or ())}
     phases = list(new.phases.all())
     for phase in phases:
         kept = done.get(phase.name)
