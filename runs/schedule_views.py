@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone as django_tz
 from django.views.decorators.http import require_http_methods
 
 from controlroom.models import Environment, Role
@@ -16,9 +17,10 @@ from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
 from runs import selectors
 from runs.models import Job, JobSchedule
-from runs.services.schedules import schedule_delete, schedule_list, schedule_set
+from runs.services.schedules import ScheduleInvalid, next_fires, schedule_delete, schedule_list, schedule_set
 
-DEFAULTS = {"cron": "0 * * * *", "timezone": "UTC", "missed_policy": JobSchedule.Missed.SKIP,
+# An environment without a schedule shows an empty cron: nothing looks scheduled that is not.
+DEFAULTS = {"cron": "", "timezone": "UTC", "missed_policy": JobSchedule.Missed.SKIP,
             "late_after_s": 300, "enabled": True, "parameters": {}}
 
 
@@ -44,8 +46,10 @@ def schedule_edit(request: HttpRequest, workspace: str, job: str) -> HttpRespons
                 state = "enabled" if saved.enabled else "disabled"
                 messages.success(request, f"Schedule in {environment} saved ({saved.cron}, {saved.timezone}, {state}).")
         except (ServiceError, PermissionDenied) as exc:
-            messages.error(request, f"Could not save the schedule: {exc}")
-            return render(request, "runs/schedule_form.html", _context(access, obj, environment, posted))
+            errors = exc.errors if isinstance(exc, ScheduleInvalid) else [str(exc)]
+            context = _context(access, obj, environment, posted)
+            context["errors"] = {"environment": environment, "messages": errors}
+            return render(request, "runs/schedule_form.html", context, status=400)
         return redirect("schedules:schedule_edit", workspace=workspace, job=obj.slug)
     return render(request, "runs/schedule_form.html", _context(access, obj, None, None))
 
@@ -76,6 +80,9 @@ def _context(access, job: Job, posted_env: str | None, posted: dict[str, Any] | 
         if posted is not None and env == posted_env:
             values.update(posted)
         params = [(name, spec, values["parameters"].get(name, "")) for name, spec in declared.items()]
-        forms.append({"environment": env, "schedule": schedule, "values": values, "params": params})
+        fires = (next_fires(cron=schedule.cron, zone=schedule.timezone, after=django_tz.now())
+                 if schedule is not None and schedule.enabled else [])
+        forms.append({"environment": env, "schedule": schedule, "values": values, "params": params,
+                      "next_fires": fires})
     return {"access": access, "workspace": access.workspace, "job": job, "forms": forms,
             "policies": JobSchedule.Missed.choices, "can_operate": access.can(Role.OPERATOR)}

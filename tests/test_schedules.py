@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -11,7 +12,7 @@ from controlroom.models import AuditEvent
 from controlroom.services import ServiceError
 from runs.models import EventType, JobSchedule, Run
 from runs.services import schedules
-from runs.services.schedules import schedule_delete, schedule_set, schedule_tick, ticks_between
+from runs.services.schedules import next_fires, schedule_delete, schedule_set, schedule_tick, ticks_between
 
 pytestmark = pytest.mark.django_db
 
@@ -279,9 +280,53 @@ def test_operator_saves_and_sees_the_schedule(world, demo_job):
 def test_operator_gets_one_clear_error_and_keeps_the_input(world, demo_job):
     response = world.client("operator").post(URL, {**FORM, "cron": "0 25 * * *"})
     page = response.content.decode()
-    assert response.status_code == 200 and not JobSchedule.objects.exists()
+    assert response.status_code == 400 and not JobSchedule.objects.exists()
     assert page.count('class="error"') == 1 and "cron: the hour field &#x27;25&#x27; is not valid" in page
     assert 'value="0 25 * * *"' in page
+
+
+def test_the_form_reports_every_error_at_once(world, demo_job):
+    bad = {**FORM, "cron": "0 25 * * *", "timezone": "Mars/Base", "late_after_s": "soon",
+           "param_min_amount": "lots"}
+    response = world.client("operator").post(URL, bad)
+    page = response.content.decode()
+    assert response.status_code == 400 and not JobSchedule.objects.exists()
+    section = page[page.index('id="schedule-stage"'):page.index('id="schedule-prod"')]
+    assert section.count('class="error"') == 4, section
+    for needle in ("hour field", "Mars/Base", "late_after_s:", "min_amount must be a number"):
+        assert needle in section
+    with pytest.raises(ServiceError) as error:
+        schedule_set(access=world.access("operator"), job=demo_job, environment="dev", cron="x",
+                     timezone="Nowhere", missed_policy="never")
+    assert len(error.value.errors) == 3
+
+
+def test_the_page_shows_the_next_five_fire_times_and_leaves_unscheduled_ones_empty(world, demo_job):
+    client = world.client("operator")
+    page = client.get(URL).content.decode()
+    assert page.count('name="cron" value=""') == 3 and "Next runs" not in page
+    client.post(URL, FORM)  # 0 6 * * * in Europe/Berlin, in stage
+    page = client.get(URL).content.decode()
+    stage = page[page.index('id="schedule-stage"'):page.index('id="schedule-prod"')]
+    times = re.findall(r'<time datetime="([^"]+)">([^<]+)</time>', stage)
+    assert len(times) == 5
+    fires = [dt.datetime.fromisoformat(iso) for iso, _ in times]
+    assert all(f.utcoffset() in (dt.timedelta(hours=1), dt.timedelta(hours=2)) for f in fires)  # Berlin
+    assert all((f.hour, f.minute) == (6, 0) for f in fires) and fires == sorted(fires)
+    assert all(text.endswith("06:00") for _, text in times) and "Next runs (Europe/Berlin)" in stage
+    assert page.count('name="cron" value=""') == 2  # dev and prod stay empty
+
+
+def test_next_fires_match_the_ticks_across_daylight_saving_changes():
+    for cron, zone in [("30 2 * * *", "Europe/Berlin"), ("*/7 1-3 * * 0", "Europe/Berlin"),
+                       ("30 1 * * *", "America/New_York"), ("*/13 * * * *", "Australia/Lord_Howe")]:
+        for start in [dt.datetime(2026, 3, 27, tzinfo=dt.UTC), dt.datetime(2026, 10, 23, tzinfo=dt.UTC),
+                      dt.datetime(2026, 11, 1, tzinfo=dt.UTC)]:
+            ticks = ticks_between(cron=cron, zone=zone, start=start, end=start + dt.timedelta(days=6))
+            fires = next_fires(cron=cron, zone=zone, after=start, count=len(ticks))
+            assert [f.astimezone(dt.UTC) for f in fires] == ticks, (cron, zone, start)
+    leap = next_fires(cron="0 0 29 2 *", zone="UTC", after=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), count=2)
+    assert leap == [dt.datetime(2028, 2, 29, tzinfo=dt.UTC)]  # the search stops five years ahead
 
 
 def test_operator_removes_a_schedule(world, demo_job):

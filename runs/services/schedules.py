@@ -63,6 +63,14 @@ def cron_parse(cron: str) -> crontab:
     return crontab(**kwargs)
 
 
+class ScheduleInvalid(ServiceError):
+    """Every problem of a schedule form, each one sentence (``errors``), not only the first."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(" ".join(errors))
+        self.errors = errors
+
+
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(str(name))
@@ -96,24 +104,32 @@ def schedule_set(
     # Whoever sets a schedule triggers its runs: the prod rule applies to them now (ticks run as
     # the platform).
     run_trigger_check(access=access, environment=env)
-    cron = require_text(JobSchedule, "cron", " ".join(str(cron or "").split()))
-    cron_parse(cron)
-    _zone(require_text(JobSchedule, "timezone", timezone))
-    if missed_policy not in JobSchedule.Missed.values:
-        raise ServiceError(f"missed_policy: use one of {', '.join(JobSchedule.Missed.values)}.")
-    try:
-        late_after_s = int(late_after_s)
-    except (TypeError, ValueError):
-        raise ServiceError("late_after_s: give a whole number of seconds.") from None
-    if not 0 <= late_after_s <= 7 * 86400:
-        raise ServiceError("late_after_s: give between 0 seconds and 7 days.")
     if job.current_version is None:
         raise ServiceError("This job has no version to schedule.")
+    errors: list[str] = []  # every problem at once, as a form shows them
+    cron = " ".join(str(cron or "").split())
+    timezone = str(timezone or "").strip()
+    for field, value, parse in (("cron", cron, cron_parse), ("timezone", timezone, _zone)):
+        try:
+            parse(require_text(JobSchedule, field, value))
+        except ServiceError as exc:
+            errors.append(str(exc))
+    if missed_policy not in JobSchedule.Missed.values:
+        errors.append(f"missed_policy: use one of {', '.join(JobSchedule.Missed.values)}.")
+    try:
+        late_after_s = int(late_after_s)
+        if not 0 <= late_after_s <= 7 * 86400:
+            errors.append("late_after_s: give between 0 seconds and 7 days.")
+    except (TypeError, ValueError):
+        errors.append("late_after_s: give a whole number of seconds.")
     given = {k: v for k, v in (parameters or {}).items() if v not in (None, "")}
+    resolved: dict[str, Any] = {}
     try:
         resolved = resolve_parameters(job.current_version.spec, given)
     except SpecError as exc:
-        raise ServiceError(f"parameters: {exc}") from None
+        errors.extend(f"parameters: {e}" for e in (exc.errors or [str(exc)]))
+    if errors:
+        raise ScheduleInvalid(errors)
     stored = {name: resolved[name] for name in given}
 
     with transaction.atomic():
@@ -182,6 +198,32 @@ def ticks_between(*, cron: str, zone: str, start: dt.datetime, end: dt.datetime)
             ticks.append(minute)
         minute += dt.timedelta(minutes=1)
     return ticks
+
+
+def next_fires(*, cron: str, zone: str, after: dt.datetime, count: int = 5) -> list[dt.datetime]:
+    """The next ``count`` minutes the cron fires after ``after``, as aware datetimes in ``zone``.
+
+    The same minutes as ticks_between (a wall time a DST gap skips never fires; one a DST
+    overlap repeats fires twice), found day by day so a yearly cron costs no minute-by-minute walk."""
+    fields, tz = cron_parse(cron), ZoneInfo(zone)
+    after = after.astimezone(dt.UTC)
+    day = after.astimezone(tz).date()
+    fires: list[dt.datetime] = []
+    for _ in range(366 * 5):  # five years: enough for any cron that fires at all (29 February)
+        if (day.day in fields.day_of_month and day.month in fields.month_of_year
+                and day.isoweekday() % 7 in fields.day_of_week):
+            instants = set()  # of this day, sorted in time (an overlap's second pass comes last)
+            for hour in fields.hour:
+                for minute in fields.minute:
+                    wall = dt.datetime(day.year, day.month, day.day, hour, minute)
+                    instants |= {instant for instant in (wall.replace(tzinfo=tz, fold=f).astimezone(dt.UTC)
+                                                         for f in (0, 1))
+                                 if instant > after and instant.astimezone(tz).replace(tzinfo=None) == wall}
+            fires.extend(instant.astimezone(tz) for instant in sorted(instants))
+            if len(fires) >= count:
+                return fires[:count]
+        day += dt.timedelta(days=1)
+    return fires
 
 
 def schedule_tick(*, schedule_id: int, now: dt.datetime | None = None) -> list[Run]:
