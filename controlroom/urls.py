@@ -26,6 +26,7 @@ urlpatterns = [
     path("hooks/", include("runs.webhook_urls")),
     path("accounts/", include("allauth.urls")),
     path("w/<slug:workspace>/tokens/", views.token_list, name="token_list"),
+    path("w/<slug:workspace>/settings/", include("controlroom.workspace_admin.urls")),
     path("w/<slug:workspace>/", include("runs.urls")),
     path("w/<slug:workspace>/", include("runs.schedule_urls")),
     path("w/<slug:workspace>/artifacts/", include("artifacts.urls")),

@@ -17,6 +17,10 @@ PAGES = [
     ("sqlwarehouse:history", {}, "analyst"),
     ("runs:job_new", {}, "operator"),
     ("token_list", {}, "admin"),
+    ("workspace_admin:members", {}, "admin"),
+    ("workspace_admin:audit", {}, "admin"),
+    ("workspace_admin:audit_export", {}, "admin"),
+    ("workspace_admin:settings", {}, "admin"),
 ]
 ORDER = ["viewer", "analyst", "operator", "admin"]
 
