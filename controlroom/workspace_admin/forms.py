@@ -54,8 +54,10 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=64, help_text="A prefix: membership. finds all of them.")
     target_type = forms.CharField(required=False, max_length=64, label="Target type")
     target_id = forms.CharField(required=False, max_length=64, label="Target id")
-    since = forms.DateTimeField(required=False, label="From", help_text="YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC")
-    until = forms.DateTimeField(required=False, label="Until", help_text="Exclusive.")
+    since = forms.DateTimeField(required=False, label="From", help_text="YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC",
+                                widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD"}))
+    until = forms.DateTimeField(required=False, label="Until", help_text="Exclusive.",
+                                widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD"}))
     before = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
 
     def clean_before(self) -> int | None:
