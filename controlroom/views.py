@@ -31,7 +31,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def home(request: HttpRequest) -> HttpResponse:
     workspaces = list(workspaces_for_user(user=request.user))
     if len(workspaces) == 1:
-        return redirect("runs:job_list", workspace=workspaces[0].slug)
+        return redirect("runs:overview", workspace=workspaces[0].slug)
     return render(request, "controlroom/home.html", {"workspaces": workspaces})
 
 

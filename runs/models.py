@@ -235,7 +235,9 @@ class RunEvent(models.Model):
 
     # No index of its own: uniq_event_seq (run, seq) serves every lookup by run.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
-    phase = models.ForeignKey(Phase, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    # No index of its own: event_phase_seq_idx (phase, seq) serves lookups by phase.
+    phase = models.ForeignKey(Phase, on_delete=models.CASCADE, null=True, blank=True, related_name="events",
+                              db_index=False)
     seq = models.PositiveIntegerField()
     event_id = models.UUIDField(default=uuid.uuid4, unique=True)
     type = models.CharField(max_length=32, choices=EventType.choices)
@@ -247,6 +249,13 @@ class RunEvent(models.Model):
     class Meta:
         ordering = ["run", "seq"]
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="uniq_event_seq")]
+        indexes = [
+            # The run page's log of one phase: its newest lines, keyset windows by seq (1M lines).
+            models.Index(fields=["phase", "seq"], name="event_phase_seq_idx"),
+            # Where each attempt of a phase begins, for the log's attempt filter and labels.
+            models.Index(fields=["phase", "seq"], name="event_claim_idx",
+                         condition=models.Q(type=EventType.PHASE_CLAIMED)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.type}"

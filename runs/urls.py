@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs import views
+from runs import log_views, views
 
 app_name = "runs"
 urlpatterns = [
@@ -11,8 +11,9 @@ urlpatterns = [
     path("jobs/<slug:job>/trigger/", views.job_trigger, name="job_trigger"),
     path("jobs/<slug:job>/versions/<int:number>/", views.job_version, name="job_version"),
     path("runs/", views.run_list, name="run_list"),
-    path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
-    path("runs/<int:run_id>/log/", views.run_log, name="run_log"),
+    path("runs/<int:run_id>/", log_views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/log/", log_views.run_log, name="run_log"),
+    path("runs/<int:run_id>/log/download/", log_views.run_log_download, name="run_log_download"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="run_cancel"),
     path("runs/<int:run_id>/rerun/", views.run_rerun_view, name="run_rerun"),
 ]

@@ -10,18 +10,15 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
 from runs import selectors
-from runs.dag import dag_layout
 from runs.forms import JobSpecForm
 from runs.models import Run, RunStatus
-from runs.services.admission import run_wait_reason
 from runs.services.jobs import job_create, job_update
-from runs.services.reruns import rebuild_comparison, run_rerun
+from runs.services.reruns import run_rerun
 from runs.services.runs import run_cancel, run_create
 from runs.spec import SpecError
 
@@ -149,49 +146,6 @@ def job_version(request: HttpRequest, workspace: str, job: str, number: int) -> 
         "access": access, "workspace": access.workspace, "job": obj, "version": version, "previous": previous,
         "diff": list(diff)[2:],
     })
-
-
-@login_required
-def run_detail(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
-    access = workspace_access(user=request.user, slug=workspace)
-    run = selectors.run_get(access=access, run_id=run_id)
-    phases = list(run.phases.all())
-    context = {"access": access, "workspace": access.workspace, "run": run, "phases": phases, "dag": dag_layout(phases),
-               "wait_reason": run_wait_reason(run), "can_operate": access.can(Role.OPERATOR),
-               "comparison": rebuild_comparison(run)}
-    if request.htmx:
-        response = render(request, "runs/run_detail.html#run-status", context)
-        return _stop_polling(response) if run.is_terminal else response
-    events = selectors.run_events_tail(run=run)
-    context.update(events=events, last_seq=events[-1].seq if events else 0, polling=not run.is_terminal)
-    return render(request, "runs/run_detail.html", context)
-
-
-@login_required
-def run_log(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
-    """New log lines after ``after``, followed by a poller for the next ones (until the end)."""
-    access = workspace_access(user=request.user, slug=workspace)
-    run = selectors.run_get(access=access, run_id=run_id)
-    try:
-        after = max(0, int(request.GET.get("after", 0)))
-    except ValueError:
-        after = 0
-    terminal = run.is_terminal  # read before the events, so the final events are included
-    events = selectors.run_events(run=run, after=after)
-    last_seq = events[-1].seq if events else after
-    latest = run.events.order_by("-seq").values_list("seq", flat=True).first() or 0
-    more = not terminal or last_seq < latest
-    response = render(request, "runs/run_detail.html#log-lines", {
-        "workspace": access.workspace, "run": run, "events": events, "last_seq": last_seq, "polling": more,
-    })
-    return response if more else _stop_polling(response)
-
-
-def _stop_polling(response: HttpResponse) -> HttpResponse:
-    stopped = HttpResponseStopPolling()
-    stopped.content = response.content
-    stopped["Content-Type"] = response["Content-Type"]
-    return stopped
 
 
 @login_required

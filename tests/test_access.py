@@ -23,11 +23,37 @@ PAGES = [
     ("workspace_admin:settings", {}, "admin"),
 ]
 ORDER = ["viewer", "analyst", "operator", "admin"]
+# Pages of one run (kwargs get its run_id): the run page, its log fragments and the log download.
+RUN_PAGES = [
+    ("runs:run_detail", "", "viewer"),
+    ("runs:run_log", "?after=0", "viewer"),
+    ("runs:run_log", "?before=2", "viewer"),
+    ("runs:run_log_download", "", "viewer"),
+    ("runs:run_log_download", "?phase=a&attempt=1", "viewer"),
+]
 
 
 @pytest.mark.parametrize(("name", "kwargs", "minimum"), PAGES)
 def test_every_page_by_persona(world, name, kwargs, minimum):
     url = reverse(name, kwargs={"workspace": "acme", **kwargs})
+    for persona in ORDER:
+        expected = 200 if ORDER.index(persona) >= ORDER.index(minimum) else 403
+        assert world.client(persona).get(url).status_code == expected, (persona, url)
+    assert world.client("outsider").get(url).status_code == 404
+    response = Client().get(url)
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(("name", "query", "minimum"), RUN_PAGES)
+def test_every_run_page_by_persona(world, django_capture_on_commit_callbacks, name, query, minimum):
+    from runs.services.jobs import job_create
+    from runs.services.runs import run_create
+    from tests.test_contract import DIAMOND
+
+    job = job_create(access=world.access("operator"), spec_text=DIAMOND)
+    with django_capture_on_commit_callbacks(execute=False):
+        run = run_create(access=world.access("operator"), job=job)
+    url = reverse(name, kwargs={"workspace": "acme", "run_id": run.pk}) + query
     for persona in ORDER:
         expected = 200 if ORDER.index(persona) >= ORDER.index(minimum) else 403
         assert world.client(persona).get(url).status_code == expected, (persona, url)
