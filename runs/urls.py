@@ -1,9 +1,12 @@
 from django.urls import path
 
-from runs import log_views, views
+from runs import console_views, log_views, views
 
 app_name = "runs"
 urlpatterns = [
+    path("", console_views.workspace_home, name="overview"),
+    path("jobs/<slug:job>/grid/", console_views.job_grid, name="job_grid"),
+    path("jobs/<slug:job>/pause/", console_views.job_pause, name="job_pause"),
     path("jobs/", views.job_list, name="job_list"),
     path("jobs/new/", views.job_new, name="job_new"),
     path("jobs/<slug:job>/", views.job_detail, name="job_detail"),

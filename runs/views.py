@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
-from runs import selectors
+from runs import overview, selectors
 from runs.forms import JobSpecForm
 from runs.models import Run, RunStatus
 from runs.services.jobs import job_create, job_update
@@ -42,7 +42,8 @@ phases:
 def job_list(request: HttpRequest, workspace: str) -> HttpResponse:
     access = workspace_access(user=request.user, slug=workspace)
     return render(request, "runs/job_list.html", {
-        "access": access, "workspace": access.workspace, "jobs": selectors.job_list(access=access)[:500],
+        "access": access, "workspace": access.workspace, "jobs": overview.jobs_with_health(access=access),
+        "can_operate": access.can(Role.OPERATOR), "health_runs": overview.HEALTH_RUNS,
     })
 
 

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.django_db
 
 PAGES = [
     ("runs:job_list", {}, "viewer"),
+    ("runs:overview", {}, "viewer"),
     ("runs:run_list", {}, "viewer"),
     ("artifacts:list", {}, "viewer"),
     ("sqlwarehouse:saved", {}, "viewer"),
