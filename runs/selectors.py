@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, fields
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from controlroom.models import MAX_DB_ID
 from runs.models import Job, Run, RunEvent, RunStatus
 
 LOG_TAIL_LIMIT = 500
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
 def job_list(*, access: Access) -> QuerySet[Job]:
@@ -73,23 +75,39 @@ class RunFilters:
 
     @classmethod
     def from_query(cls, query: QueryDict) -> tuple[RunFilters, str]:
-        """Filters from a query string; unknown values are dropped with one message."""
-        error = ""
+        """Filters from a query string; each bad value is dropped and named in the message."""
+        problems: list[str] = []
         dates: dict[str, dt.date | None] = {}
         for key in ("from", "to"):
             try:
                 dates[key] = dt.date.fromisoformat(query[key]) if query.get(key) else None
             except ValueError:
-                dates[key], error = None, "Dates are YYYY-MM-DD; that filter was ignored."
-        before = query.get("before", "")
-        status = query.get("status", "")
-        trigger = query.get("trigger", "")
-        return cls(
-            status=status if status in RunStatus.values else "", job=query.get("job", "")[:64],
-            environment=query.get("environment", "")[:16], trigger=trigger if trigger in Run.Trigger.values else "",
-            date_from=dates["from"], date_to=dates["to"],
-            before=id_parse(before, minimum=0),
-        ), error
+                dates[key] = None
+                problems.append(f"'{key}' must be a date as YYYY-MM-DD")
+
+        def choice(key: str, allowed: list[str]) -> str:
+            value = query.get(key, "")
+            if value and value not in allowed:
+                problems.append(f"'{key}' must be one of {', '.join(allowed)}")
+                return ""
+            return value
+
+        status = choice("status", list(RunStatus.values))
+        trigger = choice("trigger", list(Run.Trigger.values))
+        environment = choice("environment", ["dev", "stage", "prod"])
+        job = query.get("job", "")
+        if job and not SLUG.fullmatch(job):
+            problems.append("'job' must be a job's name (letters, digits, - and _)")
+            job = ""
+        raw_before = query.get("before", "")
+        before = id_parse(raw_before, minimum=0)
+        if raw_before and before is None:
+            problems.append("'before' must be a run number")
+        if dates["from"] and dates["to"] and dates["from"] > dates["to"]:
+            problems.append("'from' is after 'to'")
+        error = f"Ignored: {'; '.join(problems)}." if problems else ""
+        return cls(status=status, job=job, environment=environment, trigger=trigger,
+                   date_from=dates["from"], date_to=dates["to"], before=before), error
 
     def query_string(self) -> str:
         """The filters (not the cursor) as a query string, for the next-page link."""

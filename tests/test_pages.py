@@ -55,7 +55,15 @@ def test_run_history_filters_and_keyset_pages(world, django_capture_on_commit_ca
     assert client.get(f"/w/acme/runs/?from={since}").content.decode().count('class="run-row"') == 50
     assert client.get("/w/acme/runs/?environment=prod").content.decode().count('class="run-row"') == 0
     bad = client.get("/w/acme/runs/?from=yesterday&before=abc")
-    assert bad.status_code == 200 and "Dates are YYYY-MM-DD" in bad.content.decode()
+    assert bad.status_code == 200 and "&#x27;from&#x27; must be a date as YYYY-MM-DD" in bad.content.decode()
+    assert "&#x27;before&#x27; must be a run number" in bad.content.decode()
+    assert bad.content.decode().count('class="run-row"') == 50  # the bad filters are dropped, not applied
+    worse = client.get("/w/acme/runs/", {"status": "exploded", "trigger": "cron", "environment": "qa",
+                                         "job": "../x", "before": str(10**40)}).content.decode()
+    message = worse[worse.index('id="filter-error"'):].split("</li>")[0]
+    for key in ("status", "trigger", "environment", "job", "before"):
+        assert f"&#x27;{key}&#x27; must be" in message, key
+    assert f'<a href="/w/acme/jobs/{job_slug}/">{job_slug}</a>' in failed  # the job column links to the job
 
 
 def test_version_diff_page(world):
@@ -66,3 +74,20 @@ def test_version_diff_page(world):
     assert "-  - {name: a, kind: python, config: {callable: sleep, args: {seconds: 0}}}" in page
     assert "+  - {name: a, kind: python, config: {callable: sleep, args: {seconds: 1}}}" in page
     assert world.client("viewer").get("/w/acme/jobs/diamond/versions/9/").status_code == 404
+
+
+def test_404_and_403_pages_keep_the_navigation(world, demo_job):
+    viewer = world.client("viewer")
+    missing = viewer.get("/w/acme/runs/999999/")
+    page = missing.content.decode()
+    assert missing.status_code == 404 and "No run 999999 in this workspace." in page
+    assert 'href="/w/acme/jobs/"' in page and 'href="/w/acme/sql/"' in page and "viewer · viewer" in page
+    denied = viewer.get("/w/acme/jobs/new/")
+    page = denied.content.decode()
+    assert denied.status_code == 403 and "needs the operator role" in page and 'href="/w/acme/runs/"' in page
+    nowhere = viewer.get("/w/acme/no/such/page/")
+    assert nowhere.status_code == 404 and 'href="/w/acme/jobs/"' in nowhere.content.decode()
+    # Another workspace's 404 keeps only the frame: nothing of that workspace shows.
+    foreign = viewer.get("/w/other/jobs/")
+    assert foreign.status_code == 404 and "/w/other/" not in foreign.content.decode()
+    assert 'href="/accounts/logout/"' in foreign.content.decode() or "Sign out" in foreign.content.decode()
