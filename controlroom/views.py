@@ -10,6 +10,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods
 
 from controlroom.access import Access
@@ -82,7 +83,10 @@ def token_list(request: HttpRequest, workspace: str) -> HttpResponse:
         except (ServiceError, ValueError) as exc:
             messages.error(request, str(exc) if isinstance(exc, ServiceError) else "Choose a valid role.")
     tokens = ApiToken.objects.filter(workspace=access.workspace).order_by("-id")[:200]
-    return render(request, "controlroom/tokens.html", {
+    response = render(request, "controlroom/tokens.html", {
         "access": access, "workspace": access.workspace, "tokens": tokens, "new_value": new_value,
-        "roles": Role.choices, "expiry_days": EXPIRY_CHOICES, "now": timezone.now(),
+        "roles": Role.choices, "expiry_days": EXPIRY_CHOICES, "now": timezone.now(), "section": "tokens",
     })
+    if new_value:
+        add_never_cache_headers(response)  # the token's value is on this page, once
+    return response
