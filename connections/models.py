@@ -71,9 +71,14 @@ class Connection(models.Model):
         default=False, help_text="One dataset for every environment: writes through it need the prod rule.")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # The SQL editor opens on this one (at most one per workspace), not the first by name.
+    is_default = models.BooleanField(default=False, help_text="The SQL editor's default connection.")
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["workspace", "environment", "name"], name="uniq_connection"),
+            models.UniqueConstraint(fields=["workspace"], condition=models.Q(is_default=True),
+                                    name="one_default_connection"),
         ]
         ordering = ["name"]
 

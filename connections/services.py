@@ -6,11 +6,15 @@ import logging
 import os
 import stat
 
+from django.db import transaction
 from django.db.models import Q
 
 from connections.models import Connection, SecretRef
 from connections.secret_rules import SecretRuleError, secret_locator_check
-from controlroom.models import Environment, Workspace
+from controlroom.access import Access
+from controlroom.audit import audit_record
+from controlroom.models import Environment, Role, Workspace
+from controlroom.services import ServiceError
 
 log = logging.getLogger(__name__)
 MAX_SECRET_BYTES = 64 * 1024
@@ -57,9 +61,30 @@ def connections_serving(*, workspace_id: int, environment_id: int | None, kind: 
 
 
 def connections_for(*, workspace: Workspace) -> list[Connection]:
-    """The workspace's connections the SQL editor can run statements on (``Connection.SQL_KINDS``)."""
+    """The workspace's connections the SQL editor can run statements on (``Connection.SQL_KINDS``),
+    the workspace's chosen default first (the editor opens on the first), then by name."""
     return list(Connection.objects.filter(workspace=workspace, kind__in=Connection.SQL_KINDS)
-                .select_related("environment"))
+                .select_related("environment").order_by("-is_default", "name", "id"))
+
+
+def connection_set_default(*, access: Access, connection: Connection | None) -> None:
+    """Make ``connection`` the SQL editor's default in its workspace (None: no default, so the
+    first by name). Admins only; audited."""
+    access.require(Role.ADMIN)
+    if connection is not None and (connection.workspace_id != access.workspace.pk
+                                   or connection.kind not in Connection.SQL_KINDS):
+        raise ServiceError("That is not a SQL connection of this workspace.", code="not_found")
+    with transaction.atomic():
+        previous = Connection.objects.select_for_update().filter(workspace=access.workspace, is_default=True).first()
+        if previous == connection:
+            return
+        if previous is not None:
+            Connection.objects.filter(pk=previous.pk).update(is_default=False)
+        if connection is not None:
+            Connection.objects.filter(pk=connection.pk).update(is_default=True)
+        audit_record(access=access, action="connection.set_default", target=connection or previous,
+                     before={"default": previous.name if previous else None},
+                     after={"default": connection.name if connection else None})
 
 
 def secret_resolve(ref: SecretRef, *, workspace_id: int) -> str:
