@@ -1,5 +1,5 @@
-"""Seed the embedded demo: a workspace, a demo user, a DuckDB connection, and the demo jobs
-(``medallion``: DuckDB tables; ``lakehouse``: Iceberg and Delta tables on the workspace's catalog,
+"""Seed the embedded demo: a workspace, a demo user who is its admin, a DuckDB connection, and the
+demo jobs (``medallion``: DuckDB tables; ``lakehouse``: Iceberg and Delta tables on the workspace's catalog,
 the embedded one unless a catalog connection named ``lakehouse`` says otherwise;
 ``lakehouse-spark``: the same on Spark, through the Spark connection ``spark``, local[2] here).
 
@@ -18,8 +18,8 @@ from django.db import transaction
 
 from connections.models import Connection
 from controlroom.access import system_access
-from controlroom.models import Workspace
-from controlroom.services import workspace_create
+from controlroom.models import Membership, Role, Workspace
+from controlroom.services import membership_set, workspace_create
 from runs.models import Job
 from runs.services.jobs import job_create
 from sqlwarehouse.datasets import datasets_area
@@ -45,6 +45,10 @@ class Command(BaseCommand):
             workspace = Workspace.objects.filter(slug="demo").first() or workspace_create(
                 name="Demo", slug="demo", owner=user
             )
+            # The printed user administers the demo workspace (members, audit log, settings, tokens),
+            # even when the workspace was seeded for another user or their role was changed since.
+            if not Membership.objects.filter(workspace=workspace, user=user, role=Role.ADMIN).exists():
+                membership_set(access=system_access(workspace), user=user, role=Role.ADMIN)
             Connection.objects.get_or_create(
                 workspace=workspace, environment=None, name="warehouse",
                 defaults={"kind": Connection.Kind.DUCKDB, "config": {"database": "warehouse.duckdb"}},
