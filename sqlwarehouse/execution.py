@@ -69,6 +69,7 @@ def query_submit(
         workspace=access.workspace, user=access.user, connection=connection, saved_query=saved_query,
         environment=environment, sql=sql, parameters=parameters or {}, engine=connection.kind,
         read_only=read_only, started_at=timezone.now(),
+        saved_query_version=saved_query.version if saved_query is not None and saved_query.sql == sql else None,
     )
     dialect = dialect_of(connection)
     try:
@@ -164,6 +165,24 @@ class _Watch(threading.Thread):
             connections.close_all()
 
 
+STATEMENT_SQL_CHARS = 500  # of each statement, kept in its outcome
+
+
+def statement_outcome(number: int, sql: str) -> dict[str, Any]:
+    """A statement's outcome before it runs."""
+    text = sql.strip()
+    return {"n": number, "sql": text[:STATEMENT_SQL_CHARS] + ("…" if len(text) > STATEMENT_SQL_CHARS else ""),
+            "status": "not_run", "rows": None, "duration_ms": None, "error": "", "shown": False}
+
+
+def _statement_failed(outcomes: list[dict[str, Any]], status: str, error: str) -> None:
+    """The statement that was running when the execution ended badly gets its status and error
+    (the ones after it stay not_run)."""
+    for outcome in outcomes:
+        if outcome["status"] == "failed" and not outcome["error"]:
+            outcome.update(status=status, error=error[:2000])
+
+
 def query_execute(*, execution_id: int) -> QueryExecution | None:
     """Run a queued execution in this process (the Celery task calls this). A duplicate message
     finds it no longer queued and does nothing."""
@@ -189,14 +208,21 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
         watch = _Watch(execution.pk, engine, save=not transaction.get_connection().in_atomic_block)
         watch.start()
         stored = None
+        outcomes = execution.statements = [statement_outcome(n, s) for n, s in enumerate(statements, start=1)]
         for number, statement in enumerate(statements, start=1):
             watch.statement = (number, len(statements))
+            outcome, began = outcomes[number - 1], time.monotonic()
+            outcome["status"] = "failed"  # until it returns
             text, values = bind(statement, execution.parameters, dialect=dialect, declared=declared)
             stream = engine.run(text, values, workspace.sql_timeout_s)
             if stream is not None:
                 result = store_stream(stream, workspace=workspace, row_cap=workspace.sql_row_cap,
                                       on_rows=lambda n: setattr(watch, "rows", n))
                 stored = result  # the last statement that returns rows is the result shown
+                outcome["rows"] = result.row_count
+                for earlier in outcomes:
+                    earlier["shown"] = earlier is outcome
+            outcome.update(status="succeeded", duration_ms=int((time.monotonic() - began) * 1000))
         execution.status = QueryExecution.Status.SUCCEEDED
         if stored is not None:
             execution.result, execution.columns, execution.rows = stored.blob, stored.columns, stored.preview
@@ -206,10 +232,12 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
         cancelled = watch is not None and watch.cancelled
         execution.status = QueryExecution.Status.CANCELLED if cancelled else QueryExecution.Status.FAILED
         execution.error = "The query was cancelled." if cancelled else str(exc)
+        _statement_failed(execution.statements, "cancelled" if cancelled else "failed", execution.error)
     except Exception as exc:
         log.exception("SQL execution crashed", extra={"execution_id": execution_id})
         execution.status = QueryExecution.Status.FAILED
         execution.error = f"Internal error while running the query ({type(exc).__name__}); see the worker log."
+        _statement_failed(execution.statements, "failed", execution.error)
     finally:
         if watch is not None:
             watch.halt.set()

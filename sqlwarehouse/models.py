@@ -91,6 +91,12 @@ class QueryExecution(models.Model):
     truncated = models.BooleanField(default=False)  # cut at the workspace's row cap
     result = models.ForeignKey(Blob, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     manifest = models.JSONField(default=dict, blank=True)  # columns, types, rows, bytes, sha256
+    # One outcome per statement of a multi-statement run, in order: {"n", "sql" (cut), "status"
+    # (succeeded, failed, cancelled, not_run), "rows" (rows returned, or None), "duration_ms", "error",
+    # "shown" (its rows are the stored result)}.
+    statements = models.JSONField(default=list, blank=True)
+    # The saved query's version whose SQL ran (None: the editor's unsaved text of that query).
+    saved_query_version = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()  # submitted
     # Renewed by the worker while it runs the query; a stale one means the worker is gone.
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,67 @@
+"""A multi-statement run lists each statement with its outcome; a saved query's last result
+names the version that produced it."""
+
+import pytest
+from django.test import TestCase
+
+from connections.models import Connection
+from sqlwarehouse.execution import query_submit
+from sqlwarehouse.models import QueryExecution
+from sqlwarehouse.services import saved_query_save
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _eager(eager_celery):
+    """The worker's part runs in-process when the submit commits."""
+
+
+def submit(world, persona: str, sql: str, **kwargs) -> QueryExecution:
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        execution = query_submit(access=world.access(persona), connection=connection, sql=sql, **kwargs)
+    execution.refresh_from_db()
+    return execution
+
+
+def test_each_statement_of_a_run_is_listed_with_its_outcome(world):
+    done = submit(world, "operator", "CREATE TABLE x AS SELECT 1 AS a; DROP TABLE x; SELECT 1 AS one")
+    assert done.status == "succeeded"
+    assert [(s["n"], s["status"], s["shown"]) for s in done.statements] == [
+        (1, "succeeded", False), (2, "succeeded", False), (3, "succeeded", True)]
+    assert done.statements[2]["rows"] == 1 and done.rows == [[1]]
+    assert done.statements[1]["sql"] == "DROP TABLE x"
+    page = world.client("operator").get(f"/w/acme/sql/executions/{done.pk}/").content.decode()
+    table = page[page.index('id="statements"'):].split("</table>")[0]
+    assert table.count('class="statement succeeded"') == 3 and "DROP TABLE x" in table and "result below" in table
+
+    broken = submit(world, "operator", "SELECT 1 AS a; SELECT * FROM no_such_table; SELECT 3 AS c")
+    assert broken.status == "failed"
+    assert [s["status"] for s in broken.statements] == ["succeeded", "failed", "not_run"]
+    assert "no_such_table" in broken.statements[1]["error"] and not broken.statements[2]["error"]
+    assert broken.statements[0]["rows"] == 1 and broken.statements[0]["shown"]
+    page = world.client("operator").get(f"/w/acme/sql/executions/{broken.pk}/").content.decode()
+    assert "not run" in page and 'class="statement failed"' in page
+
+    single = submit(world, "analyst", "SELECT 1 AS a")
+    assert len(single.statements) == 1
+    assert 'id="statements"' not in world.client("analyst").get(f"/w/acme/sql/executions/{single.pk}/").content.decode()
+
+
+def test_a_saved_querys_last_result_names_its_version(world):
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    analyst = world.access("analyst")
+    saved = saved_query_save(access=analyst, title="ones", sql="SELECT 1 AS one", connection=connection)
+    saved = saved_query_save(access=analyst, title="ones", sql="SELECT 2 AS two", connection=connection,
+                             saved_query=saved)
+    assert saved.version == 2
+    ran = submit(world, "analyst", "SELECT 2 AS two", saved_query=saved)
+    assert ran.saved_query_version == 2
+    page = world.client("analyst").get(f"/w/acme/sql/saved/{saved.pk}/").content.decode()
+    assert 'id="last-run-version">from <a href="/w/acme/sql/saved/' in page and "version 2</a>" in page
+    edited = submit(world, "analyst", "SELECT 3 AS three", saved_query=saved)
+    assert edited.saved_query_version is None
+    page = world.client("analyst").get(f"/w/acme/sql/saved/{saved.pk}/").content.decode()
+    assert "from unsaved edits" in page
+    assert "unsaved edits" in world.client("analyst").get("/w/acme/sql/saved/").content.decode()
