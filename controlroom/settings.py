@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "runs",
     "sqlwarehouse",
     "lakehouse",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -277,6 +278,10 @@ if not DEFAULT_FROM_EMAIL:
 elif "@" not in parseaddr(DEFAULT_FROM_EMAIL)[1]:
     raise ImproperlyConfigured(f"DEFAULT_FROM_EMAIL={DEFAULT_FROM_EMAIL!r} is not an e-mail address")
 SERVER_EMAIL = env_str("SERVER_EMAIL") or DEFAULT_FROM_EMAIL
+# Where users reach this server (https://controlroom.example.com): notifications link run pages with it.
+NOTIFY_BASE_URL = (env_str("NOTIFY_BASE_URL") or "").rstrip("/")
+if NOTIFY_BASE_URL and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", NOTIFY_BASE_URL):
+    raise ImproperlyConfigured(f"NOTIFY_BASE_URL={NOTIFY_BASE_URL!r} must be an http(s):// URL")
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -290,6 +295,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-leases": {"task": "runs.tasks.reap_expired_leases", "schedule": 10.0},
     "reap-lost-sql-executions": {"task": "sqlwarehouse.tasks.reap_lost_executions", "schedule": 30.0},
+    "notifications-sweep": {"task": "notifications.tasks.notifications_sweep", "schedule": 60.0},
 }
 
 LOGGING = {

@@ -18,6 +18,7 @@ import jsonschema
 import yaml
 
 from controlroom.limits import text_problem
+from notifications.spec import NOTIFICATIONS_SCHEMA, notifications_errors
 from runs.kinds import KINDS
 
 PHASE_KINDS = tuple(KINDS)
@@ -65,6 +66,7 @@ SPEC_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "notifications": NOTIFICATIONS_SCHEMA,
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(SPEC_SCHEMA)
@@ -207,6 +209,8 @@ def _check_semantics(spec: dict[str, Any], root: yaml.Node | None) -> list[str]:
                 errors.append(_located(root, ["phases", index, "depends_on"], "a phase cannot depend on itself"))
         for message in config_errors(phase["kind"], phase.get("config") or {}):
             errors.append(_located(root, ["phases", index, "config"], message))
+    for path, message in notifications_errors(spec["notifications"]) if "notifications" in spec else []:
+        errors.append(_located(root, ["notifications", *path], message))
     if not errors and _has_cycle(phases_of(spec)):
         errors.append(_located(root, ["phases"], "depends_on forms a cycle"))
     return errors

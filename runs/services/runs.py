@@ -15,6 +15,7 @@ from controlroom.audit import audit_record
 from controlroom.models import Environment, Role, Workspace
 from controlroom.request_id import get_request_id
 from controlroom.services import ServiceError
+from runs.hooks import run_settled
 from runs.models import TERMINAL_PHASE, EventType, Job, JobVersion, Phase, PhaseState, Run, RunStatus
 from runs.services.events import event_append
 from runs.spec import phases_of, resolve_parameters
@@ -169,6 +170,7 @@ def run_settle(*, run_id: int) -> Run:
                      payload={"duration_s": run.duration_s})
         audit_record(access=None, workspace=run.workspace, action=f"run.{run.status}", target=run,
                      after={"status": run.status}, request_id=run.request_id)
+        run_settled(run)  # subscribers (notifications) write in this transaction
     _admit_and_dispatch(workspace_id=run.workspace_id)  # a slot is free: start who waits
     return run
 
