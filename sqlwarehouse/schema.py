@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from connections.models import Connection
 from controlroom.models import Environment
+from controlroom.network import network_cause
 from sqlwarehouse.engines import EngineError, QueryEngine, open_engine, per_environment
 from sqlwarehouse.models import SchemaSnapshot
 
@@ -126,8 +127,9 @@ def schema_fetch(*, connection: Connection, user: AbstractBaseUser,
         raise
     except Exception as exc:  # the client's own failures (connection refused, TLS, HTTP)
         log.warning("schema fetch failed", exc_info=True, extra={"connection_id": connection.pk})
-        raise EngineError(
-            f"The engine of connection '{connection.name}' could not be reached ({type(exc).__name__}).") from exc
+        unreachable = getattr(engine, "unreachable", None)
+        raise EngineError(unreachable(exc) if unreachable else f"The engine of connection '{connection.name}' could "
+                          f"not be reached: {network_cause(exc)}.") from exc
     finally:
         engine.close()
     tables = sum(len(schema) for catalog in namespace.values() for schema in catalog.values())

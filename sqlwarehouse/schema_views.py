@@ -62,8 +62,8 @@ def _failure(connection: Connection, exc: EngineError) -> str:
     log.warning("reading the schema of connection %s failed: %s", connection.pk, exc,
                 extra={"connection_id": connection.pk})
     request_id = get_request_id()
-    return (f"The schema of connection “{connection.name}” could not be read; "
-            f"the server log has the details{f' (request {request_id})' if request_id else ''}.")
+    return (f"The schema of connection “{connection.name}” could not be read: {exc} "
+            f"The server log has the details{f' (request {request_id})' if request_id else ''}.")
 
 
 def _browser_context(access: Access, connection: Connection | None, snapshot: SchemaSnapshot | None,

@@ -453,14 +453,27 @@ def test_trino_access(world, trino, trino_server, persona, status):
 
 
 @pytest.mark.slow  # waits for a refused connection
-def test_unreachable_trino_is_one_sentence(world):
+def test_unreachable_trino_is_one_sentence(world, eager_celery, django_capture_on_commit_callbacks):
     from tests.servers import free_port
 
     conn = Connection.objects.create(workspace=world.workspace, name="down", kind=Connection.Kind.TRINO,
                                      config={"host": "127.0.0.1", "port": free_port(), "http_scheme": "http"})
-    with pytest.raises(EngineError, match="could not be reached"):
+    where = f"http://127.0.0.1:{conn.config['port']}"
+    with pytest.raises(EngineError, match=f"Trino at {where} could not be reached: connection refused"):
         schema_fetch(connection=conn, user=world.users["analyst"])
     response = world.client("analyst").get(url(world, "schema"), {"connection": conn.pk})
     html = response.content.decode()
     assert response.status_code == 200 and "The schema of connection “down” could not be read" in html
+    assert f"Trino at {where} could not be reached: connection refused" in html  # what was tried, what failed
+    completion = world.client("analyst").get(url(world, "completion", conn))
+    assert completion.status_code == 502 and "connection refused" in completion.json()["error"]
+    assert where in completion.json()["error"]
+    from sqlwarehouse.execution import query_submit
+
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = query_submit(access=world.access("analyst"), connection=conn, sql="SELECT 1")
+    execution.refresh_from_db()  # the editor's run says the same
+    assert execution.status == "failed"
+    assert execution.error == f"Trino at {where} could not be reached: connection refused (nothing listens on that " \
+                              "port: is the server running, is the port right?)."
     assert not SchemaSnapshot.objects.filter(connection=conn).exists()

@@ -22,6 +22,7 @@ from trino.exceptions import TrinoQueryError, TrinoUserError
 
 from connections.models import Connection
 from connections.services import SecretUnavailable, secret_resolve
+from controlroom.network import network_cause
 from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, StatementStream
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,7 @@ class TrinoQueryEngine:
         except trino.exceptions.TrinoAuthError as exc:
             raise EngineError(f"Trino refused the service user's credentials: {exc}") from exc
         except trino.exceptions.TrinoConnectionError as exc:  # down, or a wrong host or port
-            where = f"{self._settings['host']}:{self._settings['port']}"
-            log.warning("Trino at %s could not be reached", where, exc_info=True)
-            raise EngineError(f"Trino at {where} could not be reached (the server log has the detail).") from exc
+            raise EngineError(self.unreachable(exc)) from exc
         if not description:
             return None
         columns = [d[0] for d in description]
@@ -164,6 +163,12 @@ class TrinoQueryEngine:
                 raise EngineError(self._message(exc, timeout_s)) from exc
 
         return StatementStream(columns, types, batches())
+
+    def unreachable(self, exc: BaseException) -> str:
+        """What was tried and what failed: the scheme, host and port, and the root cause."""
+        where = f"{self._settings['http_scheme']}://{self._settings['host']}:{self._settings['port']}"
+        log.warning("Trino at %s could not be reached", where, exc_info=exc)
+        return f"Trino at {where} could not be reached: {network_cause(exc)}."
 
     @staticmethod
     def _unique(columns: list[str], index: int) -> str:
