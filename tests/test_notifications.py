@@ -411,3 +411,31 @@ def test_a_valid_section_is_kept_in_the_spec():
                                 "  webhook: {url: 'https://hooks.example.com/x?y=1', secret_ref: hook}\n"
                                 "  duration_threshold_s: 600\n"))
     assert spec["notifications"]["webhook"] == {"url": "https://hooks.example.com/x?y=1", "secret_ref": "hook"}
+
+
+# --- failures of the machinery ---------------------------------------------------------------------
+
+
+def test_a_failing_subscriber_never_stops_a_run_from_ending(world, monkeypatch, caplog,
+                                                            django_capture_on_commit_callbacks):
+    from runs import hooks
+
+    def broken(run: Run) -> None:
+        Notification.objects.create(workspace=run.workspace, run=run, job=run.job, kind="failure", channel="email",
+                                    target="half@example.com")
+        raise RuntimeError("subscriber bug")
+
+    monkeypatch.setattr(hooks, "RUN_SETTLED", [broken])
+    run = finish(started_run(world, "  email: [a@example.com]\n"), ok=False, capture=django_capture_on_commit_callbacks)
+    assert run.status == RunStatus.FAILED and run.events.last().type == "RUN_FAILED"
+    assert not Notification.objects.exists()  # the subscriber's half-written rows were undone
+    assert any("run-settled hook" in r.getMessage() for r in caplog.records)
+
+
+def test_mail_on_a_server_without_email_url_fails_saying_so(world, settings, eager_celery,
+                                                           django_capture_on_commit_callbacks):
+    settings.EMAIL_BACKEND = "controlroom.mail_backend.UnconfiguredEmailBackend"
+    run = finish(started_run(world, "  email: [a@example.com]\n"), ok=False, capture=django_capture_on_commit_callbacks)
+    note = Notification.objects.get(run=run)
+    assert (note.state, note.attempts) == ("failed", services.MAX_ATTEMPTS)
+    assert note.last_error == "E-mail is not configured on this server (EMAIL_URL)."
