@@ -20,6 +20,7 @@ LOG_WINDOW = 500  # lines the run page opens on, and each "load earlier" adds
 SEARCH_MAX_CHARS = 200
 ATTEMPT_MAX = 10_000
 STREAM_CHUNK = 2_000
+SEARCH_SCAN = 200_000  # lines one search request reads at most
 _COLUMNS = ("seq", "ts", "level", "type", "phase_id", "message")
 
 
@@ -104,7 +105,8 @@ def log_attempts(*, phases: list[Phase]) -> Attempts:
 
 
 def log_events(*, run: Run, log_filter: LogFilter, attempts: Attempts, phases: list[Phase]) -> QuerySet[RunEvent]:
-    """The run's events the filter keeps, unordered: one phase reads the (phase, seq) index."""
+    """The run's events of the filter's phase and attempt, unordered (the search is applied by
+    the readers below, which bound it): one phase reads the (phase, seq) index."""
     if log_filter.phase is not None:
         events = RunEvent.objects.filter(phase_id=log_filter.phase.pk)
     else:
@@ -113,9 +115,12 @@ def log_events(*, run: Run, log_filter: LogFilter, attempts: Attempts, phases: l
         ids = [log_filter.phase.pk] if log_filter.phase else [p.pk for p in phases]
         condition = attempts.condition(log_filter.attempt, ids)
         events = events.filter(condition) if condition is not None else events.none()
-    if log_filter.search:
-        events = events.filter(message__icontains=log_filter.search)
     return events
+
+
+def log_searched(events: QuerySet[RunEvent], search: str) -> QuerySet[RunEvent]:
+    """The events whose message contains ``search``, any case (LIKE's wildcards are plain text)."""
+    return events.filter(message__icontains=search) if search else events
 
 
 @dataclass
@@ -146,27 +151,59 @@ def _lines(rows: list[tuple], *, names: dict[int, str], attempts: Attempts, sear
     return lines
 
 
+@dataclass(frozen=True)
+class LogWindow:
+    lines: list[LogLine]
+    earlier: int | None  # the ``before`` cursor of the next window back; None at the log's start
+    capped: bool  # more matches than one window holds
+    scanned_from: int | None = None  # a search looked at lines scanned_from..the window's end only
+    newest: int = 0  # the newest seq this window looked at: where the live tail polls on from
+
+
+def _newest_seq(events: QuerySet[RunEvent]) -> int:
+    return events.order_by("-seq").values_list("seq", flat=True).first() or 0
+
+
 def log_window_before(
     *, events: QuerySet[RunEvent], phases: list[Phase], attempts: Attempts, search: str = "",
     before: int | None = None, limit: int = LOG_WINDOW,
-) -> tuple[list[LogLine], bool]:
-    """The last ``limit`` events before seq ``before`` (None: the tail), oldest first, and
-    whether earlier ones exist. A keyset read: as fast at line 1,000,000 as at line 10."""
-    if before is not None:
-        events = events.filter(seq__lt=before)
-    rows = list(events.order_by("-seq").values_list(*_COLUMNS)[: limit + 1])
-    more = len(rows) > limit
-    names = {p.pk: p.name for p in phases}
-    return _lines(rows[:limit][::-1], names=names, attempts=attempts, search=search), more
+) -> LogWindow:
+    """The last ``limit`` events before seq ``before`` (None: the tail), oldest first. A keyset
+    read: as fast at line 1,000,000 as at line 10. A search reads at most SEARCH_SCAN lines back
+    per window (a substring match has no index), and the next window searches on from there."""
+    window = events if before is None else events.filter(seq__lt=before)
+    scanned_from = top = None
+    if search:
+        top = before if before is not None else _newest_seq(events) + 1
+        scanned_from = max(1, top - SEARCH_SCAN)
+        window = log_searched(window.filter(seq__gte=scanned_from), search)
+    rows = list(window.order_by("-seq").values_list(*_COLUMNS)[: limit + 1])
+    capped = len(rows) > limit
+    lines = _lines(rows[:limit][::-1], names={p.pk: p.name for p in phases}, attempts=attempts, search=search)
+    earlier = lines[0].seq if capped else scanned_from if scanned_from and scanned_from > 1 else None
+    newest = top - 1 if top is not None else lines[-1].seq if lines else 0
+    return LogWindow(lines=lines, earlier=earlier, capped=capped, scanned_from=scanned_from, newest=newest)
 
 
 def log_window_after(
     *, events: QuerySet[RunEvent], phases: list[Phase], attempts: Attempts, search: str = "", after: int,
     limit: int = LOG_WINDOW,
-) -> list[LogLine]:
-    """The first ``limit`` events after seq ``after``, oldest first: what the live tail appends."""
-    rows = list(events.filter(seq__gt=after).order_by("seq").values_list(*_COLUMNS)[:limit])
-    return _lines(rows, names={p.pk: p.name for p in phases}, attempts=attempts, search=search)
+) -> tuple[list[LogLine], int, bool]:
+    """The first ``limit`` events after seq ``after``, oldest first: what the live tail appends;
+    with the cursor to poll after next and whether a full window was read (more may follow).
+    A search reads at most SEARCH_SCAN lines per poll."""
+    if not search:
+        rows = list(events.filter(seq__gt=after).order_by("seq").values_list(*_COLUMNS)[:limit])
+        cursor, full = (rows[-1][0] if rows else after), len(rows) == limit
+    else:
+        newest = _newest_seq(events)  # appends commit in seq order (the run row's lock): none is skipped
+        upto = min(newest, after + SEARCH_SCAN)
+        window = log_searched(events.filter(seq__gt=after, seq__lte=upto), search)
+        rows = list(window.order_by("seq").values_list(*_COLUMNS)[:limit])
+        full = len(rows) == limit or upto < newest
+        cursor = rows[-1][0] if len(rows) == limit else max(after, upto)
+    lines = _lines(rows, names={p.pk: p.name for p in phases}, attempts=attempts, search=search)
+    return lines, cursor, full
 
 
 def log_text(*, events: QuerySet[RunEvent], phases: list[Phase], attempts: Attempts) -> Iterator[str]:

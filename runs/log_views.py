@@ -35,10 +35,12 @@ def run_detail(request: HttpRequest, workspace: str, run_id: int) -> HttpRespons
         return _stop_polling(response) if run.is_terminal else response
     log_filter, error = log_selectors.log_filter_parse(phases=phases, query=request.GET)
     attempts, events = _filtered(run, phases, log_filter)
-    lines, earlier = log_selectors.log_window_before(events=events, phases=phases, attempts=attempts,
-                                                     search=log_filter.search)
+    window = log_selectors.log_window_before(events=events, phases=phases, attempts=attempts,
+                                             search=log_filter.search)
     context.update(
-        lines=lines, earlier=earlier, last_seq=lines[-1].seq if lines else 0, polling=not run.is_terminal,
+        lines=window.lines, earlier=window.earlier, capped=window.capped, scanned_from=window.scanned_from,
+        last_seq=window.newest, polling=not run.is_terminal,
+        searched=window.newest - window.scanned_from + 1 if window.scanned_from else 0,
         log_filter=log_filter, log_error=error, query=log_filter.query_string(), window=log_selectors.LOG_WINDOW,
         attempt_numbers=range(1, max(attempts.highest, log_filter.attempt or 0, 1) + 1),
     )
@@ -63,17 +65,18 @@ def run_log(request: HttpRequest, workspace: str, run_id: int) -> HttpResponse:
         if before is None:
             return HttpResponse("'before' must be a line number.", status=400, content_type="text/plain")
         attempts, events = _filtered(run, phases, log_filter)
-        lines, earlier = log_selectors.log_window_before(events=events, phases=phases, attempts=attempts,
-                                                         search=log_filter.search, before=before)
-        return render(request, "runs/_run_log.html#log-earlier", {**context, "lines": lines, "earlier": earlier})
+        window = log_selectors.log_window_before(events=events, phases=phases, attempts=attempts,
+                                                 search=log_filter.search, before=before)
+        return render(request, "runs/_run_log.html#log-earlier", {**context, "lines": window.lines,
+                                                                  "earlier": window.earlier})
     after = id_parse(request.GET.get("after", "0"), minimum=0) or 0
     terminal = run.is_terminal  # read before the events, so the final events are included
     attempts, events = _filtered(run, phases, log_filter)
-    lines = log_selectors.log_window_after(events=events, phases=phases, attempts=attempts,
-                                           search=log_filter.search, after=after)
-    more = not terminal or len(lines) == log_selectors.LOG_WINDOW
+    lines, cursor, full = log_selectors.log_window_after(events=events, phases=phases, attempts=attempts,
+                                                         search=log_filter.search, after=after)
+    more = not terminal or full
     response = render(request, "runs/_run_log.html#log-lines", {
-        **context, "lines": lines, "last_seq": lines[-1].seq if lines else after, "polling": more,
+        **context, "lines": lines, "last_seq": cursor, "polling": more,
     })
     return response if more else _stop_polling(response)
 
@@ -90,6 +93,7 @@ def run_log_download(request: HttpRequest, workspace: str, run_id: int) -> HttpR
     if error:
         return HttpResponse(error, status=400, content_type="text/plain; charset=utf-8")
     attempts, events = _filtered(run, phases, log_filter)
+    events = log_selectors.log_searched(events, log_filter.search)
     name = "-".join(str(part) for part in (
         f"run-{run.pk}", re.sub(r"[^A-Za-z0-9_.-]", "_", log_filter.phase.name) if log_filter.phase else "",
         f"attempt-{log_filter.attempt}" if log_filter.attempt else "", "search" if log_filter.search else "",

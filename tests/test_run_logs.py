@@ -119,7 +119,30 @@ def test_the_filter_applies_to_the_live_tail(world, django_capture_on_commit_cal
     assert "<mark>new</mark> on b 0" in text and "<mark>new</mark> on b 1" in text
     assert "on a" not in text and "other on b" not in text and tail.status_code == 200
     next_poll = re.search(r'after=(\d+)', text)
-    assert int(next_poll.group(1)) == max(seqs(text))  # the cursor moves past what was appended
+    assert int(next_poll.group(1)) == run.last_seq  # past every line searched, matched or not
+
+
+def test_a_search_reads_a_bounded_span_per_request(world, django_capture_on_commit_callbacks, monkeypatch):
+    monkeypatch.setattr(log_selectors, "SEARCH_SCAN", 100)
+    run = make_run(world, django_capture_on_commit_callbacks, status=RunStatus.RUNNING)
+    write(run, [("a", EventType.PHASE_LOG, "rare needle"), *log_lines("a", 250, "hay")])  # seq 2, then 3..252
+    html = page(world, run, "q=needle").content.decode()
+    assert seqs(html) == [] and "0 matches in the last 100 lines; load earlier matches to search further back." in html
+    client = world.client("viewer")
+    cursor = re.search(r'hx-get="([^"]+before=(\d+))"', html)
+    assert int(cursor.group(2)) == run.last_seq - 99
+    second = client.get(cursor.group(1).replace("&amp;", "&")).content.decode()
+    assert seqs(second) == [] and 'id="log-earlier"' in second
+    third = client.get(re.search(r'hx-get="([^"]+before=\d+)"', second).group(1).replace("&amp;", "&"))
+    assert seqs(third.content.decode()) == [2] and "<mark>needle</mark>" in third.content.decode()
+    assert 'id="log-earlier"' not in third.content.decode()  # the log's first line was searched
+    poller = re.search(r'after=(\d+)" hx-trigger', html)
+    assert int(poller.group(1)) == run.last_seq  # the live tail goes on from the newest line searched
+    write(run, [*log_lines("a", 150, "more hay"), ("a", EventType.PHASE_LOG, "late NEEDLE")])
+    tail = client.get(f"/w/acme/runs/{run.pk}/log/?q=needle&after={poller.group(1)}").content.decode()
+    assert seqs(tail) == [] and re.search(r"after=(\d+)", tail).group(1) == str(run.last_seq - 51)
+    tail = client.get(f"/w/acme/runs/{run.pk}/log/?q=needle&after={run.last_seq - 51}").content.decode()
+    assert seqs(tail) == [run.last_seq] and "late <mark>NEEDLE</mark>" in tail
 
 
 def test_live_tail_stops_when_the_run_has_ended(world, two_attempts):
@@ -135,7 +158,7 @@ def test_search_is_case_insensitive_highlighted_escaped_and_capped(world, django
     html = page(world, run, "q=error").content.decode()
     found = seqs(html)
     assert len(found) == 500 and found[-1] == run.last_seq  # the newest 500 matches
-    assert "the last 500 matches are shown; load earlier lines for more." in html
+    assert "the last 500 matches are shown; load earlier matches for more." in html
     assert "Disk <mark>ERROR</mark> on node 699" in html and "all fine" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; <mark>error</mark> in c" in html and "<script>alert" not in html
     earlier = re.search(r'hx-get="([^"]+before=\d+)"', html).group(1).replace("&amp;", "&")
