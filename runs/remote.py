@@ -151,10 +151,22 @@ def _heartbeat(ctx: RemotePhaseContext, halt: threading.Event, state: dict[str, 
     must never write side by side). The lease's length comes from the server as a duration,
     so the two clocks need not agree."""
     ttl = float(ctx.claim.get("lease_ttl_s") or 30)
-    renewed = ctx.claimed_at
+    renewed = tried = ctx.claimed_at
     interval = max(0.2, min(interval, ttl / 3))
-    while not halt.wait(min(interval, max(0.05, renewed + ttl * LEASE_SAFETY - time.monotonic()))):
+
+    def wait() -> float:  # until the next renewal, the next cancel check, or the lease's safety margin
+        now = time.monotonic()
+        return max(0.05, min(tried + interval - now, CANCEL_POLL_S, renewed + ttl * LEASE_SAFETY - now))
+
+    while not halt.wait(wait()):
         sent = time.monotonic()
+        if sent < tried + interval and sent < renewed + ttl * LEASE_SAFETY:
+            if _cancel_asked(ctx):  # between renewals: a read, no write
+                state["cancelled"] = True
+                ctx.stop()
+                return
+            continue
+        tried = sent
         try:
             answer = ctx.client.call("POST", f"/phases/{ctx.phase.pk}/heartbeat", {"lease_token": ctx.lease_token})
             renewed = sent
@@ -179,13 +191,26 @@ def _heartbeat(ctx: RemotePhaseContext, halt: threading.Event, state: dict[str, 
             return
 
 
-def run_one(client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path) -> str:
+CANCEL_POLL_S = 2.0  # between lease renewals, how often the run is read for a cancel
+
+
+def _cancel_asked(ctx: RemotePhaseContext) -> bool:
+    """Whether the run was asked to cancel (a GET; a failure here is not a lost lease)."""
+    try:
+        return bool(ctx.client.call("GET", f"/runs/{ctx.run_id}").get("cancel_requested"))
+    except (ContractError, OSError) as exc:
+        log.debug("cancel check failed: %s", exc)
+        return False
+
+
+def run_one(client: ContractClient, claim: dict[str, Any], warehouse: Path, datasets: Path,
+            heartbeat_s: float = 5.0) -> str:
     """Execute one claimed phase and report its outcome; returns the outcome sent."""
     from runs.executors import PhaseFailure, execute
 
     ctx = RemotePhaseContext(client, claim, warehouse, datasets)
     halt, state = threading.Event(), {"cancelled": False, "lost": False}
-    beat = threading.Thread(target=_heartbeat, args=(ctx, halt, state, 5.0), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(ctx, halt, state, heartbeat_s), daemon=True)
     beat.start()
     outcome, error, output = "succeeded", "", {}
     try:
@@ -216,7 +241,7 @@ def run_one(client: ContractClient, claim: dict[str, Any], warehouse: Path, data
 
 
 def serve(*, url: str, token: str, kinds: list[str], warehouse: Path, datasets: Path, name: str = "",
-          until_idle: bool = False, wait: int = 20) -> int:
+          until_idle: bool = False, wait: int = 20, heartbeat_s: float = 5.0) -> int:
     """Claim and run phases until stopped (or, with until_idle, until nothing is runnable)."""
     client = ContractClient(url, token)
     executor = name or f"executor@{socket.gethostname()}"
@@ -237,7 +262,7 @@ def serve(*, url: str, token: str, kinds: list[str], warehouse: Path, datasets: 
                 # The server answered at once (its long polls are all taken): pause before asking again.
                 time.sleep(random.uniform(1.0, 3.0))
             continue
-        outcome = run_one(client, claim, warehouse, datasets)
+        outcome = run_one(client, claim, warehouse, datasets, heartbeat_s=heartbeat_s)
         log.info("phase %s of run %s: %s", claim["phase"]["name"], claim["run"]["id"], outcome)
         done += 1
 
@@ -252,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory whose files SQL may read (read-only, as datasets://)")
     parser.add_argument("--name", default="", help="executor name shown on leases")
     parser.add_argument("--until-idle", action="store_true", help="exit when nothing is runnable")
+    parser.add_argument("--heartbeat-s", type=float, default=5.0,
+                        help="seconds between lease renewals (at most a third of the lease; a cancel is "
+                             f"looked for every {CANCEL_POLL_S:.0f} s in between)")
     return parser
 
 
@@ -278,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     datasets = Path(args.datasets).resolve()
     datasets.mkdir(parents=True, exist_ok=True)
     count = serve(url=args.url, token=args.token, kinds=kinds,
-                  warehouse=warehouse, datasets=datasets, name=args.name, until_idle=args.until_idle)
+                  warehouse=warehouse, datasets=datasets, name=args.name, until_idle=args.until_idle,
+                  heartbeat_s=args.heartbeat_s)
     log.info("ran %d phase(s)", count)
     return 0
 

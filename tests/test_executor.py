@@ -45,3 +45,44 @@ def test_manage_py_executor_is_the_same_command():
     result = subprocess.run([sys.executable, "manage.py", "executor", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "--until-idle" in result.stdout
+
+
+def test_a_cancel_reaches_a_remote_phase_between_lease_renewals(world, live_server, tmp_path: Path, settings):
+    """With renewals 30 s apart, the executor still hears of a cancel within a few seconds (it
+    reads the run every 2 s in between), and the phase ends cancelled, never succeeded."""
+    import time
+
+    from runs.models import Phase
+    from runs.services.jobs import job_create
+    from runs.services.runs import run_cancel
+
+    settings.PHASE_LEASE_TTL_S = 120
+    job = job_create(access=world.access("operator"), spec_text="""name: slow
+phases:
+  - {name: nap, kind: python, config: {callable: sleep, args: {seconds: 60, steps: 600}}}
+""")
+    run = run_create(access=world.access("operator"), job=job)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    executor = subprocess.Popen(
+        [sys.executable, "-m", "runs.remote", "--url", live_server.url, "--token", world.token("operator"),
+         "--kinds", "python", "--warehouse", str(tmp_path / "w"), "--datasets", str(tmp_path / "d"),
+         "--until-idle", "--heartbeat-s", "30"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not run.events.filter(type="PHASE_LOG", message__startswith="step").exists():
+            assert time.monotonic() < deadline and executor.poll() is None, "the phase never started"
+            time.sleep(0.2)
+        run_cancel(access=world.access("operator"), run=run)
+        asked = time.monotonic()
+        while Phase.objects.get(run=run).state == "running":
+            assert time.monotonic() - asked < 15, "the cancel waited for the next renewal (30 s)"
+            time.sleep(0.1)
+        heard = time.monotonic() - asked
+        executor.wait(timeout=30)
+    finally:
+        executor.kill()
+    phase = Phase.objects.get(run=run)
+    run.refresh_from_db()
+    assert (phase.state, run.status) == ("cancelled", "cancelled"), executor.stdout.read()[-2000:]
+    print(f"cancel heard by the remote executor after {heard:.2f} s")
