@@ -439,3 +439,12 @@ def test_mail_on_a_server_without_email_url_fails_saying_so(world, settings, eag
     note = Notification.objects.get(run=run)
     assert (note.state, note.attempts) == ("failed", services.MAX_ATTEMPTS)
     assert note.last_error == "E-mail is not configured on this server (EMAIL_URL)."
+
+
+def test_a_webhook_target_shows_no_token_of_its_path():
+    from notifications.channels.webhook import target_display
+
+    slack = "https://hooks.example.com/services/T000/B000/XXXXsecretXXXX?x=1"
+    assert target_display(slack) == "https://hooks.example.com/services/…"
+    assert target_display("https://u:p@h.example:8443/hook") == "https://h.example:8443/hook"
+    assert target_display("http://[::1]:9000") == "http://[::1]:9000"

@@ -137,7 +137,9 @@ def send(*, target: str, message: Message, workspace_id: int, secret_ref: str) -
 
 
 def target_display(target: str) -> str:
-    """The URL without credentials, query string or fragment."""
+    """The URL without credentials, query string or fragment, and only its first path segment:
+    a Slack-style URL carries its token in the path (/services/T…/B…/secret), and the run page
+    is open to every member."""
     try:
         parts = urlsplit(target)
         host = parts.hostname or ""
@@ -146,4 +148,6 @@ def target_display(target: str) -> str:
         netloc = f"{host}:{parts.port}" if parts.port else host
     except ValueError:
         return "(invalid URL)"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    segments = parts.path.lstrip("/").split("/")
+    path = "/" + segments[0] + ("/…" if len(segments) > 1 else "")
+    return urlunsplit((parts.scheme, netloc, path if parts.path else "", "", ""))
