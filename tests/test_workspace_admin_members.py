@@ -146,3 +146,47 @@ def test_members_page_lists_roles_in_few_queries(world, django_assert_max_num_qu
     body = response.content.decode()
     assert "m29" in body and 'data-username="operator"' in body and "(you)" in body
     assert "outsider" not in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(world, monkeypatch):
+    """The admin count is taken with the workspace row locked: the second demotion waits for the
+    first to commit, then sees one admin left and is refused (without the lock both would pass)."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from controlroom.workspace_admin import services
+
+    operator = member(world, "operator")
+    Membership.objects.filter(pk=operator.pk).update(role=Role.ADMIN)
+    admin = member(world, "admin")
+    counted = services._admins_locked
+
+    def slow_count(workspace):
+        admins = counted(workspace)
+        time.sleep(0.3)  # both would have counted two admins by now, were the count not locked
+        return admins
+
+    monkeypatch.setattr(services, "_admins_locked", slow_count)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def demote(persona: str, target: Membership) -> None:
+        barrier.wait()
+        try:
+            member_role_change(access=world.access(persona), membership_id=target.pk, role=Role.VIEWER)
+            outcomes.append("demoted")
+        except ServiceError as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=demote, args=("admin", operator)),
+               threading.Thread(target=demote, args=("operator", admin))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == sorted(["demoted", LAST_ADMIN])
+    assert Membership.objects.filter(workspace=world.workspace, role=Role.ADMIN).count() == 1
