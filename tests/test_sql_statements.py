@@ -65,3 +65,30 @@ def test_a_saved_querys_last_result_names_its_version(world):
     page = world.client("analyst").get(f"/w/acme/sql/saved/{saved.pk}/").content.decode()
     assert "from unsaved edits" in page
     assert "unsaved edits" in world.client("analyst").get("/w/acme/sql/saved/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_status_wait_returns_when_the_execution_ends_not_at_its_timeout(world):
+    import threading
+    import time
+
+    from sqlwarehouse.execution import execution_wait
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    execution = query_submit(access=world.access("analyst"), connection=connection, sql="SELECT 1")
+    QueryExecution.objects.filter(pk=execution.pk).update(status="queued")  # as if no worker had it yet
+    began = time.monotonic()
+    execution_wait(execution_id=execution.pk, timeout_s=0.3)
+    assert time.monotonic() - began >= 0.3  # still queued: the wait ran out
+
+    def finish() -> None:
+        time.sleep(0.2)
+        QueryExecution.objects.filter(pk=execution.pk).update(status="succeeded")
+
+    ender = threading.Thread(target=finish)
+    began = time.monotonic()
+    ender.start()
+    execution_wait(execution_id=execution.pk, timeout_s=8)
+    waited = time.monotonic() - began
+    ender.join()
+    assert 0.2 <= waited < 4, waited  # it returned when the execution ended, long before its 8 s
