@@ -5,7 +5,6 @@ everywhere else Django's own pages answer."""
 from __future__ import annotations
 
 import logging
-
 import re
 
 from django.http import HttpRequest, HttpResponse
