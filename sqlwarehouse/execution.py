@@ -166,20 +166,31 @@ class _Watch(threading.Thread):
 
 
 WAIT_POLL_S = 0.025  # how often a waiting status request reads the execution's state
+# Status requests that may wait at once in one web process; the others answer at once (the page
+# then asks again after its poll interval), so waits never take every gunicorn thread.
+STATUS_WAITS_PER_PROCESS = 2
+_waits = threading.BoundedSemaphore(STATUS_WAITS_PER_PROCESS)
 
 
-def execution_wait(*, execution_id: int, timeout_s: float) -> None:
-    """Return when the execution has ended or ``timeout_s`` has passed, whichever is first.
+def execution_wait(*, execution_id: int, timeout_s: float) -> bool:
+    """Return when the execution has ended or ``timeout_s`` has passed, whichever is first;
+    False when no wait slot was free (it returned at once).
 
     The status fragment waits here (a long poll) instead of the browser polling on a timer, so
     a result shows within WAIT_POLL_S of the worker saving it, not up to a poll interval later;
     each look is one primary-key read."""
-    deadline = time.monotonic() + max(0.0, min(timeout_s, 10.0))
-    while time.monotonic() < deadline:
-        status = QueryExecution.objects.filter(pk=execution_id).values_list("status", flat=True).first()
-        if status is None or status in QueryExecution.TERMINAL:
-            return
-        time.sleep(WAIT_POLL_S)
+    if not _waits.acquire(blocking=False):
+        return False
+    try:
+        deadline = time.monotonic() + max(0.0, min(timeout_s, 10.0))
+        while time.monotonic() < deadline:
+            status = QueryExecution.objects.filter(pk=execution_id).values_list("status", flat=True).first()
+            if status is None or status in QueryExecution.TERMINAL:
+                return True
+            time.sleep(WAIT_POLL_S)
+        return True
+    finally:
+        _waits.release()
 
 
 STATEMENT_SQL_CHARS = 500  # of each statement, kept in its outcome

@@ -92,3 +92,15 @@ def test_a_status_wait_returns_when_the_execution_ends_not_at_its_timeout(world)
     waited = time.monotonic() - began
     ender.join()
     assert 0.2 <= waited < 4, waited  # it returned when the execution ended, long before its 8 s
+    from sqlwarehouse import execution as module
+
+    QueryExecution.objects.filter(pk=execution.pk).update(status="queued")
+    for _ in range(module.STATUS_WAITS_PER_PROCESS):  # every slot taken: the next answers at once
+        module._waits.acquire()
+    try:
+        began = time.monotonic()
+        assert execution_wait(execution_id=execution.pk, timeout_s=5) is False
+        assert time.monotonic() - began < 1
+    finally:
+        for _ in range(module.STATUS_WAITS_PER_PROCESS):
+            module._waits.release()
