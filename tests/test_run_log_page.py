@@ -43,6 +43,8 @@ def test_filter_search_and_load_earlier(long_log, live_server, signed_in):
     page.goto(f"{live_server.url}/w/acme/runs/{long_log.pk}/")
     lines = page.locator("#log .line")
     expect(lines).to_have_count(500)
+    at_bottom = "el => el.scrollHeight - el.scrollTop - el.clientHeight < 5"
+    page.wait_for_function(f"() => ({at_bottom})(document.getElementById('log'))")  # opens on the newest line
     expect(page.locator("#log-summary")).to_contain_text("The last 500 lines")
 
     page.select_option("#log-filters select[name=phase]", "a")
@@ -61,8 +63,10 @@ def test_filter_search_and_load_earlier(long_log, live_server, signed_in):
     expect(page.locator("#log-summary")).to_contain_text("the last 500 matches are shown")
     newest = page.locator("#log .line").last.get_attribute("data-seq")
 
-    page.click("#log-earlier")
+    page.click("#log-earlier")  # scrolls the log to its top, where the button is
     expect(lines).to_have_count(700)
+    # The lines that were in view stay in view: the 200 older ones (over 2,000 px) went in above.
+    page.wait_for_function("() => document.getElementById('log').scrollTop > 2000")
     expect(page.locator("#log-earlier")).to_have_count(0)
     seqs = [int(s) for s in page.locator("#log .line").evaluate_all("els => els.map(e => e.dataset.seq)")]
     assert seqs == sorted(seqs) and len(set(seqs)) == 700 and str(seqs[-1]) == newest
