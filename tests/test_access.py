@@ -22,6 +22,9 @@ PAGES = [
     ("workspace_admin:audit", {}, "admin"),
     ("workspace_admin:audit_export", {}, "admin"),
     ("workspace_admin:settings", {}, "admin"),
+    ("workspace_admin:connections", {}, "admin"),
+    ("workspace_admin:connection_new", {"kind": "trino"}, "admin"),
+    ("workspace_admin:secrets", {}, "admin"),
 ]
 ORDER = ["viewer", "analyst", "operator", "admin"]
 # Pages of one run (kwargs get its run_id): the run page, its log fragments and the log download.

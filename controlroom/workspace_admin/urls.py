@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from controlroom.workspace_admin import views_audit, views_members, views_settings
+from controlroom.workspace_admin import views_audit, views_connections, views_members, views_settings
 
 app_name = "workspace_admin"
 urlpatterns = [
@@ -14,4 +14,13 @@ urlpatterns = [
     path("audit/", views_audit.audit_log, name="audit"),
     path("audit/verify/", views_audit.audit_verify_view, name="audit_verify"),
     path("audit/export.csv", views_audit.audit_export, name="audit_export"),
+    path("connections/", views_connections.connection_list, name="connections"),
+    path("connections/new/<str:kind>/", views_connections.connection_new, name="connection_new"),
+    path("connections/<str:connection>/", views_connections.connection_edit, name="connection_edit"),
+    path("connections/<str:connection>/delete/", views_connections.connection_remove, name="connection_remove"),
+    path("connections/<str:connection>/default/", views_connections.connection_default, name="connection_default"),
+    path("connections/<str:connection>/test/", views_connections.connection_probe, name="connection_test"),
+    path("secrets/", views_connections.secret_list, name="secrets"),
+    path("secrets/<str:secret>/", views_connections.secret_edit, name="secret_edit"),
+    path("secrets/<str:secret>/delete/", views_connections.secret_remove, name="secret_remove"),
 ]
