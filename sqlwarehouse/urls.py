@@ -1,10 +1,12 @@
 from django.urls import path
 
-from sqlwarehouse import saved_views, schema_views, views
+from sqlwarehouse import saved_views, schema_views, views, workbench_views
 
 app_name = "sqlwarehouse"
 urlpatterns = [
     path("", views.editor, name="editor"),
+    path("run/", workbench_views.editor_run, name="editor_run"),
+    path("format/", workbench_views.sql_format, name="sql_format"),
     path("executions/<int:execution_id>/", views.execution, name="execution"),
     path("executions/<int:execution_id>/status/", views.execution_status, name="execution_status"),
     path("executions/<int:execution_id>/cancel/", views.execution_cancel, name="execution_cancel"),

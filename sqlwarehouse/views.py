@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -26,8 +27,10 @@ from sqlwarehouse import params
 from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.execution import query_cancel, query_submit
 from sqlwarehouse.models import QueryExecution, SavedQuery
+from sqlwarehouse.result_display import chartable, display_rows, header_cells, is_explain_sql, plan_text
 from sqlwarehouse.results import read_page, result_open
 from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, saved_query_get, saved_query_save
+from sqlwarehouse.workbench import workbench_context
 
 RESULT_PAGE = 100
 ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
@@ -66,14 +69,19 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
     access = workspace_access(user=request.user, slug=workspace, minimum=Role.ANALYST)
     data = request.POST if request.method == "POST" else request.GET
     saved = _saved(access, data.get("saved"))
-    sql = data.get("sql", saved.sql if saved else "")
+    shown = None  # ?execution=ID: the editor opens on that result (404 for one you may not see)
+    if request.method == "GET" and id_parse(data.get("execution")) is not None:
+        shown = _execution_for(request, workspace, id_parse(data["execution"]))[1]
+        saved = saved or shown.saved_query
+    sql = data.get("sql", shown.sql if shown else saved.sql if saved else "")
     if request.method == "GET" and "table_version" in data and "sql" not in data:
         sql = _table_version_sql(access, data["table_version"])  # the tables page's "Open in SQL editor"
     connections = connections_for(workspace=access.workspace)
     if request.method == "POST" or "connection" in data:  # a foreign or unknown id is refused on submit
         connection = _connection(access, data.get("connection"))
     else:
-        connection = (saved.connection if saved else None) or (connections[0] if connections else None)
+        connection = (shown.connection if shown else None) or (saved.connection if saved else None) or (
+            connections[0] if connections else None)
     spec_text = data.get("parameters", format_parameter_spec(saved.parameters) if saved else "")
     environment = access.workspace.environments.filter(name=data.get("environment") or "dev").first()
     if request.method == "POST":
@@ -110,6 +118,11 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
         "schema_url": reverse("sqlwarehouse:schema_completion", args=[workspace, connection.pk])
         + f"?environment={environment.name if environment else 'dev'}" if connection else "",
         "visibilities": SavedQuery.Visibility.choices,
+        **workbench_context(request, access, connection, environment),
+        "shown_execution": shown.pk if shown else "",
+        "shown_html": render_to_string("sqlwarehouse/_results_panel.html",
+                                       result_context(request, access, shown, embedded=True), request)
+        if shown else "",
     })
 
 
@@ -137,9 +150,10 @@ def _sort(request: HttpRequest, execution: QueryExecution) -> tuple[str | None, 
     return sort, request.GET.get("dir") == "desc"
 
 
-@login_required
-def execution(request: HttpRequest, workspace: str, execution_id: int) -> HttpResponse:
-    access, obj = _execution_for(request, workspace, execution_id)
+def result_context(request: HttpRequest, access: Access, obj: QueryExecution, *, embedded: bool) -> dict:
+    """What the result templates need (``_result.html``): one page of rows as display cells,
+    the plan of an EXPLAIN, whether a chart can show anything, and the cancel right."""
+    workspace = access.workspace.slug
     sort, descending = _sort(request, obj)
     pages = max(1, math.ceil(obj.row_count / RESULT_PAGE))
     try:
@@ -153,13 +167,32 @@ def execution(request: HttpRequest, workspace: str, execution_id: int) -> HttpRe
                          descending=descending)
     saved = obj.saved_query
     can_chart = saved is not None and (saved.owner_id == request.user.pk or access.can(Role.ADMIN))
-    return render(request, "sqlwarehouse/execution.html", {
+    explain = is_explain_sql(obj.sql)
+    base = reverse("sqlwarehouse:execution", args=[workspace, obj.pk])
+    return {
         "access": access, "workspace": access.workspace, "execution": obj, "rows": rows, "number": number,
+        "cells": display_rows(obj.columns, rows), "headers": header_cells(obj.columns),
+        "explain": explain, "plan": plan_text(rows) if explain else "",
+        "chartable": obj.status == QueryExecution.Status.SUCCEEDED and chartable(
+            obj.columns, obj.row_count, explain=explain),
         "pages": pages, "sort": sort, "descending": descending, "first_row": (number - 1) * RESULT_PAGE,
         "chart_json": json.dumps(saved.chart) if saved and saved.chart else "",
         "chart_save_url": reverse("sqlwarehouse:saved_chart", args=[workspace, saved.pk]) if can_chart else "",
         "can_cancel": not obj.is_terminal and (obj.user_id == request.user.pk or access.can(Role.ADMIN)),
-    })
+        "embedded": embedded, "link_base": base if embedded else "",
+        "share_url": request.build_absolute_uri(
+            reverse("sqlwarehouse:editor", args=[workspace]) + f"?execution={obj.pk}"),
+    }
+
+
+@login_required
+def execution(request: HttpRequest, workspace: str, execution_id: int) -> HttpResponse:
+    """The stored result page; with ``embed=1`` the editor's results panel (polls until it ends)."""
+    access, obj = _execution_for(request, workspace, execution_id)
+    embedded = request.GET.get("embed") == "1"
+    context = result_context(request, access, obj, embedded=embedded)
+    return render(request, "sqlwarehouse/_results_panel.html" if embedded else "sqlwarehouse/execution.html",
+                  context)
 
 
 @login_required
@@ -182,9 +215,11 @@ def execution_status(request: HttpRequest, workspace: str, execution_id: int) ->
 def execution_cancel(request: HttpRequest, workspace: str, execution_id: int) -> HttpResponse:
     access, obj = _execution_for(request, workspace, execution_id)
     try:
-        query_cancel(access=access, execution=obj)
+        obj = query_cancel(access=access, execution=obj)
     except (ServiceError, PermissionDenied) as exc:
         messages.error(request, str(exc))
+    if request.GET.get("embed") == "1":  # the editor's results panel, in place
+        return render(request, "sqlwarehouse/_results_panel.html", result_context(request, access, obj, embedded=True))
     return redirect("sqlwarehouse:execution", workspace=workspace, execution_id=execution_id)
 
 

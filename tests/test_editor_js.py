@@ -340,6 +340,35 @@ def test_schema_completion_lists_tables_and_columns(page: Page, site: Site) -> N
     assert "region" in completion_labels(page)
 
 
+def test_a_bare_name_completes_the_columns_of_the_tables_in_from(page: Page, site: Site) -> None:
+    open_editor(page, site.url + "editor.html")
+    wait_for_schema(page)
+    replace_text(page, "select reve from lake.gold.revenue_by_country")
+    for _ in range(len(" from lake.gold.revenue_by_country")):
+        page.keyboard.press("ArrowLeft")
+    page.keyboard.press("Control+Space")
+    expect(page.locator(".cm-tooltip-autocomplete")).to_contain_text("revenue")
+    labels = completion_labels(page)
+    assert labels[0] == "revenue", labels  # a column of the FROM table ranks first
+    page.wait_for_timeout(150)
+    page.keyboard.press("Enter")
+    assert page.evaluate(EDITOR_TEXT) == "select revenue from lake.gold.revenue_by_country"
+
+    # Joined tables count too, by their default-schema names; a table not in FROM does not.
+    page.keyboard.press("Escape")
+    replace_text(page, "select n_na, r_na from nation join region on true")
+    for _ in range(len(", r_na from nation join region on true")):
+        page.keyboard.press("ArrowLeft")
+    page.keyboard.press("Control+Space")
+    expect(page.locator(".cm-tooltip-autocomplete")).to_contain_text("n_name")
+    assert "revenue" not in completion_labels(page)
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" where r_na")
+    page.keyboard.press("Control+Space")
+    expect(page.locator(".cm-tooltip-autocomplete")).to_contain_text("r_name")
+
+
 def test_completion_stays_responsive_with_10000_tables(context: BrowserContext, page: Page, site: Site) -> None:
     page.add_init_script("""
       window.__longTasks = [];

@@ -162,7 +162,7 @@ def test_fragment_shows_tables_with_column_types_and_filters(world, duck):
     response = client.get(url(world, "tables", duck), {"catalog": "warehouse", "schema": "sales", "q": "BIG",
                                                        "part": "list"}, headers={"HX-Request": "true"})
     html = response.content.decode()
-    assert "big_orders" in html and "<code>orders</code>" not in html and 'name="q"' not in html
+    assert "big_orders" in html and 'data-table="orders"' not in html and 'name="q"' not in html
     full = client.get(url(world, "tables", duck), {"catalog": "warehouse", "schema": "sales"})
     assert full.status_code == 200 and "<html" in full.content.decode()
 
@@ -383,7 +383,7 @@ def test_trino_catalogs_schemas_and_column_types(world, trino):
     assert "tpch" in html and "memory" in html and "?catalog=tpch&amp;schema=tiny" in html
     html = client.get(url(world, "tables", trino), {"catalog": "tpch", "schema": "tiny"},
                       headers={"HX-Request": "true"}).content.decode()
-    assert "<code>nation</code>" in html and "varchar(25)" in html and "<code>lineitem</code>" in html
+    assert 'data-table="nation"' in html and "varchar(25)" in html and 'data-table="lineitem"' in html
 
 
 @pytest.mark.slow
@@ -433,7 +433,8 @@ def test_trino_fragment_filter_and_cap(world, trino, monkeypatch):
     client = world.client("analyst")
     params = {"catalog": "tpch", "schema": "sf1", "part": "list"}
     html = client.get(url(world, "tables", trino), {**params, "q": "PART"}, headers={"HX-Request": "true"}).content
-    assert html.count(b"<tr><td>") == 2 and b"<code>part</code>" in html and b"<code>partsupp</code>" in html
+    assert html.count(b"<tr><td>") == 2 and b'data-table="part">part</code>' in html
+    assert b'data-table="partsupp">partsupp</code>' in html
     assert b"2 tables whose name contains" in html
     monkeypatch.setattr(schema_views, "TABLE_LIMIT", 5)
     html = client.get(url(world, "tables", trino), params, headers={"HX-Request": "true"}).content

@@ -85,6 +85,7 @@
     return true;
   }
 
+  const listeners = []; // workbench.js: told of every change of the text
   const labelEl = textarea.labels && textarea.labels[0];
   const draft = readDraft();
   const restored = draft !== null && draft.text !== serverText;
@@ -104,6 +105,7 @@
           if (!update.docChanged) return;
           textarea.value = update.state.doc.toString();
           scheduleDraft();
+          for (const listener of listeners) listener(textarea.value);
         }),
         CM.EditorView.theme({
           "&": { border: "1px solid #cbd5e1", borderRadius: ".25rem", background: "#fff", fontSize: "13px" },
@@ -178,6 +180,7 @@
   const END_OF_FROM = new Set("where group having order union intersect except all distinct limit offset fetch for"
     .split(" "));
   const optionCache = new WeakMap();
+  const MAX_FROM_TABLES = 20; // bounds the column list a bare name completes from
 
   function completionFor(label, type) {
     label = String(label);
@@ -262,6 +265,42 @@
     return aliases;
   }
 
+  // The tables named in the FROM clause (and JOINs) of the statement around `at`, as paths:
+  // [["orders"], ["tpch", "tiny", "nation"]]. Aliases and ON conditions come along too; they
+  // resolve to no table and are skipped by the caller.
+  function tablesAround(doc, at) {
+    let statement = at;
+    while (statement && statement.name !== "Statement") statement = statement.parent;
+    if (!statement) return [];
+    const tables = [];
+    for (let scan = statement.firstChild, sawFrom = false; scan; scan = scan.nextSibling) {
+      const keyword = scan.name === "Keyword" ? doc.sliceString(scan.from, scan.to).toLowerCase() : null;
+      if (!sawFrom) sawFrom = keyword === "from";
+      else if (keyword && END_OF_FROM.has(keyword)) break;
+      else if (scan.name === "Identifier" || scan.name === "QuotedIdentifier" || scan.name === "CompositeIdentifier") {
+        if (tables.length < MAX_FROM_TABLES) tables.push(pathOf(doc, scan));
+      }
+    }
+    return tables;
+  }
+
+  // Columns of the FROM tables that complete a bare name (`reve` -> `revenue`), each once.
+  function fromColumns(top, doc, at) {
+    const seen = new Set();
+    const options = [];
+    for (const path of tablesAround(doc, at)) {
+      let level = top;
+      for (const name of path) level = level && childOf(level, name);
+      if (!Array.isArray(level)) continue;
+      for (const option of optionsFor(level)) {
+        if (seen.has(option.label)) continue;
+        seen.add(option.label);
+        options.push(Object.assign({ boost: 1 }, option));
+      }
+    }
+    return options;
+  }
+
   function schemaCompletionSource(top) {
     return (context) => {
       const { state, pos } = context;
@@ -290,6 +329,7 @@
       if (level === top && aliases) {
         options = options.concat(Object.keys(aliases).map((name) => ({ label: name, type: "constant" })));
       }
+      if (level === top) options = fromColumns(top, state.doc, node).concat(options);
       if (!quoted) return { from: from, options: options, validFor: /^\w*$/ };
       const closed = state.sliceDoc(pos, pos + 1) === '"';
       return {
@@ -311,15 +351,24 @@
     return Object.assign({}, plain(schema), plain(catalog), namespace);
   }
 
-  const schemaUrl = textarea.dataset.schemaUrl;
-  if (schemaUrl) {
+  let schemaRequest = 0;
+
+  // Resolves once the schema has loaded or failed (never rejects).
+  function loadSchema(url) {
+    const request = ++schemaRequest;
+    if (!url) {
+      textarea.dataset.schemaState = "none";
+      view.dispatch({ effects: language.reconfigure(CM.sql({ dialect: dialect, upperCaseKeywords: false })) });
+      return Promise.resolve();
+    }
     textarea.dataset.schemaState = "loading";
-    fetch(schemaUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then((response) => {
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.json();
       })
       .then((data) => {
+        if (request !== schemaRequest) return; // another connection was chosen meanwhile
         const namespace = data && data.namespace;
         if (!namespace || typeof namespace !== "object" || Array.isArray(namespace)) {
           throw new Error("the answer has no namespace object");
@@ -334,8 +383,31 @@
         textarea.dataset.schemaState = "ready";
       })
       .catch((err) => {
+        if (request !== schemaRequest) return;
         textarea.dataset.schemaState = "failed";
         console.warn("SQL editor: no table completion, the schema did not load:", err);
       });
   }
+
+  const schemaLoaded = textarea.dataset.schemaUrl ? loadSchema(textarea.dataset.schemaUrl) : Promise.resolve();
+
+  // --- what static/sqlwarehouse/workbench.js (the one-page editor) uses
+
+  window.CREditor = {
+    view: view,
+    text: () => view.state.doc.toString(),
+    setText: (text) => {
+      setText(text);
+      cancelDraft();
+    },
+    insert: (text) => {
+      const { from, to } = view.state.selection.main;
+      view.dispatch({ changes: { from: from, to: to, insert: text }, selection: { anchor: from + text.length } });
+      view.focus();
+    },
+    onChange: (listener) => listeners.push(listener),
+    loadSchema: loadSchema,
+    schemaLoaded: schemaLoaded,
+    closeCompletion: () => CM.closeCompletion(view),
+  };
 })();

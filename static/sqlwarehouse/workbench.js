@@ -1,0 +1,535 @@
+// The one-page SQL editor: query tabs kept per workspace in localStorage, runs that load their
+// results into the page (htmx fragments of the execution view with embed=1), the schema panel
+// (click to insert, preview), LIMIT, Format SQL, copy as TSV, share links, and a confirmation
+// before SQL that writes. Loaded with `defer` after editor.js (window.CREditor) and chart.js.
+//
+// Contract with templates/sqlwarehouse/editor.html: #workbench carries the URLs in data-*;
+// #editor-form holds connection/environment/limit and the Run and Explain buttons; #results
+// is replaced by each result fragment.
+(function () {
+  "use strict";
+
+  const E = window.CREditor;
+  const root = document.getElementById("workbench");
+  const form = document.getElementById("editor-form");
+  if (!E || !root || !form) return;
+
+  const TABS_KEY = "controlroom:tabs:" + root.dataset.workspace;
+  const PANEL_KEY = "controlroom:schema-panel";
+  const MAX_TABS = 20;
+  const SAVE_DELAY_MS = 300;
+  const textarea = document.getElementById("sql");
+  const tabBar = document.getElementById("query-tabs");
+  const runNote = document.getElementById("run-note");
+  const connection = form.elements.connection;
+  const environment = form.elements.environment;
+  const savedInput = form.elements.saved;
+
+  // --- storage (a convenience: never an error when localStorage is unavailable or full)
+
+  function readStore() {
+    try {
+      const store = JSON.parse(window.localStorage.getItem(TABS_KEY));
+      if (store && Array.isArray(store.tabs) && store.tabs.length) return store;
+    } catch (err) {
+      // Unreadable: start again.
+    }
+    return null;
+  }
+
+  let store = readStore();
+  let saveTimer = null;
+
+  function persist() {
+    window.clearTimeout(saveTimer);
+    saveTimer = null;
+    try {
+      window.localStorage.setItem(TABS_KEY, JSON.stringify(store));
+    } catch (err) {
+      console.warn("SQL editor: could not store the tabs", err);
+    }
+  }
+
+  function persistSoon() {
+    window.clearTimeout(saveTimer);
+    saveTimer = window.setTimeout(persist, SAVE_DELAY_MS);
+  }
+
+  function newTab(fields) {
+    const number = store ? store.tabs.reduce((n, t) => Math.max(n, t.number || 0), 0) + 1 : 1;
+    return Object.assign({ id: "t" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6), number: number,
+      title: "Query " + number, sql: "", connection: connection ? connection.value : "",
+      environment: environment ? environment.value : "dev", execution: null, saved: null }, fields);
+  }
+
+  function current() {
+    return store.tabs.find((t) => t.id === store.active) || store.tabs[0];
+  }
+
+  // --- the page's own request decides the tab: a shared execution or saved query, SQL passed in
+  // the URL (Open in editor), or else the tab the user left.
+
+  const params = new URLSearchParams(window.location.search);
+  const serverText = textarea.defaultValue;
+  const serverExecution = root.dataset.execution || null;
+  const serverSaved = savedInput ? savedInput.value : null;
+  const fromServer = { sql: serverText, connection: connection ? connection.value : "",
+    environment: environment ? environment.value : "dev" };
+
+  if (!store) {
+    let text = serverText;
+    try { // the single draft of the editor before tabs
+      const legacy = JSON.parse(window.localStorage.getItem(root.dataset.legacyDraft || ""));
+      if (legacy && typeof legacy.text === "string" && !serverSaved && !serverExecution) text = legacy.text;
+    } catch (err) {
+      // No old draft.
+    }
+    store = { tabs: [], active: null };
+    const tab = newTab(Object.assign({}, fromServer, { sql: text, execution: serverExecution, saved: serverSaved }));
+    store.tabs.push(tab);
+    store.active = tab.id;
+  } else if (serverExecution) {
+    const tab = store.tabs.find((t) => String(t.execution) === serverExecution) ||
+      addTab(Object.assign({}, fromServer, { execution: serverExecution, saved: serverSaved }));
+    store.active = tab.id;
+  } else if (serverSaved) {
+    const tab = store.tabs.find((t) => String(t.saved) === serverSaved) ||
+      addTab(Object.assign({}, fromServer, { saved: serverSaved }));
+    store.active = tab.id;
+  } else if (params.has("sql") || params.has("table_version")) {
+    store.active = addTab(fromServer).id;
+  }
+
+  function addTab(fields) {
+    if (store.tabs.length >= MAX_TABS) store.tabs.shift();
+    const tab = newTab(fields);
+    store.tabs.push(tab);
+    return tab;
+  }
+
+  // --- tabs
+
+  function renderTabs() {
+    const items = store.tabs.map((tab) => {
+      const label = document.createElement("button");
+      label.type = "button";
+      label.className = "tab-label";
+      label.textContent = tab.title;
+      label.title = "Double-click to rename";
+      label.addEventListener("click", () => switchTo(tab.id));
+      label.addEventListener("dblclick", () => rename(tab, item));
+      const close = document.createElement("button");
+      close.type = "button";
+      close.className = "tab-close";
+      close.textContent = "×";
+      close.setAttribute("aria-label", "Close " + tab.title);
+      close.addEventListener("click", () => closeTab(tab.id));
+      const item = document.createElement("span");
+      item.className = "query-tab";
+      item.setAttribute("role", "tab");
+      item.setAttribute("aria-selected", String(tab.id === store.active));
+      item.dataset.tab = tab.id;
+      item.append(label, close);
+      return item;
+    });
+    const add = document.createElement("button");
+    add.type = "button";
+    add.className = "tab-add";
+    add.id = "add-tab";
+    add.textContent = "+";
+    add.title = "New query tab";
+    add.addEventListener("click", () => {
+      const tab = addTab({});
+      switchTo(tab.id, { keepCurrent: true });
+      E.view.focus();
+    });
+    tabBar.replaceChildren(...items, add);
+  }
+
+  function rename(tab, item) {
+    const input = document.createElement("input");
+    input.type = "text";
+    input.value = tab.title;
+    input.maxLength = 60;
+    input.setAttribute("aria-label", "Tab name");
+    let done = false;
+    const finish = (keep) => {
+      if (done) return;
+      done = true;
+      if (keep && input.value.trim()) tab.title = input.value.trim();
+      persist();
+      renderTabs();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") { event.preventDefault(); finish(true); }
+      if (event.key === "Escape") finish(false);
+    });
+    input.addEventListener("blur", () => finish(true));
+    item.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  function closeTab(id) {
+    const index = store.tabs.findIndex((t) => t.id === id);
+    if (index < 0) return;
+    store.tabs.splice(index, 1);
+    if (!store.tabs.length) store.tabs.push(newTab({}));
+    if (store.active === id) {
+      store.active = store.tabs[Math.min(index, store.tabs.length - 1)].id;
+      show(current());
+    }
+    persist();
+    renderTabs();
+  }
+
+  function switchTo(id, options) {
+    if (id === store.active && !(options && options.keepCurrent)) return;
+    current().sql = E.text();
+    store.active = id;
+    show(current());
+    persist();
+    renderTabs();
+  }
+
+  // Puts a tab's SQL, connection and last result on the page.
+  function show(tab) {
+    showing = true;
+    E.setText(tab.sql || "");
+    showing = false;
+    if (connection && tab.connection && connection.value !== String(tab.connection) &&
+        [...connection.options].some((o) => o.value === String(tab.connection))) {
+      connection.value = String(tab.connection);
+      connectionChanged();
+    }
+    if (environment && tab.environment) environment.value = tab.environment;
+    if (savedInput) savedInput.disabled = String(tab.saved || "") !== savedInput.value;
+    if (tab.execution) loadResults(tab.execution);
+    else clearResults();
+    setUrl(tab.execution);
+  }
+
+  let showing = false;
+  E.onChange((text) => {
+    if (showing) return;
+    current().sql = text;
+    persistSoon();
+  });
+  window.addEventListener("beforeunload", () => {
+    current().sql = E.text();
+    persist();
+  });
+
+  // --- results
+
+  function resultsElement() {
+    return document.getElementById("results");
+  }
+
+  function setUrl(execution) {
+    const url = new URL(window.location.href);
+    for (const name of ["execution", "sql", "table_version", "connection"]) url.searchParams.delete(name);
+    if (execution) url.searchParams.set("execution", execution);
+    window.history.replaceState(window.history.state, "", url.pathname + url.search);
+  }
+
+  function clearResults() {
+    const fresh = document.createElement("div");
+    fresh.id = "results";
+    fresh.className = "results";
+    resultsElement().replaceWith(fresh);
+  }
+
+  function showMessage(text, kind) {
+    const box = document.createElement("div");
+    box.id = "results";
+    box.className = "results";
+    const list = document.createElement("ul");
+    list.className = "messages";
+    const item = document.createElement("li");
+    item.className = kind || "error";
+    item.id = kind === "info" ? "run-info" : "run-error";
+    item.textContent = text;
+    list.append(item);
+    box.append(list);
+    resultsElement().replaceWith(box);
+  }
+
+  function loadResults(id) {
+    if (String(resultsElement().dataset.execution || "") === String(id)) return;
+    const url = root.dataset.resultsUrl.replace(/\/0\/$/, "/" + encodeURIComponent(id) + "/") + "?embed=1";
+    window.htmx.ajax("GET", url, { target: "#results", swap: "outerHTML" }).catch(() => clearResults());
+  }
+
+  document.body.addEventListener("htmx:afterSettle", () => {
+    const chart = document.querySelector("#results #chart");
+    if (chart && window.CRChart) window.CRChart.mount(chart);
+  });
+  document.body.addEventListener("htmx:responseError", (event) => {
+    if (event.detail.target && event.detail.target.id === "results") {
+      showMessage("That result is not available (it may have been removed, or is someone else's).", "info");
+    }
+  });
+
+  function csrfToken() {
+    const input = form.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST", credentials: "same-origin", body: body,
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    }).then((response) => response.json().catch(() => ({ error: "The server answered HTTP " + response.status + "." })));
+  }
+
+  let running = false;
+
+  function run(explain, confirmed) {
+    if (running) return;
+    const tab = current();
+    tab.sql = E.text();
+    const body = new FormData(form);
+    for (const name of ["save", "run", "explain"]) body.delete(name);
+    body.set("sql", tab.sql);
+    if (explain) body.set("explain", "1");
+    if (confirmed) body.set("confirmed", "1");
+    running = true;
+    E.closeCompletion();
+    runNote.textContent = "Submitting…";
+    post(root.dataset.runUrl, body)
+      .then((answer) => {
+        running = false;
+        runNote.textContent = "";
+        if (answer.confirm) {
+          return confirmWrites(answer.confirm).then((yes) => {
+            if (yes) run(explain, true);
+            else runNote.textContent = "Not run.";
+          });
+        }
+        if (answer.error) {
+          showMessage(answer.error);
+          return null;
+        }
+        tab.execution = String(answer.execution);
+        tab.connection = connection ? connection.value : tab.connection;
+        tab.environment = environment ? environment.value : tab.environment;
+        persist();
+        setUrl(tab.execution);
+        loadResults(tab.execution);
+        return null;
+      })
+      .catch(() => {
+        running = false;
+        runNote.textContent = "";
+        showMessage("The server could not be reached; the query was not run.");
+      });
+  }
+
+  form.addEventListener("submit", (event) => {
+    const submitter = event.submitter;
+    if (!submitter || (submitter.name !== "run" && submitter.name !== "explain")) return;
+    event.preventDefault();
+    run(submitter.name === "explain", false);
+  });
+
+  // --- asking before SQL that writes (the server names the statements: sqlcheck's kinds)
+
+  function confirmWrites(kinds) {
+    return new Promise((resolve) => {
+      const dialog = document.createElement("dialog");
+      dialog.className = "confirm-write";
+      dialog.id = "confirm-write";
+      const title = document.createElement("h2");
+      title.textContent = "Run SQL that changes data?";
+      const text = document.createElement("p");
+      text.append("This SQL will run ");
+      kinds.forEach((kind, i) => {
+        const code = document.createElement("code");
+        code.textContent = kind;
+        text.append(i ? ", " : "", code);
+      });
+      text.append(". It cannot be undone from here.");
+      const buttons = document.createElement("form");
+      buttons.method = "dialog";
+      buttons.className = "row";
+      const cancel = document.createElement("button");
+      cancel.value = "cancel";
+      cancel.className = "secondary";
+      cancel.textContent = "Cancel";
+      const go = document.createElement("button");
+      go.value = "run";
+      go.className = "danger";
+      go.id = "confirm-run";
+      go.textContent = "Run it";
+      buttons.append(cancel, go);
+      dialog.append(title, text, buttons);
+      dialog.addEventListener("close", () => {
+        resolve(dialog.returnValue === "run");
+        dialog.remove();
+        E.view.focus();
+      });
+      document.body.append(dialog);
+      dialog.showModal();
+      cancel.focus();
+    });
+  }
+
+  // --- connection: completion and schema panel follow it
+
+  function connectionChanged() {
+    if (!connection) return;
+    const id = encodeURIComponent(connection.value);
+    const env = environment ? environment.value : "dev";
+    const completion = root.dataset.completionUrl.replace("/0/", "/" + id + "/") + "?environment=" + encodeURIComponent(env);
+    loadTree(E.loadSchema(completion), root.dataset.treeUrl + "?connection=" + id + "&environment=" + encodeURIComponent(env));
+  }
+
+  // The tree loads once completion has read the schema: the first read of a connection's schema
+  // then happens once, not twice at the same time.
+  function loadTree(after, url) {
+    after.then(() => {
+      if (document.getElementById("schema-browser")) {
+        window.htmx.ajax("GET", url, { target: "#schema-browser", swap: "outerHTML" });
+      }
+    });
+  }
+
+  if (connection) {
+    connection.addEventListener("change", () => {
+      current().connection = connection.value;
+      persist();
+      connectionChanged();
+    });
+  }
+  if (environment) {
+    environment.addEventListener("change", () => {
+      current().environment = environment.value;
+      persist();
+      connectionChanged();
+    });
+  }
+
+  // --- schema panel: insert names, preview tables, collapse
+
+  function quoted(name) {
+    return /^[a-z_][a-z_\d]*$/.test(name) ? name : '"' + name.replace(/"/g, '""') + '"';
+  }
+
+  function tableName(node) {
+    return [node.dataset.catalog, node.dataset.schema, node.dataset.table].filter(Boolean).map(quoted).join(".");
+  }
+
+  const side = document.getElementById("schema-side");
+  side.addEventListener("click", (event) => {
+    const preview = event.target.closest(".preview-table");
+    if (preview) {
+      E.setText("SELECT * FROM " + tableName(preview) + " LIMIT 100");
+      current().sql = E.text();
+      run(false, false);
+      return;
+    }
+    const name = event.target.closest(".insert-name");
+    if (!name) return;
+    E.insert(name.dataset.column !== undefined ? quoted(name.dataset.column) : tableName(name));
+  });
+
+  const toggle = document.getElementById("toggle-schema");
+
+  function setPanel(open) {
+    root.classList.toggle("schema-hidden", !open);
+    toggle.setAttribute("aria-expanded", String(open));
+  }
+
+  let panelOpen = true;
+  try {
+    panelOpen = window.localStorage.getItem(PANEL_KEY) !== "closed";
+  } catch (err) {
+    // Open by default.
+  }
+  setPanel(panelOpen);
+  toggle.addEventListener("click", () => {
+    panelOpen = !panelOpen;
+    setPanel(panelOpen);
+    try {
+      window.localStorage.setItem(PANEL_KEY, panelOpen ? "open" : "closed");
+    } catch (err) {
+      // Not remembered.
+    }
+  });
+
+  // --- Format SQL
+
+  document.getElementById("format-sql").addEventListener("click", () => {
+    const body = new FormData();
+    body.set("sql", E.text());
+    body.set("connection", connection ? connection.value : "");
+    runNote.textContent = "Formatting…";
+    post(root.dataset.formatUrl, body).then((answer) => {
+      runNote.textContent = answer.error || "";
+      if (typeof answer.sql === "string" && answer.sql) E.setText(answer.sql);
+    }).catch(() => {
+      runNote.textContent = "The server could not be reached.";
+    });
+  });
+
+  // --- copy as TSV (the rows shown, exact values) and share links
+
+  function resultTsv() {
+    const table = document.querySelector("#results #result");
+    if (!table) return "";
+    const clean = (text) => text.replace(/[\t\r\n]+/g, " ");
+    const lines = [];
+    for (const row of table.rows) {
+      const cells = [...row.cells].slice(1); // the row number column
+      lines.push(cells.map((cell) => {
+        if (cell.tagName === "TH") {
+          const link = cell.querySelector("a");
+          return clean(link ? link.textContent : cell.textContent).trim();
+        }
+        return clean(cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent);
+      }).join("\t"));
+    }
+    return lines.join("\n") + "\n";
+  }
+
+  function copy(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("#copy-tsv, #share-link");
+    if (!button) return;
+    const note = document.getElementById("result-note");
+    const text = button.id === "copy-tsv" ? resultTsv() : button.dataset.url;
+    copy(text).then(() => {
+      if (note) note.textContent = button.id === "copy-tsv"
+        ? "Copied " + (document.querySelectorAll("#results #result tr").length - 1) + " rows as TSV."
+        : "Link copied: colleagues who may see this result open it in their editor.";
+    }).catch(() => {
+      if (note) note.textContent = button.id === "copy-tsv" ? "Copying failed." : text;
+    });
+  });
+
+  window.CRWorkbench = { resultTsv: resultTsv, tabs: () => store };
+
+  // --- start
+
+  renderTabs();
+  const tree = document.getElementById("schema-browser");
+  if (tree && tree.dataset.src) loadTree(E.schemaLoaded, tree.dataset.src);
+  const first = current();
+  if (first.sql !== E.text() || serverExecution !== (first.execution ? String(first.execution) : null)) {
+    show(first);
+  } else {
+    setUrl(first.execution);
+  }
+  persist();
+})();

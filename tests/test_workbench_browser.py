@@ -1,0 +1,222 @@
+"""The one-page SQL editor in Chromium against the live server: a run (Ctrl-Enter) whose result
+loads below the editor without leaving the page, cancel, tabs that survive a reload, the schema
+panel (click to insert, preview), column completion, the confirmation before a DROP, an EXPLAIN
+as a plan. Screenshots of each state go to $WORKBENCH_SHOTS when it is set."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from connections.models import Connection
+from sqlwarehouse.engines import duckdb_engine_for
+from sqlwarehouse.models import QueryExecution
+from tests.chromium import chromium
+from tests.test_editor_js import completion_labels, replace_text
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+SHOTS = os.environ.get("WORKBENCH_SHOTS", "")
+
+
+def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
+
+
+def orm(call: Callable):
+    """Run an ORM call off the thread whose event loop Playwright owns (Django refuses it there)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+@pytest.fixture
+def revenue_demo(world) -> None:
+    warehouse = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    duckdb_engine_for(warehouse, read_only=False, environment=world.workspace.environments.get(name="dev")).execute(
+        "CREATE TABLE revenue_demo AS SELECT range AS id, 'c' || (range % 3) AS country, "
+        "(range * 1234.5)::DECIMAL(12,2) AS revenue FROM range(40)")
+
+
+@pytest.fixture
+def open_editor(world, live_server) -> Iterator[Callable[..., Page]]:
+    """Opens the editor in a new browser context signed in as a persona. The sessions are made
+    before Chromium starts: Django's ORM refuses to run inside Playwright's event loop."""
+    from django.test import Client
+
+    cookies = {}
+    for persona in ("analyst", "admin"):
+        client = Client()
+        client.force_login(world.users[persona])
+        cookies[persona] = client.cookies["sessionid"].value
+    with chromium() as browser:
+
+        def open_as(persona: str = "analyst", path: str = "/w/acme/sql/") -> Page:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.add_cookies([{"name": "sessionid", "value": cookies[persona], "url": live_server.url}])
+            page = context.new_page()
+            page.problems = []
+            page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+            page.goto(live_server.url + path)
+            expect(page.locator(".cm-content")).to_be_visible()
+            return page
+
+        yield open_as
+
+
+def run_with_keys(page: Page, sql: str) -> None:
+    replace_text(page, sql)
+    page.keyboard.press("Control+Enter")
+
+
+def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, eager_celery):
+    page = open_editor()
+    page.evaluate("window.__samePage = true")
+    run_with_keys(page, "select id, country, revenue from revenue_demo order by id")
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=15_000)
+    expect(page.locator("#results #result tr")).to_have_count(41)
+    assert urlparse(page.url).path == "/w/acme/sql/" and re.search(r"\?execution=\d+$", page.url)
+    assert page.evaluate("window.__samePage") is True  # no navigation, no reload
+    cell = page.locator("#results #result tr").nth(40).locator("td").nth(3)
+    expect(cell).to_have_text("48,145.50")
+    assert cell.evaluate("td => getComputedStyle(td).textAlign") == "right"
+    page.wait_for_function("() => window.Chart && Object.values(Chart.instances).length === 1", timeout=10_000)
+    shot(page, "1-result")
+
+    tsv = page.evaluate("CRWorkbench.resultTsv()").splitlines()
+    assert tsv[0] == "id\tcountry\trevenue" and tsv[40] == "39\tc0\t48145.50" and len(tsv) == 41
+    page.locator("#copy-tsv").click()
+    expect(page.locator("#result-note")).to_contain_text("Copied 40 rows as TSV")
+
+    page.evaluate("CREditor.setText('select range as n from range(250)')")
+    page.locator("#limit").select_option("100")
+    page.locator("button[name=run]").click()
+    expect(page.locator("#results #execution-status")).to_contain_text("100 rows", timeout=15_000)
+    expect(page.locator("#results .pagination")).to_have_count(0)  # LIMIT 100: one page
+    page.locator("#limit").select_option("none")
+    page.locator("button[name=run]").click()
+    expect(page.locator("#results .pagination")).to_contain_text("Page 1 of 3", timeout=15_000)
+    page.locator("#results .pagination a", has_text="Next").click()
+    expect(page.locator("#results .pagination")).to_contain_text("Page 2 of 3")
+    expect(page.locator("#results #result tr").nth(1).locator("td").first).to_have_text("101")
+    assert urlparse(page.url).path == "/w/acme/sql/" and page.evaluate("window.__samePage") is True
+
+    execution = re.search(r"execution=(\d+)", page.url).group(1)
+    page.reload()  # the URL brings the same result back
+    expect(page.locator(f'#results[data-execution="{execution}"] #execution-state')).to_have_text("succeeded")
+    assert not page.problems, page.problems
+
+
+def test_cancel_a_query_still_running(open_editor):
+    page = open_editor()  # no worker: the query stays queued until cancelled
+    run_with_keys(page, "select 1")
+    expect(page.locator("#results #execution-state")).to_have_text("queued", timeout=10_000)
+    expect(page.locator("#results #elapsed")).to_contain_text(" s")
+    shot(page, "2-running")
+    page.locator("#results #cancel").click()
+    expect(page.locator("#results #execution-state")).to_have_text("cancelled", timeout=10_000)
+    assert urlparse(page.url).path == "/w/acme/sql/"
+    assert orm(lambda: QueryExecution.objects.get().status) == "cancelled"
+    assert not page.problems, page.problems
+
+
+def test_two_tabs_survive_a_reload(open_editor, eager_celery):
+    page = open_editor()
+    run_with_keys(page, "select 1 as first_tab")
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=15_000)
+    page.locator("#add-tab").click()
+    expect(page.locator(".query-tab")).to_have_count(2)
+    run_with_keys(page, "select 2 as second_tab")
+    expect(page.locator("#results #result")).to_contain_text("second_tab", timeout=15_000)
+    page.locator(".query-tab").nth(1).locator(".tab-label").dblclick()
+    page.keyboard.type("Revenue check")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(400)  # the text is stored 300 ms after the last key
+
+    page.reload()
+    expect(page.locator(".query-tab")).to_have_count(2)
+    expect(page.locator(".query-tab").nth(1)).to_contain_text("Revenue check")
+    assert page.evaluate("CREditor.text()") == "select 2 as second_tab"
+    expect(page.locator("#results #result")).to_contain_text("second_tab")
+    page.locator(".query-tab").nth(0).locator(".tab-label").click()
+    assert page.evaluate("CREditor.text()") == "select 1 as first_tab"
+    expect(page.locator("#results #result")).to_contain_text("first_tab")  # its own last result
+    shot(page, "3-tabs")
+    page.locator(".query-tab").nth(1).locator(".tab-close").click()
+    page.reload()
+    expect(page.locator(".query-tab")).to_have_count(1)
+    assert page.evaluate("CREditor.text()") == "select 1 as first_tab"
+    assert not page.problems, page.problems
+
+
+def test_schema_panel_inserts_names_previews_and_completes_columns(revenue_demo, open_editor, eager_celery):
+    page = open_editor()
+    page.wait_for_selector("#sql[data-schema-state=ready]", state="attached", timeout=15_000)
+    replace_text(page, "select  from ")
+    page.keyboard.press("End")
+    page.locator("#schema-side details.schema summary", has_text="main").click()
+    table = page.locator('#schema-side .insert-name[data-table="revenue_demo"]')
+    table.click()
+    assert re.fullmatch(r"select  from \w+\.main\.revenue_demo", page.evaluate("CREditor.text()"))
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+Home")
+    for _ in range(len("select ")):
+        page.keyboard.press("ArrowRight")
+    page.locator('#schema-side .insert-name[data-column="revenue"]').click()
+    assert page.evaluate("CREditor.text()").startswith("select revenue from ")
+    shot(page, "4-tree")
+
+    replace_text(page, "select reve from revenue_demo")
+    for _ in range(len(" from revenue_demo")):
+        page.keyboard.press("ArrowLeft")
+    page.keyboard.press("Control+Space")
+    expect(page.locator(".cm-tooltip-autocomplete")).to_contain_text("revenue")
+    assert completion_labels(page)[0] == "revenue", completion_labels(page)
+    shot(page, "5-completion")
+    page.keyboard.press("Escape")
+
+    page.locator('#schema-side .preview-table[data-table="revenue_demo"]').click()
+    expect(page.locator("#results #result tr")).to_have_count(41, timeout=15_000)
+    assert re.fullmatch(r"SELECT \* FROM \w+\.main\.revenue_demo LIMIT 100", page.evaluate("CREditor.text()"))
+
+    page.locator("#toggle-schema").click()
+    expect(page.locator("#schema-side")).to_be_hidden()
+    page.reload()
+    expect(page.locator("#schema-side")).to_be_hidden()
+    page.locator("#toggle-schema").click()
+    expect(page.locator("#schema-side")).to_be_visible()
+    assert not page.problems, page.problems
+
+
+def test_a_drop_asks_first_and_explain_shows_a_plan(revenue_demo, open_editor, eager_celery):
+    page = open_editor("admin")
+    run_with_keys(page, "drop table revenue_demo")
+    dialog = page.locator("dialog#confirm-write")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("DROP TABLE")
+    shot(page, "6-confirm")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    expect(page.locator("#run-note")).to_have_text("Not run.")
+    assert orm(lambda: QueryExecution.objects.count()) == 0  # dismissed: nothing ran
+
+    page.locator("button[name=run]").click()
+    page.locator("dialog#confirm-write #confirm-run").click()
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=15_000)
+    assert orm(lambda: list(QueryExecution.objects.values_list("sql", flat=True))) == ["drop table revenue_demo"]
+
+    page.evaluate("CREditor.setText('select 1 as one')")
+    page.locator("button[name=explain]").click()
+    plan = page.locator("#results pre.plan")
+    expect(plan).to_be_visible(timeout=15_000)
+    assert "monospace" in plan.evaluate("p => getComputedStyle(p).fontFamily")
+    assert plan.evaluate("p => getComputedStyle(p).whiteSpace") == "pre"
+    expect(page.locator("#results #result")).to_have_count(0)
+    expect(page.locator("#results #chart")).to_have_count(0)
+    shot(page, "7-explain")
+    assert not page.problems, page.problems
