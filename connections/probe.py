@@ -45,12 +45,12 @@ class _Failed(Exception):
     """A probe step failed; the message is the sentence for the admin."""
 
 
-def _tcp(what: str, host: str, port: int) -> None:
+def _tcp(what: str, host: str, port: int, *, where: str = "") -> None:
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as exc:
-        raise _Failed(f"{what} at {host}:{port} could not be reached: {network_cause(exc)}.") from None
+        raise _Failed(f"{what} at {where or f'{host}:{port}'} could not be reached: {network_cause(exc)}.") from None
 
 
 def _environment_for(conn: Connection) -> Environment:
@@ -98,7 +98,7 @@ def _probe_trino(conn: Connection, access: Access) -> str:
     scheme = config.get("http_scheme") or "http"
     if not host or not isinstance(port, int):
         raise _Failed("The connection names no Trino host and port.")
-    _tcp(f"Trino ({scheme})", host, port)
+    _tcp("Trino", host, port, where=f"{scheme}://{host}:{port}")
     _select_one(conn, access, conn.environment)
     return f"Trino at {scheme}://{host}:{port} answered SELECT 1"
 

@@ -252,6 +252,8 @@ def test_secret_refs_are_created_edited_and_deleted_with_audit(world, secret):
 def test_a_secret_ref_in_use_is_not_deleted_and_the_message_names_the_user(world, secret):
     admin = world.client("admin")
     assert admin.post(new_url("trino"), trino_post(password_ref=str(secret.pk))).status_code == 302
+    row = re.search(r'<tr data-secret="trino-pw">(.*?)</tr>', admin.get(SECRETS).content.decode(), re.S).group(1)
+    assert "lake-trino (password)" in row
     response = admin.post(url("secret_remove", secret=secret.pk), follow=True)
     assert SecretRef.objects.filter(pk=secret.pk).exists()
     assert any("connection 'lake-trino'" in m for m in shown(response)), shown(response)
@@ -306,7 +308,8 @@ def test_test_connection_to_an_unreachable_trino_says_refused(world, secret):
                                      config={"host": "127.0.0.1", "port": port, "http_scheme": "http"})
     response = world.client("admin").post(url("connection_test", connection=conn.pk), HTTP_HX_REQUEST="true")
     html = response.content.decode()
-    assert 'data-ok="false"' in html and f"127.0.0.1:{port}" in html and "connection refused" in html
+    assert 'data-ok="false"' in html and f"Trino at http://127.0.0.1:{port} could not be reached" in html
+    assert "connection refused" in html
     event = AuditEvent.objects.get(action="connection.test")
     assert event.after["ok"] is False and "connection refused" in event.after["result"]
     response = world.client("admin").post(url("connection_test", connection=conn.pk), follow=True)  # no htmx
@@ -352,3 +355,35 @@ def test_test_connection_against_the_real_trino(world, trino_server, monkeypatch
     assert unquote(parts.password or "") not in html
     assert list(AuditEvent.objects.filter(action="connection.test").order_by("seq")
                 .values_list("after__ok", flat=True)) == [True, False]
+
+
+@pytest.mark.slow
+@pytest.mark.once
+@pytest.mark.parametrize("lake", ["iceberg", "iceberg_rest"])
+def test_test_connection_lists_the_namespaces_of_a_real_catalog(world, trino_server, s3_server, monkeypatch, lake):
+    from tests.test_shared_catalog import catalog_connection
+
+    if lake not in trino_server.catalogs:
+        pytest.fail("the suite's Trino was started without an S3 server: it has no shared lake catalogs")
+    conn = catalog_connection(world.workspace, dict(trino_server.catalogs[lake]), s3_server.secret, monkeypatch)
+    html = world.client("admin").post(url("connection_test", connection=conn.pk), HTTP_HX_REQUEST="true")
+    html = html.content.decode()
+    assert 'data-ok="true"' in html and "namespace(s)" in html, html
+    assert s3_server.secret not in html
+    monkeypatch.setenv(f"CONTROLROOM_SECRET_SHARED_{world.workspace.slug.upper()}_S3", "wrong-secret")
+    result = connection_test(access=world.access("admin"), connection=conn)
+    assert s3_server.secret not in result.message and "wrong-secret" not in result.message
+
+
+def test_list_pages_make_a_bounded_number_of_queries(world, secret, django_assert_max_num_queries):
+    for i in range(20):
+        Connection.objects.create(workspace=world.workspace, name=f"t{i}", kind="trino", password_ref=secret,
+                                  config={"host": "h", "port": 8080})
+        SecretRef.objects.create(workspace=world.workspace, name=f"s{i}", source="env",
+                                 locator=f"CONTROLROOM_SECRET_S{i}")
+    admin = world.client("admin")
+    admin.get(LIST)  # the session and the middleware's first queries
+    with django_assert_max_num_queries(12):
+        assert admin.get(LIST).status_code == 200
+    with django_assert_max_num_queries(12):
+        assert admin.get(SECRETS).status_code == 200

@@ -29,6 +29,7 @@ from connections.selectors import (
     secret_refs_of,
     secret_status,
     secret_statuses,
+    secret_users,
 )
 from connections.services import connection_set_default
 from controlroom.access import Access
@@ -193,9 +194,10 @@ def secret_list(request: HttpRequest, workspace: str) -> HttpResponse:
             messages.success(request, f"Secret reference {ref.name} added.")
             return redirect("workspace_admin:secrets", workspace=workspace)
     refs = list(secret_refs_of(access=access))
-    statuses = secret_statuses(refs)
+    statuses, users = secret_statuses(refs), secret_users(access=access)
     return render(request, "controlroom/admin_secrets.html", {
-        "access": access, "workspace": access.workspace, "rows": [(ref, statuses[ref.pk]) for ref in refs],
+        "access": access, "workspace": access.workspace,
+        "rows": [(ref, statuses[ref.pk], users.get(ref.pk, [])) for ref in refs],
         "form": form, "section": "secrets",
     })
 
