@@ -30,7 +30,7 @@ from sqlwarehouse.models import QueryExecution, SavedQuery
 from sqlwarehouse.result_display import chartable, display_rows, header_cells, is_explain_sql, plan_text
 from sqlwarehouse.results import read_page, result_open
 from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, saved_query_get, saved_query_save
-from sqlwarehouse.workbench import workbench_context
+from sqlwarehouse.workbench import DEFAULT_LIMIT, unwrap_limit, workbench_context
 
 RESULT_PAGE = 100
 ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
@@ -76,6 +76,10 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
     sql = data.get("sql", shown.sql if shown else saved.sql if saved else "")
     if request.method == "GET" and "table_version" in data and "sql" not in data:
         sql = _table_version_sql(access, data["table_version"])  # the tables page's "Open in SQL editor"
+    limit = DEFAULT_LIMIT
+    if request.method == "GET":
+        sql, wrapped = unwrap_limit(sql)  # a run of the LIMIT selector opens as written, with its limit
+        limit = wrapped or (None if shown else DEFAULT_LIMIT)
     connections = connections_for(workspace=access.workspace)
     if request.method == "POST" or "connection" in data:  # a foreign or unknown id is refused on submit
         connection = _connection(access, data.get("connection"))
@@ -107,6 +111,8 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
             messages.error(request, str(exc))
     dialect = dialect_of(connection)
     declared_defaults = {p["name"]: p.get("default") for p in (saved.parameters if saved else [])}
+    if shown:  # the values it ran with
+        declared_defaults.update({k: str(v) for k, v in (shown.parameters or {}).items() if v is not None})
     return render(request, "sqlwarehouse/editor.html", {
         "access": access, "workspace": access.workspace, "sql": sql, "saved": saved, "connections": connections,
         "connection_id": connection.pk if connection else None, "dialect": dialect,
@@ -118,7 +124,7 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
         "schema_url": reverse("sqlwarehouse:schema_completion", args=[workspace, connection.pk])
         + f"?environment={environment.name if environment else 'dev'}" if connection else "",
         "visibilities": SavedQuery.Visibility.choices,
-        **workbench_context(request, access, connection, environment),
+        **workbench_context(request, access, connection, environment, limit=limit),
         "shown_execution": shown.pk if shown else "",
         "shown_html": render_to_string("sqlwarehouse/_results_panel.html",
                                        result_context(request, access, shown, embedded=True), request)

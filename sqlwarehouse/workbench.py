@@ -71,6 +71,17 @@ def limited(sql: str, dialect: str, limit: int | None) -> str:
     return f"SELECT * FROM (\n{statements[0]}\n) AS limited LIMIT {limit}"
 
 
+_WRAPPED = re.compile(r"\ASELECT \* FROM \(\n(?P<sql>.*)\n\) AS limited LIMIT (?P<limit>\d+)\Z", re.DOTALL)
+
+
+def unwrap_limit(sql: str) -> tuple[str, int | None]:
+    """The inverse of ``limited``: the SQL as written and the LIMIT chosen (None: not wrapped)."""
+    match = _WRAPPED.match(sql)
+    if match is None or int(match["limit"]) not in LIMITS:
+        return sql, None
+    return match["sql"], int(match["limit"])
+
+
 def format_sql(sql: str, dialect: str) -> str:
     """The statements of ``sql`` pretty-printed by sqlglot in the connection's dialect.
 
@@ -95,7 +106,7 @@ def format_sql(sql: str, dialect: str) -> str:
 
 
 def workbench_context(request: HttpRequest, access: Access, connection: Connection | None,
-                      environment: Environment | None) -> dict:
+                      environment: Environment | None, *, limit: int | None = DEFAULT_LIMIT) -> dict:
     """The editor page's URLs and choices for static/sqlwarehouse/workbench.js."""
     slug = access.workspace.slug
     env = environment.name if environment else Environment.Name.DEV
@@ -107,7 +118,7 @@ def workbench_context(request: HttpRequest, access: Access, connection: Connecti
         "tree_url": reverse("sqlwarehouse:schema", args=[slug]),
         "results_url_template": reverse("sqlwarehouse:execution", args=[slug, 0]),
         "editor_url": reverse("sqlwarehouse:editor", args=[slug]),
-        "limits": LIMITS, "default_limit": DEFAULT_LIMIT, "row_cap": access.workspace.sql_row_cap,
+        "limits": LIMITS, "limit": limit, "row_cap": access.workspace.sql_row_cap,
         "tree_src": f"{reverse('sqlwarehouse:schema', args=[slug])}?connection={connection.pk}&environment={env}"
         if connection else "",
     }

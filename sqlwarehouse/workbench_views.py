@@ -36,14 +36,15 @@ def editor_run(request: HttpRequest, workspace: str) -> JsonResponse:
     if data.get("confirmed") != "1" and (kinds := write_kinds(sql, dialect)):
         return JsonResponse({"confirm": kinds})
     environment = access.workspace.environments.filter(name=data.get("environment") or "dev").first()
+    used = params.names(sql, dialect)  # the page shows a field for each (a tab's SQL may have new ones)
     try:
         saved = _saved(access, data.get("saved"))
         execution = query_submit(access=access, connection=connection, sql=sql, saved_query=saved,
-                                 parameters=_values(request, params.names(sql, dialect)), environment=environment)
+                                 parameters=_values(request, used), environment=environment)
     except (ServiceError, PermissionDenied) as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"error": str(exc), "parameters": used}, status=400)
     results = reverse("sqlwarehouse:execution", args=[workspace, execution.pk])
-    return JsonResponse({"execution": execution.pk, "results_url": f"{results}?embed=1",
+    return JsonResponse({"execution": execution.pk, "results_url": f"{results}?embed=1", "parameters": used,
                          "page_url": f"{reverse('sqlwarehouse:editor', args=[workspace])}?execution={execution.pk}"})
 
 

@@ -146,6 +146,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
         "schema.json": json.dumps(SCHEMA),
         "big-schema.json": json.dumps(big_schema()),
         "rows.json": json.dumps(ROWS),
+        "chart-sample.html": CHART_PAGE.replace("/rows.json", "/rows-sample.json").format(spec="", save_url=""),
+        "rows-sample.json": json.dumps({**ROWS, "row_count": 12_345, "truncated": True}),
     }
     for name, text in pages.items():
         (root / name).write_text(text)
@@ -476,3 +478,12 @@ def test_chart_defaults_and_save_errors(page: Page, site: Site) -> None:
     page.wait_for_function(CHART_STATE)
     expect(page.locator("#chart select[name=chart-type]")).to_be_visible()
     expect(page.get_by_role("button", name="Save chart with query")).to_have_count(0)
+
+
+def test_chart_says_when_it_plots_a_sample(page: Page, site: Site) -> None:
+    page.goto(site.url + "chart.html")
+    page.wait_for_function(f"() => ({CHART_STATE})() !== null")
+    expect(page.locator(".chart-sample")).to_have_count(0)  # all rows plotted: nothing to say
+    page.goto(site.url + "chart-sample.html")
+    page.wait_for_function(f"() => ({CHART_STATE})() !== null")
+    expect(page.locator(".chart-sample")).to_have_text("Plotting the first 4 of 12,345 rows.")

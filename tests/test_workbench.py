@@ -11,7 +11,7 @@ from django.test import Client, TestCase
 from connections.models import Connection
 from sqlwarehouse.models import QueryExecution
 from sqlwarehouse.result_display import chartable, display_rows, group_thousands, plan_text
-from sqlwarehouse.workbench import format_sql, limited, parse_limit, write_kinds
+from sqlwarehouse.workbench import format_sql, limited, parse_limit, unwrap_limit, write_kinds
 
 pytestmark = pytest.mark.django_db
 RUN = "/w/acme/sql/run/"
@@ -58,6 +58,8 @@ def test_limit_wraps_one_query_only():
     for untouched in ("select 1; select 2", "drop table t", "show tables"):
         assert limited(untouched, "duckdb", 100) == untouched
     assert limited("select 1", "duckdb", None) == "select 1"
+    assert unwrap_limit(limited("select :a\nfrom t", "duckdb", 10_000)) == ("select :a\nfrom t", 10_000)
+    assert unwrap_limit("select 1") == ("select 1", None)
 
 
 def test_format_keeps_parameters_and_reports_errors():

@@ -56,14 +56,15 @@ def open_editor(world, live_server) -> Iterator[Callable[..., Page]]:
         cookies[persona] = client.cookies["sessionid"].value
     with chromium() as browser:
 
-        def open_as(persona: str = "analyst", path: str = "/w/acme/sql/") -> Page:
+        def open_as(persona: str = "analyst", path: str = "/w/acme/sql/", editor: bool = True) -> Page:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.add_cookies([{"name": "sessionid", "value": cookies[persona], "url": live_server.url}])
             page = context.new_page()
             page.problems = []
             page.on("pageerror", lambda exc: page.problems.append(str(exc)))
             page.goto(live_server.url + path)
-            expect(page.locator(".cm-content")).to_be_visible()
+            if editor:
+                expect(page.locator(".cm-content")).to_be_visible()
             return page
 
         yield open_as
@@ -220,3 +221,37 @@ def test_a_drop_asks_first_and_explain_shows_a_plan(revenue_demo, open_editor, e
     expect(page.locator("#results #chart")).to_have_count(0)
     shot(page, "7-explain")
     assert not page.problems, page.problems
+
+
+def test_old_draft_parameters_format_and_share(open_editor, live_server, eager_celery):
+    page = open_editor(path="/w/acme/sql/history/", editor=False)
+    page.evaluate("""() => localStorage.setItem(  // the editor before tabs kept one draft
+      'controlroom:draft:acme:new', JSON.stringify({text: 'select :n * 1000 as n'}))""")
+    page.goto(live_server.url + "/w/acme/sql/")
+    expect(page.locator(".query-tab")).to_have_count(1)
+    assert page.evaluate("CREditor.text()") == "select :n * 1000 as n"
+
+    page.locator("button[name=run]").click()
+    expect(page.locator("#results #query-error")).to_contain_text(":n needs a value", timeout=15_000)
+    field = page.locator('#param-values input[name="param.n"]')
+    expect(field).to_be_focused()
+    field.fill("7")
+    page.locator("button[name=run]").click()
+    expect(page.locator("#results #result tr").nth(1).locator("td").nth(1)).to_have_text("7,000", timeout=15_000)
+
+    page.evaluate("CREditor.setText('select a,sum(b) from t group by a')")
+    page.locator("#format-sql").click()
+    page.wait_for_function("() => CREditor.text().startsWith('SELECT\\n  a,')")
+    assert page.evaluate("CREditor.text()") == "SELECT\n  a,\n  SUM(b)\nFROM t\nGROUP BY\n  a"
+
+    link = page.locator("#share-link").get_attribute("data-url")
+    assert re.fullmatch(re.escape(live_server.url) + r"/w/acme/sql/\?execution=\d+", link)
+    page.locator("#share-link").click()
+    expect(page.locator("#result-note")).to_contain_text("Link copied")
+    admin = open_editor("admin", urlparse(link).path + "?" + urlparse(link).query)  # an admin may see it
+    expect(admin.locator("#results #result")).to_contain_text("7,000")
+    assert admin.evaluate("CREditor.text()") == "select :n * 1000 as n"  # as written, not as LIMIT wrapped it
+    expect(admin.locator('#param-values input[name="param.n"]')).to_have_value("7")
+    expect(admin.locator("#limit")).to_have_value("1000")
+    shot(admin, "8-shared")
+    assert not page.problems and not admin.problems, page.problems + admin.problems

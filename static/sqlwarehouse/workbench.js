@@ -307,6 +307,7 @@
             else runNote.textContent = "Not run.";
           });
         }
+        if (Array.isArray(answer.parameters)) syncParams(answer.parameters);
         if (answer.error) {
           showMessage(answer.error);
           return null;
@@ -332,6 +333,28 @@
     event.preventDefault();
     run(submitter.name === "explain", false);
   });
+
+  // --- parameter fields: one per :name the server found in the SQL last run (values kept per name)
+
+  const paramBox = document.getElementById("param-values");
+
+  function syncParams(names) {
+    if (!paramBox) return;
+    const values = {};
+    for (const input of paramBox.querySelectorAll("input")) values[input.name.slice(6)] = input.value;
+    paramBox.replaceChildren(...names.map((name) => {
+      const input = document.createElement("input");
+      input.type = "text";
+      input.name = "param." + name;
+      input.value = values[name] || "";
+      const label = document.createElement("label");
+      label.append(":" + name + " ", input);
+      return label;
+    }));
+    paramBox.hidden = !names.length;
+    const empty = names.find((name) => !values[name]);
+    if (empty) paramBox.querySelector('input[name="param.' + CSS.escape(empty) + '"]').focus();
+  }
 
   // --- asking before SQL that writes (the server names the statements: sqlcheck's kinds)
 
