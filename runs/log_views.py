@@ -46,7 +46,7 @@ def run_detail(request: HttpRequest, workspace: str, run_id: int) -> HttpRespons
         last_seq=window.newest, polling=not run.is_terminal,
         searched=window.newest - window.scanned_from + 1 if window.scanned_from else 0,
         log_filter=log_filter, log_error=error, query=log_filter.query_string(), window=log_selectors.LOG_WINDOW,
-        attempt_numbers=range(1, max(attempts.highest, log_filter.attempt or 0, 1) + 1),
+        attempt_numbers=sorted({*range(1, max(attempts.highest, 1) + 1), log_filter.attempt or 1}),
     )
     return render(request, "runs/run_detail.html", context)
 
