@@ -43,12 +43,19 @@ def field_errors(response, field: str) -> list[str]:
     return list(response.context["form"].errors.get(field, []))
 
 
+@pytest.fixture(autouse=True)
+def prefix(settings) -> str:
+    """The variable prefix these tests name (whatever the environment configured)."""
+    settings.SECRET_ENV_PREFIX = "CONTROLROOM_SECRET_"
+    return settings.SECRET_ENV_PREFIX
+
+
 @pytest.fixture
-def secret(world, monkeypatch) -> SecretRef:
-    """An env reference whose variable holds VALUE."""
-    monkeypatch.setenv("CONTROLROOM_SECRET_TRINO_PW", VALUE)
+def secret(world, monkeypatch, prefix) -> SecretRef:
+    """An env reference whose variable (named with SECRET_ENV_PREFIX) really holds VALUE."""
+    monkeypatch.setenv(f"{prefix}TRINO_PW", VALUE)
     return SecretRef.objects.create(workspace=world.workspace, name="trino-pw", source="env",
-                                    locator="CONTROLROOM_SECRET_TRINO_PW")
+                                    locator=f"{prefix}TRINO_PW")
 
 
 @pytest.fixture
@@ -289,6 +296,23 @@ def test_connection_delete_and_make_default_are_audited(world):
     assert events["connection.delete"].target_id == str(scratch.pk)
     assert events["connection.delete"].before["config"] == {"database": "scratch.duckdb"}
     assert audit_verify(workspace=world.workspace).ok
+
+
+def test_a_protected_connection_is_not_deleted_and_nothing_is_audited(world, monkeypatch):
+    from django.db.models import ProtectedError
+
+    from runs.models import GitSource
+
+    warehouse = Connection.objects.get(workspace=world.workspace, name="warehouse")
+
+    def protected(self, *args, **kwargs):  # nothing PROTECTs a connection today; a future row would
+        raise ProtectedError("protected", [GitSource(workspace=world.workspace, url="x")])
+
+    monkeypatch.setattr(Connection, "delete", protected)
+    response = world.client("admin").post(url("connection_remove", connection=warehouse.pk), follow=True)
+    assert "Connection 'warehouse' is still used by the git source: remove that first." in shown(response)
+    assert Connection.objects.filter(pk=warehouse.pk).exists()
+    assert not AuditEvent.objects.filter(action="connection.delete").exists()  # rolled back with the delete
 
 
 def test_test_connection_on_a_real_duckdb_answers_ok_and_is_audited(world):
