@@ -183,6 +183,16 @@ def test_two_tabs_survive_a_reload(open_editor, eager_celery):
     page.reload()
     expect(page.locator(".query-tab")).to_have_count(1)
     assert page.evaluate("CREditor.text()") == "select 1 as first_tab"
+
+    page.locator("#add-tab").click()  # saving a tab's SQL keeps it in that tab
+    page.evaluate("CREditor.setText('select 3 as saved_tab')")
+    page.locator("summary", has_text="Save as a query").click()
+    page.locator("input[name=title]").fill("Third")
+    page.locator("button[name=save]").click()
+    page.wait_for_url(re.compile(r"\?saved=\d+$"))
+    expect(page.locator(".query-tab")).to_have_count(2)
+    expect(page.locator('.query-tab[aria-selected="true"]')).to_have_text("Third×")
+    assert page.evaluate("CREditor.text()") == "select 3 as saved_tab"
     assert not page.problems, page.problems
 
 

@@ -93,12 +93,17 @@
       addTab(Object.assign({}, fromServer, { execution: serverExecution, saved: serverSaved }));
     store.active = tab.id;
   } else if (serverSaved) {
-    const tab = store.tabs.find((t) => String(t.saved) === serverSaved) ||
-      addTab(Object.assign({}, fromServer, { saved: serverSaved }));
+    // The tab it was saved from (a save reloads the page), else the tab that has it open, else a new one.
+    let tab = store.tabs.find((t) => t.saved === "saving") || store.tabs.find((t) => String(t.saved) === serverSaved);
+    if (tab && tab.saved === "saving") Object.assign(tab, { saved: serverSaved, sql: serverText });
+    tab = tab || addTab(Object.assign({}, fromServer, { saved: serverSaved }));
+    if (root.dataset.savedTitle && /^Query \d+$/.test(tab.title)) tab.title = root.dataset.savedTitle;
     store.active = tab.id;
   } else if (params.has("sql") || params.has("table_version")) {
     store.active = addTab(fromServer).id;
   }
+
+  for (const tab of store.tabs) if (tab.saved === "saving") tab.saved = null; // the save did not happen
 
   function addTab(fields) {
     if (store.tabs.length >= MAX_TABS) store.tabs.shift();
@@ -329,6 +334,12 @@
 
   form.addEventListener("submit", (event) => {
     const submitter = event.submitter;
+    if (submitter && submitter.name === "save") { // the page reloads on the saved query: this tab holds it
+      current().sql = E.text();
+      current().saved = "saving";
+      persist();
+      return;
+    }
     if (!submitter || (submitter.name !== "run" && submitter.name !== "explain")) return;
     event.preventDefault();
     run(submitter.name === "explain", false);
