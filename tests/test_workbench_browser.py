@@ -100,6 +100,7 @@ def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, ea
     page.locator("button[name=run]").click()
     expect(page.locator("#results #execution-status")).to_contain_text("100 rows", timeout=15_000)
     expect(page.locator("#results .pagination")).to_have_count(0)  # LIMIT 100: one page
+    page.wait_for_function("() => Object.values(Chart.instances).length === 1")  # the old chart went with its result
     page.locator("#limit").select_option("none")
     page.locator("button[name=run]").click()
     expect(page.locator("#results .pagination")).to_contain_text("Page 1 of 3", timeout=15_000)
@@ -191,7 +192,7 @@ def test_two_tabs_survive_a_reload(open_editor, eager_celery):
     page.locator("button[name=save]").click()
     page.wait_for_url(re.compile(r"\?saved=\d+$"))
     expect(page.locator(".query-tab")).to_have_count(2)
-    expect(page.locator('.query-tab[aria-selected="true"]')).to_have_text("Third×")
+    expect(page.locator('.query-tab[aria-selected="true"] .tab-label')).to_have_text("Third")
     assert page.evaluate("CREditor.text()") == "select 3 as saved_tab"
     assert not page.problems, page.problems
 

@@ -231,6 +231,12 @@
     return document.getElementById("results");
   }
 
+  // A replaced result's chart would stay in Chart.js's registry: destroy it with its panel.
+  function releaseCharts(panel) {
+    if (!window.Chart || !panel) return;
+    for (const chart of Object.values(window.Chart.instances)) if (panel.contains(chart.canvas)) chart.destroy();
+  }
+
   function setUrl(execution) {
     const url = new URL(window.location.href);
     for (const name of ["execution", "sql", "table_version", "connection"]) url.searchParams.delete(name);
@@ -239,6 +245,7 @@
   }
 
   function clearResults() {
+    releaseCharts(resultsElement());
     const fresh = document.createElement("div");
     fresh.id = "results";
     fresh.className = "results";
@@ -257,6 +264,7 @@
     item.textContent = text;
     list.append(item);
     box.append(list);
+    releaseCharts(resultsElement());
     resultsElement().replaceWith(box);
   }
 
@@ -266,6 +274,9 @@
     window.htmx.ajax("GET", url, { target: "#results", swap: "outerHTML" }).catch(() => clearResults());
   }
 
+  document.body.addEventListener("htmx:beforeSwap", (event) => {
+    if (event.detail.target && event.detail.target.id === "results") releaseCharts(event.detail.target);
+  });
   document.body.addEventListener("htmx:afterSettle", () => {
     const chart = document.querySelector("#results #chart");
     if (chart && window.CRChart) window.CRChart.mount(chart);
