@@ -109,6 +109,13 @@ def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, ea
     expect(page.locator("#results #result tr").nth(1).locator("td").first).to_have_text("101")
     assert urlparse(page.url).path == "/w/acme/sql/" and page.evaluate("window.__samePage") is True
 
+    page.evaluate("CREditor.setText('select 1 as not_this;\\nselect 2 as this_one')")
+    page.evaluate("CREditor.view.focus(); CREditor.view.dispatch({selection: {anchor: 22, head: 42}})")
+    page.keyboard.press("Control+Enter")  # the selection runs alone
+    expect(page.locator("#results #result")).to_contain_text("this_one", timeout=15_000)
+    last_sql = orm(lambda: QueryExecution.objects.order_by("-id").values_list("sql", flat=True).first())
+    assert last_sql == "select 2 as this_one"  # (the limit is "none" here)
+
     execution = re.search(r"execution=(\d+)", page.url).group(1)
     page.reload()  # the URL brings the same result back
     expect(page.locator(f'#results[data-execution="{execution}"] #execution-state')).to_have_text("succeeded")

@@ -307,7 +307,10 @@
     tab.sql = E.text();
     const body = new FormData(form);
     for (const name of ["save", "run", "explain"]) body.delete(name);
-    body.set("sql", tab.sql);
+    // A selection runs alone (as in SQL Lab and Databricks SQL); the tab keeps all its text.
+    const selection = E.view.state.selection.main;
+    const selected = selection.empty ? "" : E.view.state.sliceDoc(selection.from, selection.to);
+    body.set("sql", selected.trim() ? selected : tab.sql);
     if (explain) body.set("explain", "1");
     if (confirmed) body.set("confirmed", "1");
     running = true;
