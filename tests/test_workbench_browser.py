@@ -90,7 +90,7 @@ def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, ea
     page.wait_for_function("() => window.Chart && Object.values(Chart.instances).length === 1", timeout=10_000)
     shot(page, "1-result")
 
-    tsv = page.evaluate("CRWorkbench.resultTsv()").splitlines()
+    tsv = page.evaluate("CRResultTools.resultTsv()").splitlines()
     assert tsv[0] == "id\tcountry\trevenue" and tsv[40] == "39\tc0\t48145.50" and len(tsv) == 41
     page.locator("#copy-tsv").click()
     expect(page.locator("#result-note")).to_contain_text("Copied 40 rows as TSV")

@@ -1,7 +1,8 @@
 // The one-page SQL editor: query tabs kept per workspace in localStorage, runs that load their
 // results into the page (htmx fragments of the execution view with embed=1), the schema panel
-// (click to insert, preview), LIMIT, Format SQL, copy as TSV, share links, and a confirmation
-// before SQL that writes. Loaded with `defer` after editor.js (window.CREditor) and chart.js.
+// (click to insert, preview), LIMIT and Format SQL. Loaded with `defer` after editor.js
+// (window.CREditor), chart.js and result_tools.js (copy as TSV, share links, the confirmation
+// before SQL that writes); schema_panel.js comes after it.
 //
 // Contract with templates/sqlwarehouse/editor.html: #workbench carries the URLs in data-*;
 // #editor-form holds connection/environment/limit and the Run and Explain buttons; #results
@@ -15,7 +16,6 @@
   if (!E || !root || !form) return;
 
   const TABS_KEY = "controlroom:tabs:" + root.dataset.workspace;
-  const PANEL_KEY = "controlroom:schema-panel";
   const MAX_TABS = 20;
   const SAVE_DELAY_MS = 300;
   const textarea = document.getElementById("sql");
@@ -321,7 +321,7 @@
         running = false;
         runNote.textContent = "";
         if (answer.confirm) {
-          return confirmWrites(answer.confirm).then((yes) => {
+          return window.CRResultTools.confirmWrites(answer.confirm).then((yes) => {
             if (yes) run(explain, true);
             else runNote.textContent = "Not run.";
           });
@@ -381,48 +381,6 @@
     if (empty) paramBox.querySelector('input[name="param.' + CSS.escape(empty) + '"]').focus();
   }
 
-  // --- asking before SQL that writes (the server names the statements: sqlcheck's kinds)
-
-  function confirmWrites(kinds) {
-    return new Promise((resolve) => {
-      const dialog = document.createElement("dialog");
-      dialog.className = "confirm-write";
-      dialog.id = "confirm-write";
-      const title = document.createElement("h2");
-      title.textContent = "Run SQL that changes data?";
-      const text = document.createElement("p");
-      text.append("This SQL will run ");
-      kinds.forEach((kind, i) => {
-        const code = document.createElement("code");
-        code.textContent = kind;
-        text.append(i ? ", " : "", code);
-      });
-      text.append(". It cannot be undone from here.");
-      const buttons = document.createElement("form");
-      buttons.method = "dialog";
-      buttons.className = "row";
-      const cancel = document.createElement("button");
-      cancel.value = "cancel";
-      cancel.className = "secondary";
-      cancel.textContent = "Cancel";
-      const go = document.createElement("button");
-      go.value = "run";
-      go.className = "danger";
-      go.id = "confirm-run";
-      go.textContent = "Run it";
-      buttons.append(cancel, go);
-      dialog.append(title, text, buttons);
-      dialog.addEventListener("close", () => {
-        resolve(dialog.returnValue === "run");
-        dialog.remove();
-        E.view.focus();
-      });
-      document.body.append(dialog);
-      dialog.showModal();
-      cancel.focus();
-    });
-  }
-
   // --- connection: completion and schema panel follow it
 
   function connectionChanged() {
@@ -458,54 +416,6 @@
     });
   }
 
-  // --- schema panel: insert names, preview tables, collapse
-
-  function quoted(name) {
-    return /^[a-z_][a-z_\d]*$/.test(name) ? name : '"' + name.replace(/"/g, '""') + '"';
-  }
-
-  function tableName(node) {
-    return [node.dataset.catalog, node.dataset.schema, node.dataset.table].filter(Boolean).map(quoted).join(".");
-  }
-
-  const side = document.getElementById("schema-side");
-  side.addEventListener("click", (event) => {
-    const preview = event.target.closest(".preview-table");
-    if (preview) {
-      E.setText("SELECT * FROM " + tableName(preview) + " LIMIT 100");
-      current().sql = E.text();
-      run(false, false);
-      return;
-    }
-    const name = event.target.closest(".insert-name");
-    if (!name) return;
-    E.insert(name.dataset.column !== undefined ? quoted(name.dataset.column) : tableName(name));
-  });
-
-  const toggle = document.getElementById("toggle-schema");
-
-  function setPanel(open) {
-    root.classList.toggle("schema-hidden", !open);
-    toggle.setAttribute("aria-expanded", String(open));
-  }
-
-  let panelOpen = true;
-  try {
-    panelOpen = window.localStorage.getItem(PANEL_KEY) !== "closed";
-  } catch (err) {
-    // Open by default.
-  }
-  setPanel(panelOpen);
-  toggle.addEventListener("click", () => {
-    panelOpen = !panelOpen;
-    setPanel(panelOpen);
-    try {
-      window.localStorage.setItem(PANEL_KEY, panelOpen ? "open" : "closed");
-    } catch (err) {
-      // Not remembered.
-    }
-  });
-
   // --- Format SQL
 
   document.getElementById("format-sql").addEventListener("click", () => {
@@ -521,52 +431,7 @@
     });
   });
 
-  // --- copy as TSV (the rows shown, exact values) and share links
-
-  function resultTsv() {
-    const table = document.querySelector("#results #result");
-    if (!table) return "";
-    const clean = (text) => text.replace(/[\t\r\n]+/g, " ");
-    const lines = [];
-    for (const row of table.rows) {
-      const cells = [...row.cells].slice(1); // the row number column
-      lines.push(cells.map((cell) => {
-        if (cell.tagName === "TH") {
-          const link = cell.querySelector("a");
-          return clean(link ? link.textContent : cell.textContent).trim();
-        }
-        return clean(cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent);
-      }).join("\t"));
-    }
-    return lines.join("\n") + "\n";
-  }
-
-  function copy(text) {
-    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
-    const area = document.createElement("textarea");
-    area.value = text;
-    document.body.append(area);
-    area.select();
-    const ok = document.execCommand("copy");
-    area.remove();
-    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
-  }
-
-  document.addEventListener("click", (event) => {
-    const button = event.target.closest("#copy-tsv, #share-link");
-    if (!button) return;
-    const note = document.getElementById("result-note");
-    const text = button.id === "copy-tsv" ? resultTsv() : button.dataset.url;
-    copy(text).then(() => {
-      if (note) note.textContent = button.id === "copy-tsv"
-        ? "Copied " + (document.querySelectorAll("#results #result tr").length - 1) + " rows as TSV."
-        : "Link copied: colleagues who may see this result open it in their editor.";
-    }).catch(() => {
-      if (note) note.textContent = button.id === "copy-tsv" ? "Copying failed." : text;
-    });
-  });
-
-  window.CRWorkbench = { resultTsv: resultTsv, tabs: () => store };
+  window.CRWorkbench = { tabs: () => store, run: (explain) => run(!!explain, false) };
 
   // --- start
 
