@@ -25,6 +25,7 @@ from connections.models import Connection
 from controlroom.models import Environment
 from controlroom.network import network_cause
 from sqlwarehouse.engines import EngineError, QueryEngine, open_engine, per_environment
+from sqlwarehouse.engines.base import EngineUnreachable
 from sqlwarehouse.models import SchemaSnapshot
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,8 @@ def schema_fetch(*, connection: Connection, user: AbstractBaseUser,
     except Exception as exc:  # the client's own failures (connection refused, TLS, HTTP)
         log.warning("schema fetch failed", exc_info=True, extra={"connection_id": connection.pk})
         unreachable = getattr(engine, "unreachable", None)
-        raise EngineError(unreachable(exc) if unreachable else f"The engine of connection '{connection.name}' could "
-                          f"not be reached: {network_cause(exc)}.") from exc
+        raise EngineUnreachable(unreachable(exc) if unreachable else f"The engine of connection '{connection.name}' "
+                                f"could not be reached: {network_cause(exc)}.") from exc
     finally:
         engine.close()
     tables = sum(len(schema) for catalog in namespace.values() for schema in catalog.values())

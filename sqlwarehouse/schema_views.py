@@ -26,6 +26,7 @@ from controlroom.models import Environment, Role
 from controlroom.request_id import get_request_id
 from controlroom.selectors import workspace_access
 from sqlwarehouse.engines import EngineError
+from sqlwarehouse.engines.base import EngineUnreachable
 from sqlwarehouse.models import SchemaSnapshot
 from sqlwarehouse.schema import (
     completion_json,
@@ -62,7 +63,8 @@ def _failure(connection: Connection, exc: EngineError) -> str:
     log.warning("reading the schema of connection %s failed: %s", connection.pk, exc,
                 extra={"connection_id": connection.pk})
     request_id = get_request_id()
-    return (f"The schema of connection “{connection.name}” could not be read: {exc} "
+    reason = f": {exc}" if isinstance(exc, EngineUnreachable) else ";"  # other engine errors may name paths
+    return (f"The schema of connection “{connection.name}” could not be read{reason} "
             f"The server log has the details{f' (request {request_id})' if request_id else ''}.")
 
 

@@ -25,7 +25,7 @@ from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
 from sqlwarehouse import params
 from sqlwarehouse.engines import dialect_of
-from sqlwarehouse.execution import query_cancel, query_submit
+from sqlwarehouse.execution import execution_wait, query_cancel, query_submit
 from sqlwarehouse.models import QueryExecution, SavedQuery
 from sqlwarehouse.result_display import chartable, display_rows, header_cells, is_explain_sql, plan_text
 from sqlwarehouse.results import read_page, result_open
@@ -33,6 +33,7 @@ from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, s
 from sqlwarehouse.workbench import DEFAULT_LIMIT, unwrap_limit, workbench_context
 
 RESULT_PAGE = 100
+STATUS_WAIT_S = 2.0  # how long the editor's results panel request waits for its execution to end
 ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
 
 
@@ -196,7 +197,13 @@ def execution(request: HttpRequest, workspace: str, execution_id: int) -> HttpRe
     """The stored result page; with ``embed=1`` the editor's results panel (polls until it ends)."""
     access, obj = _execution_for(request, workspace, execution_id)
     embedded = request.GET.get("embed") == "1"
+    waited = False
+    if embedded and not obj.is_terminal:  # a long poll: answer when it ends (or after STATUS_WAIT_S)
+        waited = execution_wait(execution_id=obj.pk, timeout_s=STATUS_WAIT_S)
+        if waited:
+            access, obj = _execution_for(request, workspace, execution_id)
     context = result_context(request, access, obj, embedded=embedded)
+    context["waited"] = waited
     return render(request, "sqlwarehouse/_results_panel.html" if embedded else "sqlwarehouse/execution.html",
                   context)
 

@@ -104,3 +104,29 @@ def test_a_status_wait_returns_when_the_execution_ends_not_at_its_timeout(world)
     finally:
         for _ in range(module.STATUS_WAITS_PER_PROCESS):
             module._waits.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_editors_results_panel_waits_for_the_end_instead_of_polling(world):
+    import threading
+    import time
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    execution = query_submit(access=world.access("analyst"), connection=connection, sql="SELECT 42 AS answer")
+    QueryExecution.objects.filter(pk=execution.pk).update(status="running")  # as if a worker had it
+
+    def finish() -> None:
+        time.sleep(0.3)
+        QueryExecution.objects.filter(pk=execution.pk).update(status="succeeded")
+
+    ender = threading.Thread(target=finish)
+    client = world.client("analyst")
+    ender.start()
+    began = time.monotonic()
+    page = client.get(f"/w/acme/sql/executions/{execution.pk}/?embed=1").content.decode()
+    ender.join()
+    assert time.monotonic() - began >= 0.3  # held until the execution ended
+    assert 'data-status="succeeded"' in page and "hx-trigger" not in page.split(">")[0]
+    QueryExecution.objects.filter(pk=execution.pk).update(status="running")
+    held = client.get(f"/w/acme/sql/executions/{execution.pk}/?embed=1").content.decode()
+    assert 'hx-trigger="load"' in held  # after a full wait it asks again at once

@@ -22,6 +22,12 @@ class EngineError(Exception):
     """A query failed in the engine; the message is the engine's, fit for the user."""
 
 
+class EngineUnreachable(EngineError):
+    """The engine could not be reached: the message says what was tried (scheme, host, port) and
+    why it failed, and nothing else, so every page may show it (the schema browser hides the
+    detail of other engine errors, which may name server paths)."""
+
+
 @dataclass
 class StatementStream:
     columns: list[str]

@@ -23,7 +23,7 @@ from trino.exceptions import TrinoQueryError, TrinoUserError
 from connections.models import Connection
 from connections.services import SecretUnavailable, secret_resolve
 from controlroom.network import network_cause
-from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, StatementStream
+from sqlwarehouse.engines.base import BATCH_ROWS, EngineError, EngineUnreachable, StatementStream
 
 log = logging.getLogger(__name__)
 READ_ONLY_SUFFIX = "~ro"
@@ -148,7 +148,7 @@ class TrinoQueryEngine:
         except trino.exceptions.TrinoAuthError as exc:
             raise EngineError(f"Trino refused the service user's credentials: {exc}") from exc
         except trino.exceptions.TrinoConnectionError as exc:  # down, or a wrong host or port
-            raise EngineError(self.unreachable(exc)) from exc
+            raise EngineUnreachable(self.unreachable(exc)) from exc
         if not description:
             return None
         columns = [d[0] for d in description]
