@@ -304,3 +304,23 @@ def test_old_draft_parameters_format_and_share(open_editor, live_server, eager_c
     expect(admin.locator("#limit")).to_have_value("1000")
     shot(admin, "8-shared")
     assert not page.problems and not admin.problems, page.problems + admin.problems
+
+
+@pytest.fixture
+def second_connection(world) -> int:
+    return Connection.objects.create(workspace=world.workspace, name="zz-lake", kind=Connection.Kind.DUCKDB,
+                                     config={"database": "lake.duckdb"}).pk
+
+
+def test_a_link_naming_a_connection_chooses_it_for_the_open_tab(second_connection, open_editor, eager_celery):
+    page = open_editor()
+    first = page.locator("select[name=connection]").input_value()
+    assert first != str(second_connection)
+    run_with_keys(page, "select 1 as kept")
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=15_000)
+    page.goto(page.url.split("?")[0] + f"?connection={second_connection}")  # e.g. from the schema page
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded")  # the tab is restored
+    page.wait_for_timeout(300)
+    expect(page.locator("select[name=connection]")).to_have_value(str(second_connection))
+    assert page.evaluate("CREditor.text()") == "select 1 as kept"  # the tab keeps its SQL
+    assert not page.problems, page.problems

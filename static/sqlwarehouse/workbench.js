@@ -101,6 +101,9 @@
     store.active = tab.id;
   } else if (params.has("sql") || params.has("table_version")) {
     store.active = addTab(fromServer).id;
+  } else if (params.has("connection") && fromServer.connection) {
+    // A link that names a connection (the schema page, a bookmark) chooses it for the tab left open.
+    current().connection = fromServer.connection;
   }
 
   for (const tab of store.tabs) if (tab.saved === "saving") tab.saved = null; // the save did not happen
