@@ -25,7 +25,8 @@ trap 'rm -rf "$CONTROLROOM_DATA_DIR"' EXIT
 unset DATABASE_URL CELERY_BROKER_URL
 start=$(date +%s)
 if [ "$quick" = 1 ]; then
-  $PY -m pytest -m "not slow" "${extra[@]}"
+  # Both cores (pytest-xdist): each worker has its own SQLite file and per-test storage.
+  $PY -m pytest -m "not slow" -n "${TEST_QUICK_WORKERS:-2}" "${extra[@]}"
   exit
 fi
 echo "› Trino server (downloaded once into ~/.cache/controlroom, then reused)"
