@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.once]
 TIMEOUT_MS = 90_000
 STAFF, STAFF_PASSWORD = "ops", "csp-staff-password-7"
 RUN_URL = re.compile(r"/w/demo/runs/\d+/$")
-RESULT_URL = re.compile(r"/w/demo/sql/executions/\d+/$")
+RESULT_URL = re.compile(r"/w/demo/sql/\?execution=\d+$")  # the editor, its result below
 SQL = "select 'north' as region, 3 as orders union all select 'south', 5 order by region"
 
 # Installed before any page script: report violations to Python (that survives navigations),
@@ -173,7 +173,7 @@ def walk_the_pages(server: RunningServer, browser: Browser, tmp_path: Path) -> N
     expect(page.locator("#preview th").first).to_be_visible()
 
     # The SQL editor: CodeMirror loads and is styled (its <style> carries the nonce), typing
-    # reaches the form, Ctrl-Enter submits it and lands on the result, which draws a chart.
+    # reaches the form, Ctrl-Enter runs it and its result (with a chart) loads below the editor.
     page.goto(server.url + "w/demo/sql/")
     content = page.locator(".cm-editor .cm-content")
     expect(content).to_be_visible()
@@ -183,9 +183,11 @@ def walk_the_pages(server: RunningServer, browser: Browser, tmp_path: Path) -> N
     page.keyboard.type(SQL)
     assert page.eval_on_selector("#sql", "t => t.value") == SQL
     page.screenshot(path=str(tmp_path / "editor.png"), full_page=True)
-    with page.expect_navigation(url=RESULT_URL):
-        page.keyboard.press("Control+Enter")
-    expect(page.locator("#execution-state")).to_have_text("succeeded", timeout=TIMEOUT_MS)
+    page.evaluate("window.__marker = 2")
+    page.keyboard.press("Control+Enter")  # the result loads below the editor, without a navigation
+    page.wait_for_url(RESULT_URL)
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.__marker") == 2, "the editor page was reloaded"
     expect(page.locator("#chart canvas")).to_be_visible(timeout=TIMEOUT_MS)
     page.wait_for_function("() => { const c = Chart.getChart(document.querySelector('#chart canvas'));"
                            " return c && c.data.labels.join() === 'north,south'; }", timeout=10_000)
