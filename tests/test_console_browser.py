@@ -19,6 +19,7 @@ from tests.chromium import chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 FLAKY = """name: flaky
+notifications: {events: [failure, recovery], email: [oncall@example.com]}
 phases:
   - {name: load, kind: sql, config: {table: t, sql: "select 1 as x"}}
   - {name: check, kind: sql, depends_on: [load], config: {sql: "select count(*) from upstream_flags"}}
@@ -81,6 +82,8 @@ def test_an_operator_finds_fixes_and_repairs_a_failing_job(world, live_server, o
     shot(page, "grid")
     page.locator(f'#grid a.sq[href*="/runs/{second.pk}/?phase=check"]').click()
     page.wait_for_url(re.compile(rf"/w/acme/runs/{second.pk}/\?phase=check"))
+    expect(page.locator("#notifications")).to_contain_text("oncall@example.com")  # sent by the worker
+    expect(page.locator("#notifications")).to_contain_text("sent")
     lines = page.locator("#log .line")
     expect(lines.first).to_be_visible()
     assert all("check" in text for text in lines.all_inner_texts() if "[" in text), lines.all_inner_texts()[:5]
@@ -98,7 +101,18 @@ def test_an_operator_finds_fixes_and_repairs_a_failing_job(world, live_server, o
     page.wait_for_url(re.compile(r"/w/acme/runs/\d+/$"))
     expect(page.locator("#run-state")).to_have_text("succeeded", timeout=20_000)
     expect(page.locator("h1").locator("..")).to_contain_text(f"repair of run #{second.pk}")
+    expect(page.locator("#notifications")).to_contain_text("Recovery")  # success after a failure
     shot(page, "repaired")
+
+    # A bad filter is named, a missing page keeps the navigation, the job column links to the job.
+    page.goto(f"{live_server.url}/w/acme/runs/?status=exploded")
+    expect(page.locator("#filter-error")).to_contain_text("'status' must be one of")
+    page.get_by_role("link", name="flaky", exact=True).first.click()
+    page.wait_for_url(re.compile(r"/w/acme/jobs/flaky/$"))
+    page.goto(f"{live_server.url}/w/acme/runs/99999/")
+    expect(page.locator("#error-message")).to_have_text("No run 99999 in this workspace.")
+    page.get_by_role("link", name="Runs", exact=True).click()
+    page.wait_for_url(re.compile(r"/w/acme/runs/$"))
 
     page.goto(f"{live_server.url}/w/acme/jobs/flaky/schedule/")
     expect(page.locator("#schedule-dev .next-fires time")).to_have_count(5)
