@@ -56,6 +56,11 @@ def _spill_dir(database: Path) -> Path:
     return folder
 
 
+# Connections to one file in one process share its database instance: two threads opening it at
+# once would both find it unlocked and both set it up (the second fails on the locked settings).
+_SANDBOX_LOCK = threading.Lock()
+
+
 class DuckDBEngine:
     """An embedded DuckDB database file, opened per use (other processes share the file)."""
 
@@ -85,8 +90,9 @@ class DuckDBEngine:
         registered file systems (the web server's threads can meet there): a later connection
         finds them locked by the first, which belongs to the same workspace and environment,
         since a database file does; it checks the lock holds and adds nothing."""
-        if con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
-            if con.execute("SELECT current_setting('enable_external_access')").fetchone()[0]:
+        # fetchall, not fetchone: DuckDB 2 refuses the next execute while a result is unfinished.
+        if con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+            if con.execute("SELECT current_setting('enable_external_access')").fetchall()[0][0]:
                 raise EngineError("The warehouse database is open without its sandbox; try again.")
             return
         allowed = list(self.allowed_dirs)
@@ -124,7 +130,8 @@ class DuckDBEngine:
                     raise EngineError(f"The warehouse database is busy: {exc}") from exc
                 time.sleep(0.1)
         try:
-            self._sandbox(con)
+            with _SANDBOX_LOCK:  # threads opening one file at once share its instance: set it up once
+                self._sandbox(con)
             self._active = con
             if self._interrupted:
                 raise EngineError("The query was interrupted.")
