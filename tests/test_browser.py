@@ -65,6 +65,8 @@ def watch_a_run(page: Page, server: RunningServer, tmp_path: Path, requests: lis
     page.fill("input[name=login]", "demo")
     page.fill("input[name=password]", server.password)
     page.click("main button[type=submit]")
+    page.wait_for_url(server.url + "w/demo/")  # the workspace's overview
+    page.get_by_role("link", name="Jobs", exact=True).first.click()
     page.wait_for_url(server.url + "w/demo/jobs/")
 
     page.click("main a[href$='/jobs/medallion/']")
@@ -86,7 +88,7 @@ def watch_a_run(page: Page, server: RunningServer, tmp_path: Path, requests: lis
     log = page.locator("#log")
     assert state.inner_text().strip() == "succeeded", log.inner_text()
     expect(log).to_contain_text("RUN_SUCCEEDED", timeout=RUN_TIMEOUT_MS)
-    expect(log).to_contain_text("PHASE_SUCCEEDED [publish]")
+    expect(log).to_contain_text("PHASE_SUCCEEDED [publish#1]")
 
     # Same document all along: the marker survived and the lines were appended in place.
     assert page.evaluate("window.__marker") == 1, "the page was reloaded while the run was watched"

@@ -191,10 +191,12 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         echoed = web.open("healthz", headers={"X-Request-ID": REQUEST_ID})
         assert echoed.headers.get("X-Request-ID") == REQUEST_ID, why(str(echoed.headers))
 
-        # Sign in with the password the command printed; one workspace: home goes to its jobs.
+        # Sign in with the password the command printed; one workspace: home is its overview.
         home = sign_in(web, server)
-        assert home.status == 200 and home.url == server.url + "w/demo/jobs/", why(f"{home.url}\n{home.text[:2000]}")
-        assert "medallion" in home.text and "lakehouse" in home.text
+        assert home.status == 200 and home.url == server.url + "w/demo/", why(f"{home.url}\n{home.text[:2000]}")
+        assert "Runs in the last 24 hours" in home.text, why(home.text[:2000])
+        jobs = web.open("w/demo/jobs/")
+        assert "medallion" in jobs.text and "lakehouse" in jobs.text
 
         # Trigger the medallion job with the form exactly as the page renders it.
         job = web.open("w/demo/jobs/medallion/")
@@ -209,7 +211,7 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         page = wait_for_run(web, run)
         log = text_of(page.text)
         assert run_state(page.text) == "succeeded", why(f"run {run.url} is {run_state(page.text)}:\n{log[-3000:]}")
-        assert "RUN_SUCCEEDED" in log and "PHASE_SUCCEEDED [publish]" in log, why(log[-3000:])
+        assert "RUN_SUCCEEDED" in log and "PHASE_SUCCEEDED [publish#1]" in log, why(log[-3000:])
         assert "gold_revenue_by_country.csv" in page.text, why(log[-3000:])
 
         # The lakehouse demo, the same way: Iceberg and Delta tables on the embedded catalog.
@@ -222,7 +224,7 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         page = wait_for_run(web, run)
         log = text_of(page.text)
         assert run_state(page.text) == "succeeded", why(f"run {run.url} is {run_state(page.text)}:\n{log[-3000:]}")
-        assert "PHASE_SUCCEEDED [check_gold]" in log, why(log[-3000:])
+        assert "PHASE_SUCCEEDED [check_gold#1]" in log, why(log[-3000:])
         assert "check refunds to review (sql, warn) warn: 26 failing row(s)" in log, why(log[-3000:])
         assert "failing_rows.parquet" in page.text, why(log[-3000:])
         tables = web.open("w/demo/tables/")
