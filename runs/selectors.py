@@ -57,12 +57,6 @@ def run_events(*, run: Run, after: int = 0, limit: int = LOG_TAIL_LIMIT) -> list
     return list(run.events.filter(seq__gt=after).select_related("phase").order_by("seq")[:limit])
 
 
-def run_events_tail(*, run: Run, limit: int = LOG_TAIL_LIMIT) -> list[RunEvent]:
-    """The newest ``limit`` events, oldest first: what a log tail opens on."""
-    newest = list(run.events.select_related("phase").order_by("-seq")[:limit])
-    return newest[::-1]
-
-
 @dataclass(frozen=True)
 class RunFilters:
     status: str = ""
