@@ -33,8 +33,9 @@ def job_grid(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
     """Runs by phases of one job, each cell linking to that phase's log on the run page."""
     access = workspace_access(user=request.user, slug=workspace)
     obj = selectors.job_get(access=access, slug=job)
-    before = id_parse(request.GET.get("before", ""), minimum=1) if request.GET.get("before") else None
-    if request.GET.get("before") and before is None:
+    raw_before = request.GET.get("before", "")
+    before = id_parse(raw_before)
+    if raw_before and before is None:
         messages.error(request, "'before' must be a run number; showing the newest runs.")
     grid = overview.job_grid(job=obj, before=before)
     return render(request, "runs/job_grid.html", {
