@@ -115,7 +115,6 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "controlroom.context_processors.workspaces",
             ],
         },
     }
@@ -217,6 +216,10 @@ if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", DUCKDB_MEMORY_LIMIT, re.IGNO
 # The parser's read-only check (sqlcheck) in front of the engine's; switched off only by the
 # tests that prove the engine refuses writes on its own.
 SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)
+# The editor's Run executes in the web process, answering with the first rows in the same request
+# (sqlwarehouse.inline), for at most this many queries at once per process; more, or 0, go to
+# the Celery sql queue.
+SQL_INLINE_RUNS = env_int("SQL_INLINE_RUNS", 2)
 # Claims that long-poll (wait > 0) hold a web thread; at most this many wait at once per process
 # (the others answer 204 at once and the executor retries after a pause).
 CLAIM_LONG_POLLS_PER_PROCESS = env_int("CLAIM_LONG_POLLS_PER_PROCESS", 2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ from sqlwarehouse.results import store_stream
 from sqlwarehouse.sqlcheck import SqlCheckError, check_read_only, split_statements
 
 log = logging.getLogger(__name__)
+FirstPageHook = Callable[[list[dict[str, str]], list[list[Any]]], None]
 WATCH_S = 0.25  # how often the worker looks for a cancel and saves progress
 MAX_SQL_CHARS = 200_000  # checking a 900 KB statement took about 6 s
 STALE_S = 60  # a running execution whose heartbeat is older than this lost its worker
@@ -46,9 +48,10 @@ def may_write(access: Access, environment: Environment | None, connection: Conne
 
 def query_submit(
     *, access: Access, connection: Connection | None, sql: str, parameters: dict[str, Any] | None = None,
-    saved_query: SavedQuery | None = None, environment: Environment | None = None,
+    saved_query: SavedQuery | None = None, environment: Environment | None = None, queue: bool = True,
 ) -> QueryExecution:
-    """Record the execution and queue it; refused SQL is recorded (failed) and audited too."""
+    """Record the execution and queue it; refused SQL is recorded (failed) and audited too.
+    ``queue=False``: the caller runs it (``sqlwarehouse.inline``) instead of a worker."""
     access.require(Role.ANALYST)
     if not sql.strip():
         raise ServiceError("Write a SQL statement first.")
@@ -87,7 +90,7 @@ def query_submit(
         execution.save()
         if execution.status == QueryExecution.Status.FAILED:
             _audit(execution, access=access)
-        else:
+        elif queue:
             from sqlwarehouse.tasks import query_execute
 
             transaction.on_commit(lambda: query_execute.apply_async((execution.pk,), queue="sql"))
@@ -211,9 +214,12 @@ def _statement_failed(outcomes: list[dict[str, Any]], status: str, error: str) -
             outcome.update(status=status, error=error[:2000])
 
 
-def query_execute(*, execution_id: int) -> QueryExecution | None:
-    """Run a queued execution in this process (the Celery task calls this). A duplicate message
-    finds it no longer queued and does nothing."""
+def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = None) -> QueryExecution | None:
+    """Run a queued execution in this process (the Celery task, or the web process's inline run,
+    calls this). A duplicate message finds it no longer queued and does nothing.
+
+    ``on_first_page(columns, rows)``: called once with the first rows of a single-statement
+    execution as soon as the engine has them, before they are stored."""
     if not QueryExecution.objects.filter(pk=execution_id, status=QueryExecution.Status.QUEUED).update(
             status=QueryExecution.Status.RUNNING, heartbeat_at=timezone.now()):
         return None
@@ -245,7 +251,8 @@ def query_execute(*, execution_id: int) -> QueryExecution | None:
             stream = engine.run(text, values, workspace.sql_timeout_s)
             if stream is not None:
                 result = store_stream(stream, workspace=workspace, row_cap=workspace.sql_row_cap,
-                                      on_rows=lambda n: setattr(watch, "rows", n))
+                                      on_rows=lambda n: setattr(watch, "rows", n),
+                                      on_preview=on_first_page if len(statements) == 1 else None)
                 stored = result  # the last statement that returns rows is the result shown
                 outcome["rows"] = result.row_count
                 for earlier in outcomes:

@@ -13,7 +13,7 @@ import decimal
 import io
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -71,10 +71,17 @@ class StoredResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int, on_rows=None) -> StoredResult:
+def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int, on_rows=None,
+                 on_preview: Callable[[list[dict[str, str]], list[list[Any]]], None] | None = None,
+                 ) -> StoredResult:
     """Write the stream to Parquet (at most ``row_cap`` rows) and keep it in the artifact store,
-    visible to ``workspace``."""
+    visible to ``workspace``.
+
+    ``on_preview(columns, rows)`` is called once, with the first batch's rows (at most
+    PREVIEW_ROWS; none for an empty result) before anything is written: the editor shows them
+    while the rest is read and the file is stored."""
     columns = [{"name": n, "type": t} for n, t in zip(stream.columns, stream.types, strict=True)]
+    previewed = on_preview is None
     tmp_dir = Path(settings.DATA_DIR) / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     rows, truncated, preview = 0, False, []
@@ -88,18 +95,23 @@ def store_stream(stream: StatementStream, *, workspace: Workspace, row_cap: int,
                                       f"{batch.num_rows:,} row(s): select fewer or narrower columns.")
                 if rows + batch.num_rows > row_cap:
                     batch, truncated = batch.slice(0, row_cap - rows), True
+                if len(preview) < PREVIEW_ROWS:
+                    head = batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist()
+                    preview += [[preview_cell(v) for v in row.values()] for row in head]
+                if not previewed and preview:
+                    previewed = True
+                    on_preview(columns, list(preview))
                 if writer is None:
                     writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
                 if batch.num_rows:
                     writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
-                if len(preview) < PREVIEW_ROWS:
-                    head = batch.slice(0, PREVIEW_ROWS - len(preview)).to_pylist()
-                    preview += [[preview_cell(v) for v in row.values()] for row in head]
                 rows += batch.num_rows
                 if on_rows is not None:
                     on_rows(rows)
                 if truncated:
                     break
+            if not previewed:  # no row at all
+                on_preview(columns, [])
         finally:
             if writer is not None:
                 writer.close()

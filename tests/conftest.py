@@ -84,7 +84,19 @@ def isolated_storage(settings, tmp_path: Path) -> Path:
     settings.DATASETS_DIR = tmp_path / "datasets"
     settings.LAKEHOUSE_DIR = tmp_path / "lakehouse"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+    # A thread of the web process cannot see a test transaction's rows: the tests of inline runs
+    # (tests/test_sql_inline.py) and the browser tests (a live server) turn them on.
+    settings.SQL_INLINE_RUNS = 0
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _inline_threads_stopped():
+    """A test that ran inline SQL leaves no idle thread holding a database connection."""
+    yield
+    from sqlwarehouse.inline import inline_stop_idle
+
+    inline_stop_idle()
 
 
 @pytest.fixture

@@ -135,6 +135,42 @@ def test_stored_result_pages_without_asking_trino_again(world, trino, trino_serv
     assert len(queries_of(trino_server, "analyst~ro")) == before
 
 
+def test_the_first_rows_come_without_another_round_trip_and_none_twice(world, trino, trino_server):
+    """The engine hands over the rows the client already holds (no request between execute and
+    the first batch); the stream goes on from the next page, so every row comes exactly once,
+    in order, and Trino sees the query end normally (FINISHED, not cancelled)."""
+    import pyarrow.parquet as pq
+
+    from artifacts.storage import get_store
+    from sqlwarehouse.engines import open_engine
+
+    engine = open_engine(trino, user="analyst", read_only=True)
+    session = engine._settings.get("http_session")
+    assert session is not None  # the test server's CA: the engine's own session, whose requests we count
+    requests_made: list[str] = []
+    session.hooks["response"].append(lambda response, *a, **kw: requests_made.append(response.request.method))
+    stream = engine.run("SELECT x FROM UNNEST(sequence(1, 25)) AS t(x)", [], 60)
+    after_execute = len(requests_made)
+    first = next(stream.batches)
+    assert first.num_rows == 25 and len(requests_made) == after_execute  # no request for the first rows
+    assert [b.num_rows for b in stream.batches] == []  # the rest: nothing, after the final request
+    engine.close()
+
+    pages: list[list] = []
+    execution = query_submit(access=world.access("analyst"), connection=trino,
+                             sql="SELECT x + 10000 * y AS x FROM UNNEST(sequence(1, 10000)) AS t(x) "
+                                 "CROSS JOIN UNNEST(sequence(0, 11)) AS u(y) ORDER BY 1")
+    query_execute(execution_id=execution.pk, on_first_page=lambda columns, rows: pages.append(rows))
+    execution.refresh_from_db()
+    assert execution.status == "succeeded" and execution.row_count == 120000, execution.error
+    assert len(pages) == 1 and pages[0] == [[n] for n in range(1, len(pages[0]) + 1)]
+    with get_store().open(execution.result.sha256) as fh:
+        column = pq.read_table(fh).column("x").to_pylist()
+    assert column == list(range(1, 120001))
+    states = {q[0]: q[1:] for q in queries_of(trino_server, "analyst~ro")}
+    assert states[execution.engine_query_id] == ("FINISHED", "")
+
+
 def test_a_statement_timeout_stops_the_query_with_a_clear_message(world, trino):
     world.workspace.sql_timeout_s = 1
     world.workspace.save()

@@ -76,7 +76,8 @@ def run_with_keys(page: Page, sql: str) -> None:
     page.keyboard.press("Control+Enter")
 
 
-def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, eager_celery):
+def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, eager_celery, settings):
+    settings.SQL_INLINE_RUNS = 2  # as the run command: the web process runs them (sqlwarehouse.inline)
     page = open_editor()
     page.evaluate("window.__samePage = true")
     run_with_keys(page, "select id, country, revenue from revenue_demo order by id")
@@ -323,4 +324,32 @@ def test_a_link_naming_a_connection_chooses_it_for_the_open_tab(second_connectio
     page.wait_for_timeout(300)
     expect(page.locator("select[name=connection]")).to_have_value(str(second_connection))
     assert page.evaluate("CREditor.text()") == "select 1 as kept"  # the tab keeps its SQL
+    assert not page.problems, page.problems
+
+
+def test_the_first_rows_show_while_the_result_is_stored(open_editor, settings, monkeypatch):
+    """An inline run (sqlwarehouse.inline): the answer to Run carries the first rows, shown at once
+    and marked as being stored; the stored result then replaces them without another key press."""
+    from sqlwarehouse import results
+
+    settings.SQL_INLINE_RUNS = 2
+    release, real_store = threading.Event(), results.blob_store_file
+
+    def held_store(**kwargs):
+        assert release.wait(30)
+        return real_store(**kwargs)
+
+    monkeypatch.setattr(results, "blob_store_file", held_store)
+    page = open_editor()
+    run_with_keys(page, "select range as n, range * 2 as m from range(250)")
+    expect(page.locator("#results #storing")).to_have_text("First 100 rows; reading and storing the result…",
+                                                           timeout=15_000)
+    expect(page.locator("#results #result tr")).to_have_count(101)
+    expect(page.locator("#results #execution-state")).to_have_text("running")
+    shot(page, "5-first-rows-while-storing")
+    release.set()
+    expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=15_000)
+    expect(page.locator("#results .pagination")).to_contain_text("Page 1 of 3")
+    expect(page.locator("#results a", has_text="CSV")).to_be_visible()
+    shot(page, "6-stored")
     assert not page.problems, page.problems

@@ -124,11 +124,14 @@ class DuckDBEngine:
                     "memory_limit": settings.DUCKDB_MEMORY_LIMIT, "temp_directory": str(_spill_dir(self.database)),
                 })
                 break
-            except duckdb.IOException as exc:
-                # Another process holds the file's write lock: wait our turn, briefly.
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                # Another process holds the file's write lock, or this process has it open with
+                # the other read_only setting (a read-write run beside a read-only schema read;
+                # DuckDB refuses a second configuration): wait our turn, briefly.
+                text = str(exc).lower()
+                if ("lock" not in text and "different configuration" not in text) or time.monotonic() > deadline:
                     raise EngineError(f"The warehouse database is busy: {exc}") from exc
-                time.sleep(0.1)
+                time.sleep(0.05)
         try:
             with _SANDBOX_LOCK:  # threads opening one file at once share its instance: set it up once
                 self._sandbox(con)

@@ -277,6 +277,12 @@
     window.htmx.ajax("GET", url, { target: "#results", swap: "outerHTML" }).catch(() => clearResults());
   }
 
+  // A results panel the run answered with: swapped as htmx would (its own requests then start).
+  function showPanel(html) {
+    releaseCharts(resultsElement());
+    window.htmx.swap(resultsElement(), html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+  }
+
   document.body.addEventListener("htmx:beforeSwap", (event) => {
     if (event.detail.target && event.detail.target.id === "results") releaseCharts(event.detail.target);
   });
@@ -318,10 +324,13 @@
     if (confirmed) body.set("confirmed", "1");
     running = true;
     E.closeCompletion();
-    runNote.textContent = "Submitting…";
+    // Said only when the answer is slow: a fast one paints its rows without this note flickering first.
+    const slow = setTimeout(() => { runNote.textContent = "Running…"; }, 150);
     post(root.dataset.runUrl, body)
       .then((answer) => {
         running = false;
+        clearTimeout(slow);
+        if (answer.panel) showPanel(answer.panel); // an inline run's first rows: on screen before the rest
         runNote.textContent = "";
         if (answer.confirm) {
           return window.CRResultTools.confirmWrites(answer.confirm).then((yes) => {
@@ -337,13 +346,13 @@
         tab.execution = String(answer.execution);
         tab.connection = connection ? connection.value : tab.connection;
         tab.environment = environment ? environment.value : tab.environment;
-        persist();
-        setUrl(tab.execution);
-        loadResults(tab.execution);
+        if (!answer.panel) loadResults(tab.execution);
+        setTimeout(() => { persist(); setUrl(tab.execution); }, 0); // after the rows are painted
         return null;
       })
       .catch(() => {
         running = false;
+        clearTimeout(slow);
         runNote.textContent = "";
         showMessage("The server could not be reached; the query was not run.");
       });
