@@ -15,11 +15,12 @@ class SecretRef(models.Model):
     class Source(models.TextChoices):
         ENV = "env", "Environment variable"
         FILE = "file", "Mounted file"
+        VAULT = "vault", "Vault / OpenBao (KV v2)"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="secret_refs")
     name = models.SlugField(max_length=64)
     source = models.CharField(max_length=8, choices=Source.choices)
-    locator = models.CharField(max_length=500, help_text="Variable name or absolute file path.")
+    locator = models.CharField(max_length=500, help_text="Variable name, absolute file path, or Vault path#key.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -31,7 +32,8 @@ class SecretRef(models.Model):
     def clean(self) -> None:
         """The locator must follow the reference rules (connections.secret_rules)."""
         try:
-            secret_locator_check(source=self.source, locator=self.locator)
+            secret_locator_check(source=self.source, locator=self.locator,
+                                 workspace_slug=self.workspace.slug if self.workspace_id else "")
         except SecretRuleError as exc:
             raise ValidationError({"locator": str(exc)}) from None
 

@@ -1,5 +1,7 @@
 """Which places a secret reference may name: environment variables with the configured prefix
-(``SECRET_ENV_PREFIX``) and files inside the configured folders (``SECRET_FILE_DIRS``).
+(``SECRET_ENV_PREFIX``), files inside the configured folders (``SECRET_FILE_DIRS``) and Vault or
+OpenBao secrets under the workspace's own path (``SECRET_VAULT_PATH_PREFIX``, by default
+``controlroom/<workspace>/``: one workspace's admin cannot name another's secrets).
 
 Without these rules a workspace admin could point a reference at any variable or file the
 server can read (its database URL, its secret key, /etc/shadow) and have it sent to a host
@@ -29,9 +31,28 @@ def secret_file_dirs() -> list[Path]:
     return [Path(os.path.realpath(d)) for d in settings.SECRET_FILE_DIRS]
 
 
-def secret_locator_check(*, source: str, locator: str) -> Path | str:
-    """The variable name (``env``) or the resolved real path (``file``) a reference may read;
-    raises SecretRuleError when the rules refuse it."""
+_VAULT_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+_VAULT_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def vault_prefix(workspace_slug: str) -> str:
+    """The path every Vault/OpenBao reference of a workspace must start with."""
+    return settings.SECRET_VAULT_PATH_PREFIX.format(workspace=workspace_slug).strip("/") + "/"
+
+
+def secret_locator_check(*, source: str, locator: str, workspace_slug: str = "") -> Path | str | tuple[str, str]:
+    """The variable name (``env``), the resolved real path (``file``) or the (path, key) of a
+    KV v2 secret (``vault``, only under the workspace's prefix) a reference may read; raises
+    SecretRuleError when the rules refuse it."""
+    if source == "vault":
+        path, _, key = (locator or "").partition("#")
+        if not _VAULT_PATH.fullmatch(path) or not _VAULT_KEY.fullmatch(key) or ".." in path.split("/"):
+            raise SecretRuleError(f"A Vault reference is a secret's path and key, as {vault_prefix('<workspace>')}"
+                                  f"name#key (got '{locator}').")
+        prefix = vault_prefix(workspace_slug)
+        if not workspace_slug or not path.startswith(prefix) or path == prefix.rstrip("/"):
+            raise SecretRuleError(f"A Vault reference of this workspace must be under {prefix} (got '{path}').")
+        return path, key
     if source == "env":
         prefix = settings.SECRET_ENV_PREFIX
         if not _ENV_NAME.fullmatch(locator or "") or not locator.startswith(prefix) or locator == prefix:

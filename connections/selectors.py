@@ -39,7 +39,7 @@ def connection_get(*, access: Access, connection_id: int | None) -> Connection:
 def secret_refs_of(*, access: Access) -> QuerySet[SecretRef]:
     """The workspace's secret references, by name."""
     access.require(Role.ADMIN)
-    return SecretRef.objects.filter(workspace=access.workspace).order_by("name", "pk")
+    return SecretRef.objects.filter(workspace=access.workspace).select_related("workspace").order_by("name", "pk")
 
 
 def secret_ref_get(*, access: Access, secret_id: int | None) -> SecretRef:

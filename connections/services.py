@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from connections.models import Connection, SecretRef
 from connections.secret_rules import SecretRuleError, secret_locator_check
+from connections.vault import VaultError, vault_read
 from controlroom.access import Access
 from controlroom.audit import audit_record
 from controlroom.models import Environment, Role, Workspace
@@ -94,7 +95,13 @@ def secret_resolve(ref: SecretRef, *, workspace_id: int) -> str:
     try:
         if ref.workspace_id != workspace_id:
             raise SecretRuleError(f"the reference belongs to workspace {ref.workspace_id}, not {workspace_id}")
-        target = secret_locator_check(source=ref.source, locator=ref.locator)
+        slug = ref.workspace.slug if ref.source == SecretRef.Source.VAULT else ""  # only vault paths need it
+        target = secret_locator_check(source=ref.source, locator=ref.locator, workspace_slug=slug)
+        if isinstance(target, tuple):  # vault: (path, key)
+            try:
+                return vault_read(*target)
+            except VaultError as exc:
+                raise SecretRuleError(str(exc)) from None
         if ref.source == SecretRef.Source.ENV:
             value = os.environ.get(str(target))
             if value is None:

@@ -240,6 +240,22 @@ if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", SECRET_ENV_PREFIX):
 SECRET_FILE_DIRS = [Path(d) for d in env_list("SECRET_FILE_DIRS", [str(DATA_DIR / "secrets"), "/run/secrets"])]
 if not all(d.is_absolute() for d in SECRET_FILE_DIRS):
     raise ImproperlyConfigured("SECRET_FILE_DIRS must list absolute paths (comma-separated)")
+# Vault or OpenBao secret references (connections/vault.py): the server's address and its own
+# credentials (a token, or an AppRole), the KV v2 mount, and the path each workspace's
+# references must stay under ({workspace} is its slug).
+VAULT_ADDR = env_str("VAULT_ADDR", "")
+VAULT_TOKEN = env_str("VAULT_TOKEN", "")
+VAULT_TOKEN_FILE = env_str("VAULT_TOKEN_FILE", "")
+VAULT_ROLE_ID = env_str("VAULT_ROLE_ID", "")
+VAULT_SECRET_ID = env_str("VAULT_SECRET_ID", "")
+VAULT_SECRET_ID_FILE = env_str("VAULT_SECRET_ID_FILE", "")
+VAULT_CACERT = env_str("VAULT_CACERT", "")
+SECRET_VAULT_MOUNT = env_str("SECRET_VAULT_MOUNT", "secret")
+SECRET_VAULT_PATH_PREFIX = env_str("SECRET_VAULT_PATH_PREFIX", "controlroom/{workspace}/")
+if "{workspace}" not in SECRET_VAULT_PATH_PREFIX:
+    raise ImproperlyConfigured("SECRET_VAULT_PATH_PREFIX must contain {workspace} (each workspace has its own secrets)")
+# How long a secret value read from Vault/OpenBao stays in memory (0: read at every use).
+SECRET_CACHE_S = env_int("SECRET_CACHE_S", 30)
 # Git sources may use https and ssh; file:// (a repository on this server) only when this is on.
 GIT_ALLOW_FILE_PROTOCOL = env_bool("GIT_ALLOW_FILE_PROTOCOL", False)
 

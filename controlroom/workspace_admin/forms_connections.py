@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from connections.models import Connection, SecretRef
+from connections.secret_rules import vault_prefix
 from controlroom.models import Environment
 
 _QUOTED_KEY = re.compile(r"'([a-z0-9_]+(?:\.[a-z0-9_]+)?)'")
@@ -270,11 +271,12 @@ class SecretRefForm(forms.Form):
     source = forms.ChoiceField(choices=SecretRef.Source.choices)
     locator = forms.CharField(max_length=500)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, workspace_slug: str = "<workspace>", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         folders = ", ".join(str(d) for d in settings.SECRET_FILE_DIRS) or "none configured"
-        self.fields["locator"].help_text = (f"A variable name starting with {settings.SECRET_ENV_PREFIX}, or the "
-                                            f"absolute path of a file inside {folders}.")
+        self.fields["locator"].help_text = (f"A variable name starting with {settings.SECRET_ENV_PREFIX}, the "
+                                            f"absolute path of a file inside {folders}, or a Vault/OpenBao secret's "
+                                            f"path and key, as {vault_prefix(workspace_slug)}name#key.")
 
     def errors_apply(self, error: ValidationError) -> None:
         """Put a service's ValidationError on its fields."""

@@ -184,7 +184,7 @@ def connection_probe(request: HttpRequest, workspace: str, connection: str) -> H
 def secret_list(request: HttpRequest, workspace: str) -> HttpResponse:
     """The workspace's secret references, whether each resolves now, and a form to add one."""
     access = _admin(request, workspace)
-    form = SecretRefForm(request.POST if request.method == "POST" else None)
+    form = SecretRefForm(request.POST if request.method == "POST" else None, workspace_slug=workspace)
     if request.method == "POST" and form.is_valid():
         try:
             ref = secret_ref_create(access=access, **form.cleaned_data)
@@ -209,7 +209,7 @@ def secret_edit(request: HttpRequest, workspace: str, secret: str) -> HttpRespon
     access = _admin(request, workspace)
     ref = secret_ref_get(access=access, secret_id=id_parse(secret))
     if request.method == "POST":
-        form = SecretRefForm(request.POST)
+        form = SecretRefForm(request.POST, workspace_slug=workspace)
         if form.is_valid():
             try:
                 secret_ref_update(access=access, secret_id=ref.pk, **form.cleaned_data)
@@ -221,7 +221,8 @@ def secret_edit(request: HttpRequest, workspace: str, secret: str) -> HttpRespon
                 messages.success(request, f"Secret reference {form.cleaned_data['name']} saved.")
                 return redirect("workspace_admin:secrets", workspace=workspace)
     else:
-        form = SecretRefForm(initial={"name": ref.name, "source": ref.source, "locator": ref.locator})
+        form = SecretRefForm(initial={"name": ref.name, "source": ref.source, "locator": ref.locator},
+                             workspace_slug=workspace)
     return render(request, "controlroom/admin_secret_form.html", {
         "access": access, "workspace": access.workspace, "form": form, "ref": ref, "status": secret_status(ref),
         "section": "secrets",
