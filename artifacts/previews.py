@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from artifacts.models import Artifact
 from artifacts.storage import get_store
+from controlroom.masking import mask_text, mask_value
 
 MAX_ROWS = 50
 MAX_BYTES = 64 * 1024
@@ -83,6 +84,16 @@ def _text_from(text: str, truncated: bool) -> Preview:
 
 
 def preview_for(artifact: Artifact) -> Preview:
+    """The artifact's first rows or lines, with the workspace's secrets masked (the file itself
+    is kept as written)."""
+    preview = _preview(artifact)
+    wid = artifact.workspace_id
+    preview.text = mask_text(wid, preview.text)
+    preview.columns, preview.rows = mask_value(wid, preview.columns), mask_value(wid, preview.rows)
+    return preview
+
+
+def _preview(artifact: Artifact) -> Preview:
     if not artifact.stored:
         return Preview(kind="none", note=f"Kept outside Control Room, at {artifact.location}.")
     media = artifact.media_type

@@ -14,6 +14,7 @@ from connections.secret_rules import SecretRuleError, secret_locator_check
 from connections.vault import VaultError, vault_read
 from controlroom.access import Access
 from controlroom.audit import audit_record
+from controlroom.masking import secret_seen
 from controlroom.models import Environment, Role, Workspace
 from controlroom.services import ServiceError
 
@@ -91,27 +92,42 @@ def connection_set_default(*, access: Access, connection: Connection | None) -> 
 def secret_resolve(ref: SecretRef, *, workspace_id: int) -> str:
     """Read a secret's value for a user of workspace ``workspace_id``; raise SecretUnavailable
     (never echoing the value) when the reference belongs to another workspace, breaks the
-    reference rules (checked again now: settings and files change) or cannot be read."""
+    reference rules (checked again now: settings and files change) or cannot be read. The value
+    is masked from then on wherever this process stores or logs text (controlroom.masking)."""
     try:
         if ref.workspace_id != workspace_id:
             raise SecretRuleError(f"the reference belongs to workspace {ref.workspace_id}, not {workspace_id}")
-        slug = ref.workspace.slug if ref.source == SecretRef.Source.VAULT else ""  # only vault paths need it
-        target = secret_locator_check(source=ref.source, locator=ref.locator, workspace_slug=slug)
-        if isinstance(target, tuple):  # vault: (path, key)
-            try:
-                return vault_read(*target)
-            except VaultError as exc:
-                raise SecretRuleError(str(exc)) from None
-        if ref.source == SecretRef.Source.ENV:
-            value = os.environ.get(str(target))
-            if value is None:
-                raise SecretRuleError(f"environment variable {target} is not set")
-            return value
-        return _read_secret_file(str(target))
+        value = _read(ref)
     except SecretRuleError as exc:
         log.warning("secret %s (id %s) cannot be read: %s", ref.name, ref.pk, exc,
                     extra={"workspace_id": workspace_id})
         raise SecretUnavailable(ref, str(exc)) from None
+    secret_seen(ref.workspace_id, value)
+    return value
+
+
+def secret_value(ref: SecretRef) -> str | None:
+    """The reference's value, or None when it cannot be read (quietly: for masking only)."""
+    try:
+        return _read(ref)
+    except SecretRuleError:
+        return None
+
+
+def _read(ref: SecretRef) -> str:
+    slug = ref.workspace.slug if ref.source == SecretRef.Source.VAULT else ""  # only vault paths need it
+    target = secret_locator_check(source=ref.source, locator=ref.locator, workspace_slug=slug)
+    if isinstance(target, tuple):  # vault: (path, key)
+        try:
+            return vault_read(*target)
+        except VaultError as exc:
+            raise SecretRuleError(str(exc)) from None
+    if ref.source == SecretRef.Source.ENV:
+        value = os.environ.get(str(target))
+        if value is None:
+            raise SecretRuleError(f"environment variable {target} is not set")
+        return value
+    return _read_secret_file(str(target))
 
 
 def _read_secret_file(path: str) -> str:

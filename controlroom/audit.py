@@ -33,6 +33,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.ipv6 import clean_ipv6_address
 
 from controlroom.access import Access
+from controlroom.masking import mask_value
 from controlroom.models import AuditEvent, AuditHead, Workspace
 from controlroom.request_id import get_client_ip, get_request_id
 
@@ -242,8 +243,8 @@ def audit_record(
         action=action[:64],
         target_type=target_type[:64],
         target_id=target_id[:64],
-        before=stored_json(before),
-        after=stored_json(after),
+        before=stored_json(mask_value(workspace_id, before)),
+        after=stored_json(mask_value(workspace_id, after)),
         request_id=(request_id or get_request_id() or "")[:64],
         ip=stored_ip(get_client_ip()),
         created_at=timezone.now(),

@@ -6,6 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from controlroom.masking import mask_text
 from controlroom.request_id import get_request_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -25,7 +26,8 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        # A secret this process resolved never reaches the log, whichever field carried it.
+        return mask_text(None, json.dumps(payload, default=str))
 
 
 def _from_request(record: logging.LogRecord) -> str | None:

@@ -107,6 +107,15 @@ class QueryExecution(models.Model):
         ordering = ["-id"]
         indexes = [models.Index(fields=["workspace", "user", "-id"])]
 
+    def save(self, *args, **kwargs) -> None:
+        """Stored with the workspace's secrets masked in its error and statement outcomes (an
+        engine or the parser may echo a password; controlroom.masking)."""
+        from controlroom.masking import mask_text, mask_value
+
+        self.error = mask_text(self.workspace_id, self.error)
+        self.statements = mask_value(self.workspace_id, self.statements)
+        super().save(*args, **kwargs)
+
     def __str__(self) -> str:
         return f"execution {self.pk}"
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from controlroom.masking import mask_text, mask_value
 from controlroom.services import ServiceError
 from runs.models import Phase, Run, RunEvent
 from runs.services.fence import StaleLease, lease_fence, phases_locked_live
@@ -19,7 +20,9 @@ def event_append(
     *, run: Run, type: str, phase: Phase | None = None, message: str = "", level: str = "info",
     payload: dict[str, Any] | None = None, event_id: uuid.UUID | None = None,
 ) -> RunEvent:
-    """Append one event with the run's next sequence number (atomic per run)."""
+    """Append one event with the run's next sequence number (atomic per run); secrets in its
+    message and payload are stored masked (controlroom.masking)."""
+    message, payload = mask_text(run.workspace_id, message), mask_value(run.workspace_id, payload or {})
     with transaction.atomic(savepoint=False):  # two statements; no savepoint round trips
         seq = _reserve(run.pk, 1)
         return RunEvent.objects.create(
@@ -92,8 +95,9 @@ def events_append_batch(*, run: Run, events: list[dict[str, Any]]) -> dict[str, 
             now = timezone.now()
             RunEvent.objects.bulk_create(
                 RunEvent(run_id=run.pk, phase=phase, seq=first + i, event_id=event_id, type=raw["type"],
-                         level=raw.get("level", "info"), message=str(raw.get("message", ""))[:10_000],
-                         payload=raw.get("payload") or {}, ts=now)
+                         level=raw.get("level", "info"),
+                         message=mask_text(run.workspace_id, str(raw.get("message", "")))[:10_000],
+                         payload=mask_value(run.workspace_id, raw.get("payload") or {}), ts=now)
                 for i, (event_id, phase, raw) in enumerate(fresh)
             )
     return {"appended": appended, "duplicates": duplicates}

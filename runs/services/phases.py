@@ -19,6 +19,7 @@ from django.db import DatabaseError, close_old_connections, connection, connecti
 from django.db.models import Q
 from django.utils import timezone
 
+from controlroom.masking import mask_text, mask_value
 from runs.models import EventType, Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services.events import StaleLease, event_append
 from runs.services.leases import lease_ttl, phase_claim, phase_heartbeat
@@ -84,7 +85,10 @@ def phase_complete(
     *, phase: Phase, lease_token: str, succeeded: bool, error: str = "", output: dict[str, Any] | None = None,
     cancelled: bool = False,
 ) -> Phase:
-    """Record the outcome under the live lease; retry if attempts remain; settle the run."""
+    """Record the outcome under the live lease; retry if attempts remain; settle the run. The
+    error and output are stored with the workspace's secrets masked (controlroom.masking)."""
+    workspace_id = phase.run.workspace_id
+    error, output = mask_text(workspace_id, error), mask_value(workspace_id, output)
     if succeeded and not cancelled and connection.vendor == "postgresql":  # one statement, then the follow-ups
         from runs.services import pgclaim
 
