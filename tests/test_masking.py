@@ -160,3 +160,27 @@ def test_variants_and_short_values():
     assert variants("abc") == set()  # shorter than MIN_SECRET_CHARS: not masked (hides every word otherwise)
     found = variants('a"b\\c d')
     assert {'a"b\\c d', 'a\\"b\\\\c d', "a%22b%5Cc%20d", "a%22b%5Cc+d"} <= found
+
+
+def test_an_outside_executor_cannot_store_a_secret_either(world, lake, django_capture_on_commit_callbacks):
+    """The standalone executor's events and outcome arrive over HTTP: the server masks them with
+    the workspace's references' values, though it never resolved them for this run."""
+    import uuid
+
+    from runs.models import Phase
+    from runs.services.jobs import job_create
+    from tests.test_contract import DIAMOND, Agent
+
+    masking_forget()  # nothing resolved in this process: the references' values alone
+    job_create(access=world.access("operator"), spec_text=DIAMOND)
+    agent = Agent(world.token("operator"))
+    with django_capture_on_commit_callbacks(execute=False):
+        run_id = agent.post("/runs", {"job": "diamond"}).json()["id"]
+    claim = agent.claim(run=run_id).json()
+    batch = [{"event_id": str(uuid.uuid4()), "phase_id": claim["phase"]["id"], "lease_token": claim["lease_token"],
+              "type": "PHASE_LOG", "message": f"env: LAKE_PW={PASSWORD}", "payload": {"k": quote(S3_KEY, safe="")}}]
+    assert agent.post(f"/runs/{run_id}/events", {"events": batch}).json()["appended"] == 1
+    agent.complete(claim, outcome="failed", error=f"login failed for {S3_KEY}", output={"pw": PASSWORD})
+    event = RunEvent.objects.get(run_id=run_id, type="PHASE_LOG")
+    assert (event.message, event.payload) == (f"env: LAKE_PW={MASK}", {"k": MASK})
+    assert Phase.objects.get(pk=claim["phase"]["id"]).error == f"login failed for {MASK}"

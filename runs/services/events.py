@@ -79,7 +79,9 @@ def events_append_batch(*, run: Run, events: list[dict[str, Any]]) -> dict[str, 
             raise ServiceError(f"events[{index}].phase_id is not a phase of run {run.pk}.")
         if raw.get("level", "info") not in LEVELS or not isinstance(raw.get("payload") or {}, dict):
             raise ServiceError(f"events[{index}]: level must be one of {', '.join(LEVELS)}, payload an object.")
-        parsed.append((event_id, phase, raw))
+        # Masked before the transaction: reading the workspace's secrets never holds the run's lock.
+        parsed.append((event_id, phase, {**raw, "message": mask_text(run.workspace_id, str(raw.get("message", ""))),
+                                          "payload": mask_value(run.workspace_id, raw.get("payload") or {})}))
     with transaction.atomic():
         # One locked lease check per (phase, token) pair, not per event: the batch is all or nothing.
         phases_locked_live((phase.pk, str(raw.get("lease_token") or "")) for _, phase, raw in parsed)
@@ -95,9 +97,8 @@ def events_append_batch(*, run: Run, events: list[dict[str, Any]]) -> dict[str, 
             now = timezone.now()
             RunEvent.objects.bulk_create(
                 RunEvent(run_id=run.pk, phase=phase, seq=first + i, event_id=event_id, type=raw["type"],
-                         level=raw.get("level", "info"),
-                         message=mask_text(run.workspace_id, str(raw.get("message", "")))[:10_000],
-                         payload=mask_value(run.workspace_id, raw.get("payload") or {}), ts=now)
+                         level=raw.get("level", "info"), message=raw["message"][:10_000],
+                         payload=raw["payload"], ts=now)
                 for i, (event_id, phase, raw) in enumerate(fresh)
             )
     return {"appended": appended, "duplicates": duplicates}
