@@ -92,11 +92,15 @@ def _refuse_unstorable_text(value: Any) -> None:
             _refuse_unstorable_text(item)
 
 
-def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
-    """Authenticate the bearer token, check the workspace and role, map errors to JSON.
+Scope = str | tuple[str, ...]
+
+
+def api_view(methods: tuple[str, ...], minimum: str, scope: Scope | dict[str, Scope]) -> Callable:
+    """Authenticate the bearer token, check the workspace, role and scope, map errors to JSON.
 
     Under /api/v1/workspaces/<slug>/ the slug must be the token's workspace; under
-    /api/v1/ops/ the token alone names the workspace."""
+    /api/v1/ops/ the token alone names the workspace. ``scope``: the token scope a request
+    needs (a tuple: any one of them), or one per method."""
 
     def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         @csrf_exempt
@@ -112,6 +116,11 @@ def api_view(methods: tuple[str, ...], minimum: str) -> Callable:
                 return api_error(401, "unauthenticated", "Send a valid API token as 'Authorization: Bearer …'.")
             if workspace is not None and access.workspace.slug != workspace:
                 return api_error(404, "not_found", "No such workspace.")
+            needed = scope[request.method] if isinstance(scope, dict) else scope
+            needed = (needed,) if isinstance(needed, str) else needed
+            if access.token is not None and not set(needed) & set(access.token.scopes or ()):
+                return api_error(403, "insufficient_scope", f"This token lacks the '{needed[0]}' scope"
+                                 + (f" (or {', '.join(repr(n) for n in needed[1:])})" if needed[1:] else "") + ".")
             if any(isinstance(v, int) and not 0 < v <= MAX_DB_ID for v in kwargs.values()):
                 return api_error(404, "not_found", "Not found.")
             try:

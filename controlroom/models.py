@@ -70,6 +70,16 @@ class Membership(models.Model):
         return f"{self.user} in {self.workspace} as {self.role}"
 
 
+# What an API token may do, beside its role (both must allow a request): read or change jobs
+# and runs, act as an executor (claim, heartbeat, events, artifacts, complete), read or run SQL,
+# and act as an admin (without it a token's role counts as operator at most).
+TOKEN_SCOPES = ("runs:read", "runs:write", "executor", "sql:read", "sql:write", "admin")
+
+
+def all_scopes() -> list[str]:
+    return list(TOKEN_SCOPES)
+
+
 class ApiToken(models.Model):
     """A workspace-scoped bearer token. Only its sha256 is stored; the value is shown once."""
 
@@ -83,6 +93,7 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: the token does not expire.")
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=all_scopes, help_text="Some of TOKEN_SCOPES.")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

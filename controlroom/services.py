@@ -15,7 +15,7 @@ from django.utils.text import slugify
 
 from controlroom.access import Access
 from controlroom.audit import AuditTarget, audit_record
-from controlroom.models import ApiToken, Environment, Membership, Role, Workspace
+from controlroom.models import TOKEN_SCOPES, ApiToken, Environment, Membership, Role, Workspace
 
 TOKEN_PREFIX = "crt_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_NAME_MAX = 100  # ApiToken.name's max_length
@@ -101,9 +101,11 @@ def _token_expiry(expires_at: dt.datetime | int | None) -> dt.datetime | None:
     return expires_at
 
 
-def api_token_create(*, access: Access, name: str, role: str,
-                     expires_at: dt.datetime | int | None = None) -> tuple[ApiToken, str]:
+def api_token_create(*, access: Access, name: str, role: str, expires_at: dt.datetime | int | None = None,
+                     scopes: list[str] | None = None) -> tuple[ApiToken, str]:
     """Issue a token; returns the row and the plaintext value, which is never stored.
+
+    ``scopes``: some of TOKEN_SCOPES (None: all of them; the role still limits the token).
 
     ``name`` is stripped, 1 to 100 characters without control characters. ``expires_at`` is
     None (no expiry), an aware datetime in the future, or a number of days from now; either way
@@ -111,15 +113,28 @@ def api_token_create(*, access: Access, name: str, role: str,
     access.require(Role.ADMIN)
     name = _token_name(name)
     expiry = _token_expiry(expires_at)
+    scopes = _token_scopes(scopes)
     value = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
             workspace=access.workspace, name=name, role=Role(role), prefix=value[:12],
-            token_hash=_hash_token(value), created_by=access.user, expires_at=expiry,
+            token_hash=_hash_token(value), created_by=access.user, expires_at=expiry, scopes=scopes,
         )
         audit_record(access=access, action="api_token.create", target=token,
-                     after={"name": name, "role": role, "expires_at": expiry.isoformat() if expiry else None})
+                     after={"name": name, "role": role, "expires_at": expiry.isoformat() if expiry else None,
+                            "scopes": scopes})
     return token, value
+
+
+def _token_scopes(scopes: list[str] | None) -> list[str]:
+    if scopes is None:
+        return list(TOKEN_SCOPES)
+    if not isinstance(scopes, (list, tuple)) or not scopes:
+        raise ServiceError("Choose at least one scope for the token.")
+    unknown = [s for s in scopes if s not in TOKEN_SCOPES]
+    if unknown:
+        raise ServiceError(f"Unknown scope {unknown[0]!r}: choose from {', '.join(TOKEN_SCOPES)}.")
+    return [s for s in TOKEN_SCOPES if s in scopes]  # in the one order, once each
 
 
 def api_token_revoke(*, access: Access, token: ApiToken) -> None:
@@ -154,7 +169,10 @@ def api_token_authenticate(value: str) -> Access | None:
         return None
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return Access(workspace=token.workspace, role=token.role, token=token)
+    role = token.role
+    if "admin" not in (token.scopes or []) and role == Role.ADMIN:
+        role = Role.OPERATOR  # an admin role without the admin scope acts as an operator
+    return Access(workspace=token.workspace, role=role, token=token)
 
 
 # Sign-ins and sign-outs, and the changes people make to their own account on allauth's pages.

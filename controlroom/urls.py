@@ -31,6 +31,7 @@ urlpatterns = [
     path("w/<slug:workspace>/", include("runs.schedule_urls")),
     path("w/<slug:workspace>/artifacts/", include("artifacts.urls")),
     path("w/<slug:workspace>/sql/", include("sqlwarehouse.urls")),
+    path("api/v1/workspaces/<slug:workspace>/sql/", include("sqlwarehouse.api_urls")),
     path("api/v1/workspaces/<slug:workspace>/", include("runs.api_urls")),
     path("api/v1/ops/", include("runs.ops_urls")),
     path("", include("lakehouse.urls")),

@@ -66,6 +66,17 @@ def _token_revoke(request: HttpRequest, access: Access) -> None:
         messages.success(request, f"Token {token.name} revoked.")
 
 
+# The token form's scopes: (value, what it allows, checked by default: a CI token's).
+SCOPE_CHOICES = (
+    ("runs:read", "read jobs, runs, events and tables", True),
+    ("runs:write", "create jobs, trigger, cancel and rerun runs", True),
+    ("executor", "act as an executor: claim phases, heartbeat, send events and artifacts, complete", False),
+    ("sql:read", "read its SQL history and results, and tables", False),
+    ("sql:write", "run SQL", False),
+    ("admin", "act with the admin role (without it an admin token acts as an operator)", False),
+)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest, workspace: str) -> HttpResponse:
@@ -78,7 +89,7 @@ def token_list(request: HttpRequest, workspace: str) -> HttpResponse:
         try:
             _, new_value = api_token_create(
                 access=access, name=request.POST.get("name", ""), role=request.POST.get("role", Role.OPERATOR),
-                expires_at=_token_expiry(request.POST),
+                expires_at=_token_expiry(request.POST), scopes=request.POST.getlist("scopes"),
             )
         except (ServiceError, ValueError) as exc:
             messages.error(request, str(exc) if isinstance(exc, ServiceError) else "Choose a valid role.")
@@ -86,6 +97,7 @@ def token_list(request: HttpRequest, workspace: str) -> HttpResponse:
     response = render(request, "controlroom/tokens.html", {
         "access": access, "workspace": access.workspace, "tokens": tokens, "new_value": new_value,
         "roles": Role.choices, "expiry_days": EXPIRY_CHOICES, "now": timezone.now(), "section": "tokens",
+        "scopes": SCOPE_CHOICES,
     })
     if new_value:
         add_never_cache_headers(response)  # the token's value is on this page, once

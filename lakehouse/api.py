@@ -35,7 +35,7 @@ def _version_json(version: TableVersion) -> dict[str, Any]:
             "git_sha": version.git_sha or None}
 
 
-@api_view(("GET",), Role.VIEWER)
+@api_view(("GET",), Role.VIEWER, ("runs:read", "sql:read"))
 def tables(request: HttpRequest, access: Access) -> JsonResponse:
     """The workspace's tables by id, 100 a page (``after=<id>`` continues); ``q``, ``format`` and
     ``environment`` filter."""
@@ -49,7 +49,7 @@ def tables(request: HttpRequest, access: Access) -> JsonResponse:
                          "next_after": page[-1].pk if len(page) == PAGE else None})
 
 
-@api_view(("GET",), Role.VIEWER)
+@api_view(("GET",), Role.VIEWER, ("runs:read", "sql:read"))
 def table(request: HttpRequest, access: Access, table_id: str) -> JsonResponse:
     """One table with its versions, newest first, 100 a page (``versions_before=<version row id>``)."""
     obj = table_get(access=access, table_id=table_id)

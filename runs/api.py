@@ -62,7 +62,7 @@ def _spec_args(body: dict[str, Any]) -> dict[str, str]:
     return {"spec_text": spec, **{k: str(body.get(k) or "") for k in ("git_repo", "git_sha", "git_path")}}
 
 
-@api_view(("GET", "POST"), Role.VIEWER)
+@api_view(("GET", "POST"), Role.VIEWER, {"GET": "runs:read", "POST": "runs:write"})
 def jobs(request: HttpRequest, access: Access) -> JsonResponse:
     if request.method == "POST":
         access.require(Role.OPERATOR)
@@ -71,7 +71,7 @@ def jobs(request: HttpRequest, access: Access) -> JsonResponse:
     return JsonResponse({"jobs": [_job_json(j) for j in selectors.job_list(access=access)[:500]]})
 
 
-@api_view(("GET", "PUT"), Role.VIEWER)
+@api_view(("GET", "PUT"), Role.VIEWER, {"GET": "runs:read", "PUT": "runs:write"})
 def job(request: HttpRequest, access: Access, job: str) -> JsonResponse:
     obj = selectors.job_get(access=access, slug=job)
     if request.method == "PUT":
@@ -91,7 +91,7 @@ def idempotency_key(request: HttpRequest) -> str | None:
     return key
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "runs:write")
 def job_runs(request: HttpRequest, access: Access, job: str) -> JsonResponse:
     obj = selectors.job_get(access=access, slug=job)
     body = json_body(request)
@@ -103,7 +103,7 @@ def job_runs(request: HttpRequest, access: Access, job: str) -> JsonResponse:
     return JsonResponse(run_json(run), status=200 if run.replayed else 201)
 
 
-@api_view(("GET",), Role.VIEWER)
+@api_view(("GET",), Role.VIEWER, "runs:read")
 def runs(request: HttpRequest, access: Access) -> JsonResponse:
     return runs_page(request, access)
 
@@ -119,12 +119,12 @@ def runs_page(request: HttpRequest, access: Access) -> JsonResponse:
                          "next_before": page[-1].pk if len(page) == PAGE else None})
 
 
-@api_view(("GET",), Role.VIEWER)
+@api_view(("GET",), Role.VIEWER, "runs:read")
 def run(request: HttpRequest, access: Access, run_id: str) -> JsonResponse:
     return JsonResponse(run_json(selectors.run_get(access=access, run_id=run_id)))
 
 
-@api_view(("GET",), Role.VIEWER)
+@api_view(("GET",), Role.VIEWER, "runs:read")
 def run_events(request: HttpRequest, access: Access, run_id: str) -> JsonResponse:
     return events_page(request, access, run_id)
 

@@ -81,7 +81,7 @@ def runs_create(request: HttpRequest, access: Access) -> JsonResponse:
     return JsonResponse(run_json(run), status=200 if run.replayed else 201)
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "executor")
 def claim(request: HttpRequest, access: Access) -> HttpResponse:
     body = json_body(request)
     executor, kinds = body.get("executor"), body.get("kinds")
@@ -118,7 +118,7 @@ def claim(request: HttpRequest, access: Access) -> HttpResponse:
     })
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "executor")
 def heartbeat(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
     phase = _phase(access, phase_id)
     cancel = phase_heartbeat(phase_id=phase.pk, lease_token=_token(json_body(request)))
@@ -127,7 +127,7 @@ def heartbeat(request: HttpRequest, access: Access, phase_id: int) -> JsonRespon
                          "lease_ttl_s": settings.PHASE_LEASE_TTL_S})
 
 
-@api_view(("GET", "POST"), Role.VIEWER)
+@api_view(("GET", "POST"), Role.VIEWER, {"GET": ("runs:read", "executor"), "POST": "executor"})
 def events_dispatch(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
     """GET reads the run's events after a cursor; POST appends an executor's batch."""
     if request.method == "GET":
@@ -173,7 +173,7 @@ def _upload_body(request: HttpRequest, phase_id: int) -> tuple[dict[str, Any], s
     return body, token, handler
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "executor")
 def artifacts(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
     """JSON {lease_token, name, sha256, size, media_type, location?} registers by hash or location;
     a multipart upload sends the same fields with the bytes in 'file' and the lease token in the
@@ -195,7 +195,7 @@ def artifacts(request: HttpRequest, access: Access, phase_id: int) -> JsonRespon
                          "size": artifact.size, "location": artifact.location}, status=201)
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "executor")
 def complete(request: HttpRequest, access: Access, phase_id: int) -> JsonResponse:
     phase = _phase(access, phase_id)
     body = json_body(request)
@@ -211,13 +211,13 @@ def complete(request: HttpRequest, access: Access, phase_id: int) -> JsonRespons
                          "run": {"id": run.pk, "status": run.status}})
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "runs:write")
 def cancel(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
     run = run_cancel(access=access, run=selectors.run_get(access=access, run_id=run_id))
     return JsonResponse(run_json(run))
 
 
-@api_view(("POST",), Role.OPERATOR)
+@api_view(("POST",), Role.OPERATOR, "runs:write")
 def rerun(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
     """{"mode": "retry"} re-runs failed and skipped phases; {"mode": "repair", "phases": [...]} the
     named phases and their downstream; {"mode": "rebuild"} runs all again."""
@@ -230,11 +230,11 @@ def rerun(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
     return JsonResponse(run_json(new), status=201)
 
 
-@api_view(("GET",), Role.VIEWER)
+@api_view(("GET",), Role.VIEWER, ("runs:read", "executor"))  # executors poll it for a cancel
 def run_detail(request: HttpRequest, access: Access, run_id: int) -> JsonResponse:
     return JsonResponse(run_json(selectors.run_get(access=access, run_id=run_id)))
 
 
-@api_view(("GET", "POST"), Role.VIEWER)
+@api_view(("GET", "POST"), Role.VIEWER, {"GET": "runs:read", "POST": "runs:write"})
 def runs_collection(request: HttpRequest, access: Access) -> JsonResponse:
     return runs_create(request, access) if request.method == "POST" else runs_page(request, access)

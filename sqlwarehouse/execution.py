@@ -69,7 +69,8 @@ def query_submit(
         environment = access.workspace.environments.get(name=Environment.Name.DEV)
     read_only = not may_write(access, environment, connection)
     execution = QueryExecution(
-        workspace=access.workspace, user=access.user, connection=connection, saved_query=saved_query,
+        workspace=access.workspace, user=access.user, api_token=access.token, connection=connection,
+        saved_query=saved_query,
         environment=environment, sql=sql, parameters=parameters or {}, engine=connection.kind,
         read_only=read_only, started_at=timezone.now(),
         saved_query_version=saved_query.version if saved_query is not None and saved_query.sql == sql else None,
@@ -206,6 +207,13 @@ def statement_outcome(number: int, sql: str) -> dict[str, Any]:
             "status": "not_run", "rows": None, "duration_ms": None, "error": "", "shown": False}
 
 
+def engine_identity(execution: QueryExecution) -> str:
+    """Who the engine runs the query as: the user, or ``token-<id>`` for an API token's query."""
+    if execution.user is not None:
+        return execution.user.username
+    return f"token-{execution.api_token_id}" if execution.api_token_id else "controlroom"
+
+
 def _statement_failed(outcomes: list[dict[str, Any]], status: str, error: str) -> None:
     """The statement that was running when the execution ended badly gets its status and error
     (the ones after it stay not_run)."""
@@ -231,7 +239,7 @@ def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = No
     try:
         if execution.connection is None:
             raise EngineError("The connection of this query was deleted.")
-        user = execution.user.username if execution.user else "controlroom"
+        user = engine_identity(execution)
         engine = open_engine(execution.connection, user=user, read_only=execution.read_only,
                              environment=execution.environment)
         declared = execution.saved_query.parameters if execution.saved_query else None

@@ -7,7 +7,7 @@ from django.db import models
 
 from artifacts.models import Blob
 from connections.models import Connection
-from controlroom.models import Environment, Workspace
+from controlroom.models import ApiToken, Environment, Workspace
 
 
 class SavedQuery(models.Model):
@@ -71,6 +71,8 @@ class QueryExecution(models.Model):
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="query_executions")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
+    # Submitted through the API with this token (no user): it runs in the engines as token-<id>.
+    api_token = models.ForeignKey(ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     connection = models.ForeignKey(Connection, on_delete=models.SET_NULL, null=True)
     # The environment the query ran for: it decides who may write (in prod only admins).
     environment = models.ForeignKey(Environment, on_delete=models.SET_NULL, null=True, blank=True)

@@ -76,7 +76,8 @@ def test_objects_of_another_workspace_are_404(world, demo_job):
 
 def test_token_is_shown_once_and_stored_hashed(world):
     client = world.client("admin")
-    response = client.post(reverse("token_list", kwargs={"workspace": "acme"}), {"name": "ci", "role": "operator"})
+    response = client.post(reverse("token_list", kwargs={"workspace": "acme"}), {"name": "ci", "role": "operator",
+                                                                                  "scopes": ["runs:read"]})
     value = response.context["new_value"]
     assert value.startswith("crt_") and value in response.content.decode()
     token = ApiToken.objects.get(name="ci")

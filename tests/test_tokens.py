@@ -74,23 +74,24 @@ def test_an_expired_token_answers_401(world, demo_job):
 
 def test_the_page_creates_expiring_tokens_and_lists_expiry(world):
     client = world.client("admin")
-    client.post(page(world), {"name": "week", "role": "viewer", "expires_in": "7"})
-    client.post(page(world), {"name": "dated", "role": "viewer", "expires_on": "2099-01-31"})
-    client.post(page(world), {"name": "never", "role": "viewer"})
+    client.post(page(world), {"name": "week", "role": "viewer", "expires_in": "7", "scopes": ["runs:read"]})
+    client.post(page(world), {"name": "dated", "role": "viewer", "expires_on": "2099-01-31", "scopes": ["runs:read"]})
+    client.post(page(world), {"name": "never", "role": "viewer", "scopes": ["runs:read"]})
     assert ApiToken.objects.get(name="never").expires_at is None
     week = ApiToken.objects.get(name="week")
     assert dt.timedelta(days=6, hours=23) < week.expires_at - timezone.now() <= dt.timedelta(days=7)
     # A date means "through that day" (UTC); 2099 is past the maximum, so that one is refused.
     assert not ApiToken.objects.filter(name="dated").exists()
     soon = (timezone.now() + dt.timedelta(days=10)).date()
-    client.post(page(world), {"name": "dated", "role": "viewer", "expires_on": soon.isoformat()})
+    client.post(page(world), {"name": "dated", "role": "viewer", "expires_on": soon.isoformat(),
+                              "scopes": ["runs:read"]})
     dated = ApiToken.objects.get(name="dated")
     assert dated.expires_at == dt.datetime.combine(soon + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
     ApiToken.objects.filter(pk=week.pk).update(expires_at=timezone.now() - dt.timedelta(hours=1))
     html = client.get(page(world)).content.decode()
     assert "expired " in html and f"expires {dated.expires_at:%Y-%m-%d %H:%M}" in html
     for bad in ({"expires_in": "abc"}, {"expires_in": "-5"}, {"expires_on": "31/01/2099"}):
-        response = client.post(page(world), {"name": "bad", "role": "viewer", **bad})
+        response = client.post(page(world), {"name": "bad", "role": "viewer", **bad, "scopes": ["runs:read"]})
         assert response.status_code == 200 and any("expir" in m for m in shown(response)), bad
     assert not ApiToken.objects.filter(name="bad").exists()
 

@@ -101,7 +101,9 @@ def test_admin_manages_members_audit_settings_and_tokens(world, live_server, cli
         page.locator("nav.subnav").get_by_role("link", name="API tokens").click()
         page.get_by_label("Name").fill("ci")
         page.get_by_label("Expires").select_option("30")
+        page.locator('input[name="scopes"][value="executor"]').check()  # beside the CI defaults
         page.get_by_role("button", name="Create token").click()
+        expect(page.locator("td.scope-list").first).to_have_text("runs:read runs:write executor")
         value = page.locator("#new-token").inner_text().strip()
         assert value.startswith("crt_")
         page.locator("#copy-token").click()

@@ -14,7 +14,8 @@ TOKENS = "/w/acme/tokens/"
 
 
 def test_a_new_token_has_a_copy_button_and_is_not_cached(world):
-    response = world.client("admin").post(TOKENS, {"name": "ci", "role": "operator", "expires_in": "30"})
+    response = world.client("admin").post(TOKENS, {"name": "ci", "role": "operator", "expires_in": "30",
+                                                  "scopes": ["runs:read", "runs:write"]})
     body = response.content.decode()
     value = response.context["new_value"]
     assert f'<pre class="preview grow" id="new-token">{value}</pre>' in body
