@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount, SocialApp, SocialToken
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
@@ -21,7 +22,7 @@ from django_celery_results.models import GroupResult, TaskResult
 
 from controlroom.admin_audit import AuditedAdminMixin, AuditedModelAdmin, register_audited
 from controlroom.admin_services import admin_object_save
-from controlroom.models import ApiToken, AuditEvent, Environment, Membership, Workspace
+from controlroom.models import ApiToken, AuditEvent, Environment, IdpGroupMapping, Membership, Workspace
 
 
 @admin.register(Workspace)
@@ -100,3 +101,9 @@ admin.site.register(Group, AuditedGroupAdmin)
 for _model in (EmailAddress, TaskResult, GroupResult, PeriodicTask, ClockedSchedule, CrontabSchedule,
                SolarSchedule, IntervalSchedule):
     register_audited(_model)
+# Single sign-on is configured from the environment (OIDC_*), not from SocialApp rows; the sign-on
+# links (subject to user) stay visible and audited, and tokens are not stored (SOCIALACCOUNT_STORE_TOKENS).
+admin.site.unregister(SocialApp)
+admin.site.unregister(SocialToken)
+register_audited(SocialAccount)
+admin.site.register(IdpGroupMapping, AuditedModelAdmin)

@@ -6,6 +6,6 @@ class ControlroomConfig(AppConfig):
     verbose_name = "Control Room platform"
 
     def ready(self) -> None:
-        from controlroom import signals
+        from controlroom import signals, sso  # noqa: F401 (sso: its sign-on receiver)
 
         signals.connect()

@@ -11,15 +11,17 @@ injected ``style`` attributes and ``<style>`` elements inert, so markup cannot r
 page (fake buttons over real ones). Pages therefore carry no ``style="…"`` attributes; their
 layout lives in ``static/css/app.css``.
 
-``form-action 'self'`` also applies to redirects after a form post: an OIDC provider on
-another origin must be added there when it arrives.
+``form-action 'self'`` also applies to redirects after a form post: the identity provider's
+origin (OIDC_ISSUER) is added, since signing in and out post a form that redirects there.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 HEADER = "Content-Security-Policy"
@@ -36,10 +38,15 @@ def policy(nonce: str) -> str:
         "font-src": "'self'",
         "object-src": "'none'",
         "base-uri": "'self'",
-        "form-action": "'self'",
+        "form-action": " ".join(["'self'", *_idp_origin()]),
         "frame-ancestors": "'none'",
     }
     return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+def _idp_origin() -> list[str]:
+    parts = urlsplit(settings.OIDC_ISSUER or "")
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme in ("http", "https") and parts.netloc else []
 
 
 class ContentSecurityPolicyMiddleware:

@@ -58,9 +58,14 @@ class Environment(models.Model):
 
 
 class Membership(models.Model):
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Granted by hand"  # kept as it is by every single sign-on
+        IDP = "idp", "From identity provider groups"  # brought in line with the groups at each sign-on
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.MANUAL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -68,6 +73,22 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.workspace} as {self.role}"
+
+
+class IdpGroupMapping(models.Model):
+    """An identity provider group whose members get ``role`` in ``workspace`` at sign-on."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="idp_groups")
+    group = models.CharField(max_length=200)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "group"], name="uniq_idp_group")]
+        ordering = ["group"]
+
+    def __str__(self) -> str:
+        return f"{self.group} → {self.workspace.slug} as {self.role}"
 
 
 # What an API token may do, beside its role (both must allow a request): read or change jobs

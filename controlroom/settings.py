@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "template_partials",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "django_celery_results",
     "django_celery_beat",
     "controlroom",
@@ -115,6 +117,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "controlroom.context_processors.sso",
             ],
         },
     }
@@ -133,9 +136,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "allauth.account.auth_backends.AuthenticationBackend",
+AUTHENTICATION_BACKENDS = [  # Django's and allauth's password checks, with SSO_ONLY's rule (controlroom/sso.py)
+    "controlroom.sso.SsoOnlyModelBackend",
+    "controlroom.sso.SsoOnlyAllauthBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -158,6 +161,33 @@ ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Control Room] "
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+# Single sign-on through an OpenID Connect provider (controlroom/sso.py): authorization code with
+# PKCE; users are made at their first sign-on, keyed by the IdP's subject; their memberships
+# follow their groups (the OIDC_GROUPS_CLAIM claim) through each workspace's group mappings.
+OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "") or (
+    Path(env_str("OIDC_CLIENT_SECRET_FILE", "")).read_text().strip() if env_str("OIDC_CLIENT_SECRET_FILE", "") else "")
+OIDC_NAME = env_str("OIDC_NAME", "Single sign-on")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+# SSO-only: no local password works, except the break-glass account's (a local admin for when
+# the IdP is down); the login page shows only the IdP's button.
+SSO_ONLY = env_bool("SSO_ONLY", False)
+SSO_BREAK_GLASS_USER = env_str("SSO_BREAK_GLASS_USER", "")
+if SSO_ONLY and not OIDC_ISSUER:
+    raise ImproperlyConfigured("SSO_ONLY needs OIDC_ISSUER (and its client): nobody could sign in")
+SOCIALACCOUNT_ADAPTER = "controlroom.sso.SsoAdapter"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # an e-mail never links an IdP login to a local account
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_PROVIDERS = {"openid_connect": {
+    "OAUTH_PKCE_ENABLED": True,
+    "SCOPE": ["openid", "profile", "email", "groups"],
+    "APPS": [{"provider_id": "idp", "name": OIDC_NAME, "client_id": OIDC_CLIENT_ID, "secret": OIDC_CLIENT_SECRET,
+              "settings": {"server_url": OIDC_ISSUER}}]
+    if OIDC_ISSUER else [],
+}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

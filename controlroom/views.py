@@ -33,7 +33,8 @@ def home(request: HttpRequest) -> HttpResponse:
     workspaces = list(workspaces_for_user(user=request.user))
     if len(workspaces) == 1:
         return redirect("runs:overview", workspace=workspaces[0].slug)
-    return render(request, "controlroom/home.html", {"workspaces": workspaces})
+    return render(request, "controlroom/home.html", {"workspaces": workspaces,
+                                                     "sso_groups": request.session.get("sso_groups")})
 
 
 def _token_expiry(data: QueryDict) -> dt.datetime | int | None:

@@ -129,8 +129,9 @@ def member_role_change(*, access: Access, membership_id: int, role: str) -> Memb
             return membership
         if before == Role.ADMIN and admins <= 1:
             raise ServiceError(LAST_ADMIN, code="conflict")
-        Membership.objects.filter(pk=membership.pk).update(role=role)
-        membership.role = role
+        # A role set by hand is kept by single sign-on from now on (controlroom/sso.py).
+        Membership.objects.filter(pk=membership.pk).update(role=role, source=Membership.Source.MANUAL)
+        membership.role, membership.source = role, Membership.Source.MANUAL
         audit_record(access=access, action="membership.role_change", target=membership,
                      before={"user": membership.user.get_username(), "role": before},
                      after={"user": membership.user.get_username(), "role": role})

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from controlroom.workspace_admin import views_audit, views_connections, views_members, views_settings
+from controlroom.workspace_admin import views_audit, views_connections, views_groups, views_members, views_settings
 
 app_name = "workspace_admin"
 urlpatterns = [
@@ -11,6 +11,7 @@ urlpatterns = [
     # <str:>, parsed by id_parse in the view: a number too large for the database is a 404, not a 500.
     path("members/<str:member>/role/", views_members.member_role, name="member_role"),
     path("members/<str:member>/remove/", views_members.member_delete, name="member_remove"),
+    path("groups/", views_groups.group_list, name="groups"),
     path("audit/", views_audit.audit_log, name="audit"),
     path("audit/verify/", views_audit.audit_verify_view, name="audit_verify"),
     path("audit/export.csv", views_audit.audit_export, name="audit_export"),

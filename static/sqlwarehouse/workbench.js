@@ -346,8 +346,9 @@
         tab.execution = String(answer.execution);
         tab.connection = connection ? connection.value : tab.connection;
         tab.environment = environment ? environment.value : tab.environment;
+        setUrl(tab.execution);
         if (!answer.panel) loadResults(tab.execution);
-        setTimeout(() => { persist(); setUrl(tab.execution); }, 0); // after the rows are painted
+        setTimeout(persist, 0); // localStorage after the rows are painted
         return null;
       })
       .catch(() => {
