@@ -47,6 +47,10 @@ def phase_log(
     """A PHASE_LOG line (or PHASE_PROGRESS) from the executor holding the lease; a stale token
     writes nothing."""
     assert type in EXECUTOR_EVENT_TYPES
+    # Masked before the fence locks the phase: reading the workspace's secrets (at most every
+    # MASK_REFRESH_S, perhaps from Vault) never holds the lock; event_append's own pass is then cheap.
+    workspace_id = phase.run.workspace_id  # cached on the phase after its first line
+    message, payload = mask_text(workspace_id, message), mask_value(workspace_id, payload or {})
     with lease_fence(phase_id=phase.pk, lease_token=lease_token) as live:
         return event_append(run=live.run, phase=live, type=type, message=message, level=level, payload=payload)
 
