@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse.models import TableVersion
-from runs.models import Phase, PhaseState, RunEvent, RunStatus
+from runs.models import TERMINAL_RUN, Phase, Run, RunEvent, RunStatus
 from runs.services.jobs import job_create
 from runs.services.runs import run_create
 from runs.tasks import reap_expired_leases
@@ -70,8 +70,9 @@ def test_kill_9_of_the_worker_mid_application_requeues_and_never_duplicates(worl
     # The driver died with its worker: the master no longer runs the old application by the time
     # the new attempt could start one.
     assert on_cluster.app(first_app)["state"] in ("FINISHED", "KILLED")
-    wait_for(lambda: Phase.objects.get(run=run).state in (PhaseState.SUCCEEDED, PhaseState.FAILED), timeout=300,
-             what="the second attempt finished", pool=pool, run=run)
+    # The run, not only its phase: the run settles just after the phase's outcome commits.
+    wait_for(lambda: Run.objects.get(pk=run.pk).status in TERMINAL_RUN, timeout=300,
+             what="the second attempt finished and the run settled", pool=pool, run=run)
     run.refresh_from_db()
     phase = run.phases.get()
     assert run.status == RunStatus.SUCCEEDED and phase.attempt == 2, phase.error
