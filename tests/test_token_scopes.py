@@ -34,9 +34,8 @@ class Caller:
 
 
 def refused(response, scope: str) -> bool:
-    return response.status_code == 403 and response.json()["error"] == {
-        "code": "insufficient_scope", "message": response.json()["error"]["message"]} and \
-        f"'{scope}' scope" in response.json()["error"]["message"]
+    error = response.json()["error"] if response.status_code == 403 else {}
+    return error.get("code") == "insufficient_scope" and f"'{scope}' scope" in error.get("message", "")
 
 
 @pytest.fixture

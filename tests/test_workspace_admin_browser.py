@@ -98,6 +98,13 @@ def test_admin_manages_members_audit_settings_and_tokens(world, live_server, cli
         message(page, "Saved: SQL row cap, Operators may trigger runs in prod.")
         page.screenshot(path=SHOTS.format("settings"), full_page=True)
 
+        page.locator("nav.subnav").get_by_role("link", name="Identity groups").click()
+        page.get_by_label("Group").fill("data-analysts")
+        page.locator('select[name="role"]').select_option("analyst")
+        page.get_by_role("button", name="Map group").click()
+        expect(page.locator("#group-mappings")).to_contain_text("data-analysts")
+        page.screenshot(path=SHOTS.format("groups"), full_page=True)
+
         page.locator("nav.subnav").get_by_role("link", name="API tokens").click()
         page.get_by_label("Name").fill("ci")
         page.get_by_label("Expires").select_option("30")
