@@ -91,6 +91,22 @@ class IdpGroupMapping(models.Model):
         return f"{self.group} → {self.workspace.slug} as {self.role}"
 
 
+class SsoSession(models.Model):
+    """One signed-in browser session that came through single sign-on: the IdP's refresh token
+    (encrypted with a key derived from SECRET_KEY), with which the session is re-checked at the
+    IdP every OIDC_SESSION_RECHECK_S (controlroom/sso_session.py). Kept apart from the session
+    data, so a request that saves the session cannot write back an older token."""
+
+    key = models.CharField(max_length=64, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_sessions")
+    refresh_token = models.TextField(blank=True)
+    checked_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"SSO session of {self.user_id} checked {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+
 # What an API token may do, beside its role (both must allow a request): read or change jobs
 # and runs, act as an executor (claim, heartbeat, events, artifacts, complete), read or run SQL,
 # and act as an admin (without it a token's role counts as operator at most).

@@ -178,7 +178,7 @@ def api_token_authenticate(value: str) -> Access | None:
 # Sign-ins and sign-outs, and the changes people make to their own account on allauth's pages.
 AUTH_ACTIONS = ("auth.login", "auth.login_failed", "auth.logout", "auth.password_change", "auth.password_set",
                 "auth.password_reset", "auth.email_add", "auth.email_remove", "auth.email_change",
-                "auth.email_confirm")
+                "auth.email_confirm", "auth.sso_session_ended")
 
 
 def auth_event_record(*, action: str, request: HttpRequest | None, user: AbstractBaseUser | None = None,

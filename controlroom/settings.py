@@ -100,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     # After authentication, so its page shows the signed-in navigation; before every view.
     "controlroom.request_guard.RejectUnstorableTextMiddleware",
+    # A single sign-on session is re-checked at the IdP now and then (controlroom/sso_session.py).
+    "controlroom.sso_session.SsoSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -168,7 +170,19 @@ OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
 OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "") or (
     Path(env_str("OIDC_CLIENT_SECRET_FILE", "")).read_text().strip() if env_str("OIDC_CLIENT_SECRET_FILE", "") else "")
+# Or read at the moment of use from Vault/OpenBao (VAULT_ADDR and its credentials, as secret
+# references): "<path>#<key>" of a KV v2 secret, so a rotated client secret needs no restart.
+OIDC_CLIENT_SECRET_VAULT = env_str("OIDC_CLIENT_SECRET_VAULT", "")
+if OIDC_CLIENT_SECRET_VAULT and not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*#[A-Za-z0-9_.-]+",
+                                                  OIDC_CLIENT_SECRET_VAULT):
+    raise ImproperlyConfigured("OIDC_CLIENT_SECRET_VAULT must be <path>#<key>, e.g. controlroom/oidc#client_secret")
 OIDC_NAME = env_str("OIDC_NAME", "Single sign-on")
+# The scopes asked for; Keycloak refuses a scope the client lacks (drop "groups" there and map
+# groups on the client instead).
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid profile email groups").replace(",", " ").split()
+# How often a signed-in SSO session is re-checked at the IdP with its refresh token (a disabled
+# account, or a session ended at the IdP, signs the person out here too); 0: never.
+OIDC_SESSION_RECHECK_S = env_int("OIDC_SESSION_RECHECK_S", 300)
 OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
 # SSO-only: no local password works, except the break-glass account's (a local admin for when
 # the IdP is down); the login page shows only the IdP's button.
@@ -183,7 +197,7 @@ SOCIALACCOUNT_LOGIN_ON_GET = False
 SOCIALACCOUNT_STORE_TOKENS = False
 SOCIALACCOUNT_PROVIDERS = {"openid_connect": {
     "OAUTH_PKCE_ENABLED": True,
-    "SCOPE": ["openid", "profile", "email", "groups"],
+    "SCOPE": OIDC_SCOPES,
     "APPS": [{"provider_id": "idp", "name": OIDC_NAME, "client_id": OIDC_CLIENT_ID, "secret": OIDC_CLIENT_SECRET,
               "settings": {"server_url": OIDC_ISSUER}}]
     if OIDC_ISSUER else [],

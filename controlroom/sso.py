@@ -27,14 +27,17 @@ from allauth.account.signals import user_logged_in
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.urls import reverse
 
+from connections.vault import VaultError, vault_read
 from controlroom.access import Access
 from controlroom.audit import audit_record
 from controlroom.models import IdpGroupMapping, Membership, Role, Workspace
+from controlroom.sso_session import sso_session_close, sso_session_open
 
 log = logging.getLogger(__name__)
 ROLE_ORDER = {Role.VIEWER: 0, Role.ANALYST: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
@@ -68,6 +71,14 @@ class SsoAdapter(DefaultSocialAccountAdapter):
 
     def is_open_for_signup(self, request: HttpRequest, sociallogin: Any) -> bool:
         return True
+
+    def list_apps(self, request: HttpRequest | None, provider: Any = None, client_id: Any = None) -> list[Any]:
+        apps = super().list_apps(request, provider=provider, client_id=client_id)
+        if settings.OIDC_CLIENT_SECRET_VAULT:
+            for app in apps:
+                if app.provider_id == "idp":
+                    app.secret = client_secret()  # read now: a rotated secret works without a restart
+        return apps
 
     def populate_user(self, request: HttpRequest, sociallogin: Any, data: dict[str, Any]) -> Any:
         user = super().populate_user(request, sociallogin, data)
@@ -117,26 +128,60 @@ def _sync_on_sign_on(sender: Any, request: HttpRequest, user: Any, **kwargs: Any
     groups = groups_of(sociallogin.account.extra_data or {})
     changes = memberships_sync(user, groups)
     request.session["sso_groups"] = groups
+    sso_session_open(request, user, getattr(sociallogin.token, "token_secret", "") or "")
     log.info("single sign-on", extra={"user": user.username, "groups": groups, "changes": len(changes)})
+
+
+@receiver(user_logged_out)
+def _forget_on_sign_out(sender: Any, request: HttpRequest | None, **kwargs: Any) -> None:
+    if request is not None:
+        sso_session_close(request)
 
 
 _discovery: dict[str, dict[str, Any]] = {}
 
 
-def end_session_url(request: HttpRequest) -> str | None:
-    """The IdP's end-session URL (from its discovery document) that returns to our login page."""
+def discovery() -> dict[str, Any]:
+    """The IdP's discovery document (read once per issuer); LookupError when it cannot be read."""
     issuer = settings.OIDC_ISSUER
     if not issuer:
-        return None
+        raise LookupError("OIDC_ISSUER is not set")
     if issuer not in _discovery:
         try:
             response = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5)
             response.raise_for_status()
-            _discovery[issuer] = response.json()
-        except (requests.RequestException, ValueError):
-            log.warning("the identity provider's discovery document could not be read", exc_info=True)
-            return None
-    endpoint = _discovery[issuer].get("end_session_endpoint")
+            document = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise LookupError(f"the discovery document of {issuer} cannot be read: {exc}") from None
+        if not isinstance(document, dict):
+            raise LookupError(f"the discovery document of {issuer} is not a JSON object")
+        _discovery[issuer] = document
+    return _discovery[issuer]
+
+
+def client_secret() -> str:
+    """Our client secret at the IdP: from Vault/OpenBao at the moment of use when
+    OIDC_CLIENT_SECRET_VAULT names it (so a rotation needs no restart), else from the settings.
+    A secret that cannot be read raises LookupError naming the path, never a value."""
+    if not settings.OIDC_CLIENT_SECRET_VAULT:
+        return settings.OIDC_CLIENT_SECRET
+    path, key = settings.OIDC_CLIENT_SECRET_VAULT.split("#", 1)
+    try:
+        return vault_read(path, key)
+    except VaultError as exc:
+        log.error("the OIDC client secret cannot be read: %s", exc)
+        raise LookupError(f"the OIDC client secret cannot be read from {path}#{key}") from None
+
+
+def end_session_url(request: HttpRequest) -> str | None:
+    """The IdP's end-session URL (from its discovery document) that returns to our login page."""
+    if not settings.OIDC_ISSUER:
+        return None
+    try:
+        endpoint = discovery().get("end_session_endpoint")
+    except LookupError:
+        log.warning("the identity provider's discovery document could not be read", exc_info=True)
+        return None
     if not endpoint:
         return None
     back = request.build_absolute_uri(reverse("account_login"))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
+T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")
 # As root, and quiet: without the background-networking flags Chromium keeps dialling hosts this
 # machine's closed network refuses.
@@ -27,3 +31,15 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def orm(call: Callable[[], T]) -> T:
+    """Run an ORM call off the thread whose event loop Playwright owns (Django refuses it there)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+def shot(page: Page, name: str, folder: str = os.environ.get("SSO_SHOTS", "")) -> None:
+    """A full-page screenshot into ``folder`` (SSO_SHOTS by default), when one is named."""
+    if folder:
+        page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)

@@ -7,29 +7,14 @@ mode's login page."""
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 from playwright.sync_api import Page, expect
 
 from controlroom.models import IdpGroupMapping, Membership
-from tests.chromium import chromium
+from tests.chromium import chromium, orm, shot
 from tests.oidc_server import CLIENT_ID, CLIENT_SECRET
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-SHOTS = os.environ.get("SSO_SHOTS", "")
-
-
-def orm(call):
-    """An ORM call off the thread whose event loop Playwright owns."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
-
-
-def shot(page: Page, name: str) -> None:
-    if SHOTS:
-        page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -100,3 +85,39 @@ def test_sign_in_through_the_idp_lands_in_the_mapped_workspace(idp, live_server,
         expect(third.locator("#sso-login")).to_be_visible()
         assert third.locator('input[name="password"]').count() == 0
         shot(third, "5-sso-only")
+
+
+def test_a_long_session_follows_the_idp_groups_and_ends_when_the_account_is_disabled(idp, live_server, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlroom.models import SsoSession
+    from controlroom.sso_session import ENDED
+
+    def due() -> None:  # as if OIDC_SESSION_RECHECK_S had passed since the last check
+        orm(lambda: SsoSession.objects.update(checked_at=timezone.now() - timedelta(hours=1)))
+
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        sign_in(page, live_server.url, "ana", idp.url)
+        page.wait_for_url(f"{live_server.url}/w/acme/", timeout=20_000)
+        session = orm(lambda: SsoSession.objects.get(user__socialaccount__uid="ana"))
+        assert session.refresh_token  # the IdP's refresh token, kept encrypted
+
+        idp.set_account("ana", {"claims": {"preferred_username": "ana.lyst", "groups": ["data-ops"]}})
+        due()
+        page.goto(live_server.url + "/w/acme/")  # the re-check redeems the token and reads userinfo
+        expect(page).to_have_url(f"{live_server.url}/w/acme/")
+        role = orm(lambda: Membership.objects.get(user__socialaccount__uid="ana").role)
+        assert role == "operator"  # changed mid-session, without signing in again
+
+        idp.set_account("ana", {"disabled": True, "claims": {"preferred_username": "ana.lyst"}})
+        page.goto(live_server.url + "/w/acme/jobs/")  # not due yet: the session goes on
+        expect(page).to_have_url(f"{live_server.url}/w/acme/jobs/")
+        due()
+        page.goto(live_server.url + "/w/acme/jobs/")
+        page.wait_for_url(lambda url: "/accounts/login/" in url, timeout=20_000)
+        expect(page.locator("body")).to_contain_text(ENDED)
+        shot(page, "6-session-ended")
+        assert not orm(lambda: SsoSession.objects.filter(user__socialaccount__uid="ana").exists())

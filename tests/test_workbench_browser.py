@@ -9,7 +9,6 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import pytest
@@ -18,7 +17,7 @@ from playwright.sync_api import Page, expect
 from connections.models import Connection
 from sqlwarehouse.engines import duckdb_engine_for
 from sqlwarehouse.models import QueryExecution
-from tests.chromium import chromium
+from tests.chromium import chromium, orm
 from tests.test_editor_js import completion_labels, replace_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -28,12 +27,6 @@ SHOTS = os.environ.get("WORKBENCH_SHOTS", "")
 def shot(page: Page, name: str) -> None:
     if SHOTS:
         page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
-
-
-def orm(call: Callable):
-    """Run an ORM call off the thread whose event loop Playwright owns (Django refuses it there)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
 
 
 @pytest.fixture
