@@ -220,3 +220,39 @@ def test_five_million_rows_store_and_export_to_csv_in_flat_memory(world, trino):
     assert exported["lines"] == 5_000_001  # the header and every row
     # What each process allocated (its anonymous memory), not the shared libraries' file pages.
     assert exported["peak_anon_mb"] < 300 and stored["peak_anon_mb"] < 300
+
+
+def test_an_sso_analyst_runs_as_their_stable_name_and_is_read_only_in_trino(world, trino, trino_server, settings):
+    """A person made by single sign-on (an awkward preferred name, a group mapped to analyst)
+    reaches Trino as their derived username with the read-only suffix, and the shipped rules
+    refuse their writes even with the parser check off; as an operator (a group change) they write."""
+    from django.contrib.auth import get_user_model
+
+    from controlroom.access import Access
+    from controlroom.models import IdpGroupMapping, Membership
+    from controlroom.sso import engine_username, memberships_sync
+
+    name = engine_username("Ana María.Lyst@corp", "0b6c2f0e-subject")
+    user = get_user_model().objects.create_user(username=name)
+    IdpGroupMapping.objects.create(workspace=world.workspace, group="analysts", role="analyst")
+    IdpGroupMapping.objects.create(workspace=world.workspace, group="ops", role="operator")
+
+    def as_sso(sql: str) -> QueryExecution:
+        membership = Membership.objects.get(user=user, workspace=world.workspace)
+        execution = query_submit(access=Access(workspace=world.workspace, role=membership.role, user=user),
+                                 connection=trino, sql=sql)
+        query_execute(execution_id=execution.pk)
+        execution.refresh_from_db()
+        return execution
+
+    memberships_sync(user, ["analysts"])
+    me = as_sso("SELECT current_user")
+    assert me.status == "succeeded", me.error
+    assert me.rows == [[f"{name}~ro"]] and name == "Ana-Mar-a.Lyst@corp"
+    settings.SQL_PARSER_CHECK = False  # the engine alone
+    refused = as_sso("CREATE TABLE memory.default.sso_t (a integer)")
+    assert refused.status == "failed" and "Access Denied" in refused.error
+    memberships_sync(user, ["ops"])  # moved to ops at the IdP: an operator, who writes in dev
+    made = as_sso("CREATE TABLE memory.default.sso_t (a integer)")
+    assert made.status == "succeeded", made.error
+    assert as_sso("SELECT current_user").rows == [[name]]
