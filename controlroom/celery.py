@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 
-from controlroom import broker
+from controlroom import broker, worker_beat  # noqa: F401  (worker_beat: signal receivers)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlroom.settings")
 

@@ -107,6 +107,34 @@ class SsoSession(models.Model):
         return f"SSO session of {self.user_id} checked {self.checked_at:%Y-%m-%d %H:%M:%S}"
 
 
+class MetricCount(models.Model):
+    """A counter of rare events that any process may bump (a lease expiry, a retry, a failed
+    artifact upload): kept in the database, so /metrics counts what every worker and container
+    did, and counts survive restarts (controlroom/metrics.py)."""
+
+    name = models.CharField(max_length=100)
+    labels = models.CharField(max_length=400, default="")  # sorted k=v pairs, tab-separated
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="uniq_metric_count")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{{{self.labels}}} = {self.value}"
+
+
+class WorkerBeat(models.Model):
+    """A Celery worker's sign of life, written every WORKER_BEAT_S by the worker itself."""
+
+    hostname = models.CharField(max_length=200, primary_key=True)
+    queues = models.CharField(max_length=200, default="")
+    seen_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({self.queues}) seen {self.seen_at:%H:%M:%S}"
+
+
 # What an API token may do, beside its role (both must allow a request): read or change jobs
 # and runs, act as an executor (claim, heartbeat, events, artifacts, complete), read or run SQL,
 # and act as an admin (without it a token's role counts as operator at most).

@@ -7,8 +7,12 @@ production refuses to start without a real SECRET_KEY, DATABASE_URL and CELERY_B
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import os
 import re
 import secrets
+import tempfile
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -88,6 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "controlroom.request_id.RequestIdMiddleware",
+    "controlroom.metrics.HttpMetricsMiddleware",  # request latency by view, for /metrics
     "django.middleware.security.SecurityMiddleware",
     # Before WhiteNoise, which answers static files itself: they get the policy too (an SVG
     # opened on its own is a document).
@@ -202,6 +207,27 @@ SOCIALACCOUNT_PROVIDERS = {"openid_connect": {
               "settings": {"server_url": OIDC_ISSUER}}]
     if OIDC_ISSUER else [],
 }}
+
+# /metrics (Prometheus, controlroom/metrics.py) is never public: a scraper sends METRICS_TOKEN
+# (or the file METRICS_TOKEN_FILE holds) as a bearer token, or comes from one of
+# METRICS_ALLOWED_NETWORKS (comma-separated CIDRs); with neither set, /metrics answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "") or (
+    Path(env_str("METRICS_TOKEN_FILE", "")).read_text().strip() if env_str("METRICS_TOKEN_FILE", "") else "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters")
+try:
+    METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network(n, strict=False) for n in env_list("METRICS_ALLOWED_NETWORKS")]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
+# The web processes (gunicorn's workers) share their request-latency figures through this folder
+# (prometheus-client's multiprocess mode, which reads the variable when it is first imported).
+# Local to the machine (a container's own /tmp): processes of other containers may have the same
+# process ids, so the folder must not be on a shared volume; one per data folder.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / (
+    "controlroom-metrics-" + hashlib.sha256(str(DATA_DIR).encode()).hexdigest()[:12])))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# How often each Celery worker writes its sign of life (WorkerBeat; /metrics's worker liveness).
+WORKER_BEAT_S = max(1, env_int("WORKER_BEAT_S", 15))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -378,7 +404,7 @@ if not EMBEDDED:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes and scrapers inside the network
     STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from controlroom import views
+from controlroom import health, views
 
 # Staff sign in through allauth's login, so /admin/login/ has the same rate limits; a signed-in
 # user who is not active staff gets 403 there instead of the admin's own login form.
@@ -17,7 +17,9 @@ handler500 = "controlroom.errors.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     # The admin's own password change checks the old password without a limit and unaudited:
     # staff change theirs on allauth's page (rate-limited, audited) like everyone else.
     path("admin/password_change/", RedirectView.as_view(pattern_name="account_change_password")),

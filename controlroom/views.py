@@ -1,4 +1,4 @@
-"""Platform pages: home, health, and the API token page of a workspace."""
+"""Platform pages: home and the API token page of a workspace (probes: controlroom/health.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import datetime as dt
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -20,12 +19,6 @@ from controlroom.selectors import workspace_access, workspaces_for_user
 from controlroom.services import ServiceError, api_token_create, api_token_revoke
 
 EXPIRY_CHOICES = (7, 30, 90, 365)  # days offered by the token form; a date may name another
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})
 
 
 @login_required

@@ -13,6 +13,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v mvn >/dev/null || need+=(maven)  # fetches the Trino server for the SQL warehouse tests
 command -v npm >/dev/null || need+=(nodejs npm)  # the tests' OpenID Connect provider (tests/oidc_server.py)
+command -v prometheus >/dev/null || need+=(prometheus)  # scrapes the test server (tests/prometheus_server.py)
 # Spark 4.1 runs on JDK 17 only (not on Trino's Temurin 25): lakehouse/spark/runtime.py picks it.
 grep -qs '^JAVA_VERSION="17' /usr/lib/jvm/*/release || need+=(openjdk-17-jdk-headless)
 command -v python3.11 >/dev/null || command -v python3 >/dev/null || need+=(python3 python3-venv)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +24,9 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from controlroom.services import ServiceError
 
 CHUNK = 1 << 20
+
+
+log = logging.getLogger(__name__)
 
 
 class BlobTooLarge(ValueError):
@@ -72,7 +76,11 @@ class BlobWriter:
             self.abort()
             raise BlobTooLarge(f"more than {self.max_bytes} bytes")
         self._digest.update(chunk)
-        self._keep(chunk)
+        try:
+            self._keep(chunk)
+        except Exception:
+            self._failed()
+            raise
 
     def finish(self) -> StagedBlob:
         """All bytes arrived: the staged blob, still invisible until the store commits it."""
@@ -80,7 +88,21 @@ class BlobWriter:
             self.abort()
             raise BlobHashMismatch("The bytes received do not match the sha256 declared for them; "
                                    "nothing was kept.")
-        return StagedBlob(self._digest.hexdigest(), self.size, self._close())
+        try:
+            kept = self._close()
+        except Exception:
+            self._failed()
+            raise
+        return StagedBlob(self._digest.hexdigest(), self.size, kept)
+
+    def _failed(self) -> None:
+        """Count a failure of the store itself (not a refused upload) for /metrics."""
+        from controlroom.metrics import count
+
+        try:
+            count("controlroom_artifact_upload_failures", store=type(self).__name__.removesuffix("BlobWriter").lower())
+        except Exception:  # the metric must never hide the failure being raised
+            log.warning("an artifact upload failure could not be counted", exc_info=True)
 
     def abort(self) -> None:
         """Drop whatever was kept so far (idempotent)."""

@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlroom.masking import mask_text, mask_value
+from controlroom.metrics import count
 from runs.models import EventType, Phase, PhaseState, Run, RunEvent, RunStatus
 from runs.services.events import StaleLease, event_append
 from runs.services.leases import lease_ttl, phase_claim, phase_heartbeat
@@ -54,7 +55,8 @@ def _unblock_dependents(phase: Phase) -> None:
         Phase.objects.filter(pk__in=ready).update(blocked=False)
 
 
-def _end_attempt(current: Phase, *, outcome: str, error: str, output: dict[str, Any] | None, now) -> None:
+def _end_attempt(current: Phase, *, outcome: str, error: str, output: dict[str, Any] | None, now,
+                 reason: str = "failed") -> None:
     duration = (now - current.started_at).total_seconds() if current.started_at else None
     payload: dict[str, Any] = {"attempt": current.attempt, "duration_s": duration}
     if outcome == PhaseState.SUCCEEDED:
@@ -65,6 +67,7 @@ def _end_attempt(current: Phase, *, outcome: str, error: str, output: dict[str, 
         event = (EventType.PHASE_CANCELLED, "warning", f"{current.name} cancelled" + (f" ({error})" if error else ""))
     elif current.attempt < current.max_attempts:
         current.state, current.not_before = PhaseState.PENDING, now + timedelta(seconds=retry_delay_s(current.attempt))
+        count("controlroom_phase_retries", kind=current.kind, reason=reason)  # a requeue when the lease expired
         payload["due"] = current.not_before.isoformat()
         event = (EventType.PHASE_RETRY_SCHEDULED, "warning",
                  f"{current.name} failed: {error}; retry {current.attempt + 1}/{current.max_attempts} "
@@ -288,10 +291,11 @@ def phases_reap() -> list[int]:
             if expired:
                 event_append(run=current.run, phase=current, type=EventType.PHASE_LEASE_EXPIRED, level="warning",
                              message=f"{current.name}: lease of {current.worker} expired")
-                error = "lease expired: the worker stopped answering"
+                error, reason = "lease expired: the worker stopped answering", "lease_expired"
+                count("controlroom_lease_expiries", kind=current.kind)
             else:
-                error = f"timed out after {current.timeout_s} s"
-            _end_attempt(current, outcome=PhaseState.FAILED, error=error, output=None, now=now)
+                error, reason = f"timed out after {current.timeout_s} s", "timeout"
+            _end_attempt(current, outcome=PhaseState.FAILED, error=error, output=None, now=now, reason=reason)
             touched.add(current.run_id)
     for run_id in touched:
         run_settle(run_id=run_id)
