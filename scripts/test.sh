@@ -33,6 +33,8 @@ echo "› Trino server (downloaded once into ~/.cache/controlroom, then reused)"
 $PY -m tests.trino_server
 echo "› Spark jars (fetched once into ~/.cache/controlroom/spark-jars, checksummed, then reused)"
 $PY -m lakehouse.spark.runtime
+echo "› helm, built once from its Go module into ~/.cache/controlroom/helm (about 4 minutes the first time)"
+$PY scripts/helm_tool.py >/dev/null
 echo "› Keycloak for the single sign-on tests (downloaded once into ~/.cache/controlroom, then reused)"
 $PY -m tests.keycloak_server
 echo "› suite on SQLite (tests marked 'once', on Trino or on their own embedded stack, run in the next pass only)"
