@@ -17,3 +17,6 @@ app.autodiscover_tasks()
 # Versions whose fingerprint message was lost (or whose computation failed) get it on a later tick.
 app.add_periodic_task(60.0, app.signature("lakehouse.tasks.table_versions_fingerprint_sweep"),
                       name="lakehouse-fingerprint-sweep")
+# OpenLineage events go out shortly after they happen (lineage/delivery.py; a no-op unless configured).
+app.add_periodic_task(float(os.environ.get("OPENLINEAGE_PUMP_S", "10")),
+                      app.signature("lineage.tasks.openlineage_pump"), name="openlineage-pump")

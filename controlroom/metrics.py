@@ -42,6 +42,7 @@ COUNTED = {
     "controlroom_lease_expiries": "Phase attempts whose lease expired (the reaper ended them)",
     "controlroom_phase_retries": "Phase attempts that failed and were scheduled to run again",
     "controlroom_artifact_upload_failures": "Artifact uploads the store failed to keep",
+    "controlroom_openlineage_failures": "OpenLineage deliveries that failed (retry: tried again; dropped: refused)",
 }
 
 HTTP_LATENCY = Histogram("controlroom_http_request_duration_seconds", "HTTP request latency by view",

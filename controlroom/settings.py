@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "sqlwarehouse",
     "lakehouse",
     "notifications",
+    "lineage",
 ]
 
 MIDDLEWARE = [
@@ -173,8 +174,7 @@ ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
 # follow their groups (the OIDC_GROUPS_CLAIM claim) through each workspace's group mappings.
 OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
 OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
-OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "") or (
-    Path(env_str("OIDC_CLIENT_SECRET_FILE", "")).read_text().strip() if env_str("OIDC_CLIENT_SECRET_FILE", "") else "")
+OIDC_CLIENT_SECRET = env_str("OIDC_CLIENT_SECRET", "")  # or OIDC_CLIENT_SECRET_FILE (controlroom/env.py)
 # Or read at the moment of use from Vault/OpenBao (VAULT_ADDR and its credentials, as secret
 # references): "<path>#<key>" of a KV v2 secret, so a rotated client secret needs no restart.
 OIDC_CLIENT_SECRET_VAULT = env_str("OIDC_CLIENT_SECRET_VAULT", "")
@@ -211,8 +211,7 @@ SOCIALACCOUNT_PROVIDERS = {"openid_connect": {
 # /metrics (Prometheus, controlroom/metrics.py) is never public: a scraper sends METRICS_TOKEN
 # (or the file METRICS_TOKEN_FILE holds) as a bearer token, or comes from one of
 # METRICS_ALLOWED_NETWORKS (comma-separated CIDRs); with neither set, /metrics answers 404.
-METRICS_TOKEN = env_str("METRICS_TOKEN", "") or (
-    Path(env_str("METRICS_TOKEN_FILE", "")).read_text().strip() if env_str("METRICS_TOKEN_FILE", "") else "")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")  # or METRICS_TOKEN_FILE (controlroom/env.py)
 if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters")
 try:
@@ -228,6 +227,15 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 # How often each Celery worker writes its sign of life (WorkerBeat; /metrics's worker liveness).
 WORKER_BEAT_S = max(1, env_int("WORKER_BEAT_S", 15))
+
+# OpenLineage (lineage/): every run and phase start and end, with the tables and artifacts
+# they read and wrote, to an HTTP endpoint (e.g. Marquez's /api/v1/lineage) and/or a file of
+# JSON lines; delivered in order by a worker, retried while the endpoint is down.
+OPENLINEAGE_URL = env_str("OPENLINEAGE_URL", "")
+OPENLINEAGE_API_KEY = env_str("OPENLINEAGE_API_KEY", "")  # or OPENLINEAGE_API_KEY_FILE (controlroom/env.py)
+OPENLINEAGE_FILE = env_str("OPENLINEAGE_FILE", "")
+OPENLINEAGE_NAMESPACE = env_str("OPENLINEAGE_NAMESPACE", "controlroom")
+OPENLINEAGE_LAG_S = env_int("OPENLINEAGE_LAG_S", 5)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
