@@ -4,6 +4,8 @@ A secret reference names where a secret lives; the value itself is never stored 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -44,6 +46,7 @@ class Connection(models.Model):
         TRINO = "trino", "Trino"
         CATALOG = "catalog", "Lakehouse catalog (Iceberg + Delta)"
         SPARK = "spark", "Spark (local, standalone cluster or Spark Connect)"
+        MLFLOW = "mlflow", "MLflow tracking server"
 
     # The kinds the SQL editor runs statements on (catalogs and Spark targets are for phases).
     SQL_KINDS = ("duckdb", "trino")
@@ -110,6 +113,10 @@ class Connection(models.Model):
 
             if problems := trino_catalogs_errors(self.config):
                 errors["config"] = problems
+        if self.kind == self.Kind.MLFLOW and not errors:
+            uri = urlsplit(str((self.config or {}).get("tracking_uri", "")))
+            if uri.scheme not in ("http", "https") or not uri.hostname:
+                errors["config"] = "'tracking_uri' must be the MLflow server's http(s) address."
         if self.kind == self.Kind.SPARK and not errors:
             from lakehouse.spark.target import target_config_errors
 

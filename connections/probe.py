@@ -145,9 +145,21 @@ def _probe_spark(conn: Connection, access: Access) -> str:
     return f"{what} at {parts.hostname}:{parts.port} accepts TCP connections (Spark itself was not started)"
 
 
+def _probe_mlflow(conn: Connection, access: Access) -> str:
+    from runs.mlflow import MlflowError, client_for
+
+    client = client_for(conn, workspace_id=access.workspace.pk)
+    try:
+        found = client.call("GET", "mlflow/experiments/search", params={"max_results": 1})
+    except MlflowError as exc:
+        raise _Failed(f"{exc}.") from None
+    return f"MLflow at {client.tracking_uri} answered ({len(found.get('experiments', []))} experiment(s) listed)"
+
+
 _PROBES: dict[str, Any] = {
     Connection.Kind.DUCKDB: _probe_duckdb, Connection.Kind.TRINO: _probe_trino,
     Connection.Kind.CATALOG: _probe_catalog, Connection.Kind.SPARK: _probe_spark,
+    Connection.Kind.MLFLOW: _probe_mlflow,
 }
 
 

@@ -347,3 +347,21 @@ class GitDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}:{self.delivery_id}"
+
+
+class MlflowRun(models.Model):
+    """An MLflow run made for one attempt of a phase (runs/mlflow.py): shown on the run page."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="mlflow_runs")
+    phase = models.ForeignKey(Phase, on_delete=models.CASCADE, related_name="mlflow_runs")
+    attempt = models.PositiveIntegerField()
+    connection = models.ForeignKey("connections.Connection", on_delete=models.SET_NULL, null=True, related_name="+")
+    experiment_id = models.CharField(max_length=64)
+    mlflow_run_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"MLflow run {self.mlflow_run_id} of {self.phase}"

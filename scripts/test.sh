@@ -35,6 +35,8 @@ echo "› Spark jars (fetched once into ~/.cache/controlroom/spark-jars, checksu
 $PY -m lakehouse.spark.runtime
 echo "› helm, built once from its Go module into ~/.cache/controlroom/helm (about 4 minutes the first time)"
 $PY scripts/helm_tool.py >/dev/null
+echo "› MLflow tracking server in its own virtualenv (requirements-mlflow.lock, installed once into ~/.cache/controlroom)"
+$PY -m tests.mlflow_server
 echo "› Keycloak for the single sign-on tests (downloaded once into ~/.cache/controlroom, then reused)"
 $PY -m tests.keycloak_server
 echo "› suite on SQLite (tests marked 'once', on Trino or on their own embedded stack, run in the next pass only)"

@@ -20,7 +20,8 @@ from controlroom.services import api_token_create, workspace_create
 from sqlwarehouse.datasets import datasets_area
 
 pytest_plugins = ["tests.trino_fixtures", "tests.git_fixtures", "tests.s3_fixtures", "tests.spark_cluster",
-                  "tests.openbao_server", "tests.oidc_server", "tests.keycloak_server"]
+                  "tests.openbao_server", "tests.oidc_server", "tests.keycloak_server",
+                  "tests.mlflow_server"]
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"

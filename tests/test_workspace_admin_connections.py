@@ -152,6 +152,9 @@ def test_trino_form_builds_the_config_and_edits_it_back(world, secret):
     ("spark", {"name": "sp", "environment": "", "master": "yarn", "ui_url": "", "conf": ""}, "master", "local[N]"),
     ("spark", {"name": "sp", "environment": "", "master": "local[2]", "ui_url": "",
                "conf": "spark.jars=/tmp/evil.jar"}, "conf", "may not set"),
+    ("mlflow", {"name": "ml", "environment": "", "tracking_uri": "ftp://mlflow.example"}, "tracking_uri",
+     "http(s) address"),
+    ("mlflow", {"name": "ml", "environment": "", "tracking_uri": ""}, "tracking_uri", "required"),
 ])
 def test_validation_errors_land_on_their_fields(world, secret, kind, data, field, text):
     response = world.client("admin").post(new_url(kind), data)
@@ -411,3 +414,21 @@ def test_list_pages_make_a_bounded_number_of_queries(world, secret, django_asser
         assert admin.get(LIST).status_code == 200
     with django_assert_max_num_queries(12):
         assert admin.get(SECRETS).status_code == 200
+
+
+def test_an_mlflow_connection_saves_its_tracking_uri_and_a_token_reference(world, secret):
+    admin = world.client("admin")
+    response = admin.post(new_url("mlflow"), {"name": "tracking", "environment": "", "password_ref": str(secret.pk),
+                                              "tracking_uri": "https://mlflow.example/"})
+    assert response.status_code == 302
+    conn = Connection.objects.get(workspace=world.workspace, name="tracking")
+    assert conn.config == {"tracking_uri": "https://mlflow.example"} and conn.password_ref == secret
+
+
+def test_a_phase_names_its_mlflow_connection_by_name(world):
+    from runs.services.jobs import job_create
+
+    spec = "name: m\nphases:\n  - {name: a, kind: python, config: {callable: sleep, mlflow: 5}}\n"
+    with pytest.raises(Exception) as refused:
+        job_create(access=world.access("operator"), spec_text=spec)
+    assert "'mlflow' must name an MLflow connection" in str(refused.value)

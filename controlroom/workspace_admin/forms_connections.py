@@ -261,7 +261,21 @@ class SparkForm(ConnectionForm):
         return config
 
 
-FORMS: dict[str, type[ConnectionForm]] = {form.KIND: form for form in (DuckDBForm, TrinoForm, CatalogForm, SparkForm)}
+class MlflowForm(ConnectionForm):
+    KIND = Connection.Kind.MLFLOW
+    CONFIG_FIELDS = {"tracking_uri": "tracking_uri"}
+    tracking_uri = forms.CharField(max_length=300, label="Tracking URI",
+                                   help_text="The MLflow server's address, e.g. https://mlflow.example; its token "
+                                             "(if it asks for one) is the secret reference below.")
+    password_ref = SecretRefChoice(queryset=SecretRef.objects.none(), required=False, empty_label="(none)",
+                                   label="Token", help_text="The tracking server's bearer token, if it needs one.")
+
+    def config_build(self) -> dict[str, Any]:
+        return {"tracking_uri": self.cleaned_data["tracking_uri"].strip().rstrip("/")}
+
+
+FORMS: dict[str, type[ConnectionForm]] = {form.KIND: form for form in (DuckDBForm, TrinoForm, CatalogForm, SparkForm,
+                                                                       MlflowForm)}
 
 
 class SecretRefForm(forms.Form):

@@ -43,7 +43,7 @@ from runs.executors.base import PhaseFailure
 from runs.models import Phase, RunEvent
 from runs.services.fence import StaleLease, lease_fence
 
-_FIELDS = {"script", "module", "args", "connection", "catalog", "outputs", "inputs"}
+_FIELDS = {"script", "module", "args", "connection", "catalog", "outputs", "inputs", "mlflow"}
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,10}")
 APP_KEY = "spark_app"  # the PHASE_LOG payload key naming an attempt's application
 
@@ -124,7 +124,10 @@ def execute(ctx: Any) -> dict[str, Any]:
            "conf": public, "script": str(script), "script_name": script_name, "args": list(config.get("args", [])),
            "params": _jsonable(ctx.parameters), "tags": commits.tags(ctx), "catalog_name": conf.catalog_name,
            "delta_root": conf.delta_root, "committed": [o.qualified for o, v in done_before.items() if v]}
-    app = _run_driver(ctx, target, job, env, conf)
+    from runs.mlflow import mlflow_env, mlflow_for_phase
+
+    with mlflow_for_phase(ctx) as tracking:  # the driver gets MLFLOW_TRACKING_URI, MLFLOW_RUN_ID… when asked
+        app = _run_driver(ctx, target, job, {**env, **mlflow_env(tracking)}, conf)
     recorded = []
     for out in outputs:
         versions = commits.committed_by(ctx, lake, out, {app.get("id", "")} if own_apps else set(),
