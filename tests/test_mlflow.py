@@ -8,6 +8,7 @@ phase with a clear message; the connection's test button asks the real server.""
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 import requests
@@ -50,7 +51,7 @@ def run_to_end(demo: Demo, job, capture):
     return run
 
 
-def test_a_phase_trains_on_gold_and_logs_to_mlflow(demo, mlflow_server, eager_celery,
+def test_a_phase_trains_on_gold_and_logs_to_mlflow(demo, mlflow_server, eager_celery, live_server,
                                                    django_capture_on_commit_callbacks):
     lakehouse = demo.run(django_capture_on_commit_callbacks)  # makes gold.daily_revenue
     assert lakehouse.status == RunStatus.SUCCEEDED
@@ -84,6 +85,21 @@ def test_a_phase_trains_on_gold_and_logs_to_mlflow(demo, mlflow_server, eager_ce
     page = demo.client(demo.user).get(f"/w/demo/runs/{run.pk}/").content.decode()
     assert 'id="mlflow-runs"' in page and f"{mlflow_server.url}/#/experiments/{link.experiment_id}/runs/" in page
     assert "slope" in page and "finished" in page
+    if os.environ.get("MLFLOW_SHOTS"):  # a look at the run page's MLflow table
+        from django.test import Client
+
+        from tests.chromium import chromium
+
+        client = Client()
+        client.force_login(demo.user)
+        with chromium() as browser:
+            context = browser.new_context(viewport={"width": 1300, "height": 900})
+            context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                                  "url": live_server.url}])
+            shown = context.new_page()
+            shown.goto(f"{live_server.url}/w/demo/runs/{run.pk}/")
+            shown.locator("#mlflow-runs").scroll_into_view_if_needed()
+            shown.screenshot(path=os.path.join(os.environ["MLFLOW_SHOTS"], "run-page-mlflow.png"), full_page=True)
 
     # A phase that fails ends its MLflow run FAILED; the page still shows it.
     failing = run_to_end(demo, ml_job(demo, "broken-model", "fail", "{message: bad features}"),
