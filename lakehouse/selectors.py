@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,12 @@ from django.http import Http404
 
 from controlroom.access import Access
 from controlroom.ids import id_parse
+from lakehouse.lineage_graph import Edge, Key, walk
 from lakehouse.models import Table, TableEdge, TableVersion
+from runs.models import Job
+from runs.selectors import job_list
+
+LINEAGE_ROWS = 5000  # distinct (job, table, direction) rows one lineage query may bring back
 
 
 def table_list(*, access: Access, q: str = "", format: str = "", environment: str = "") -> QuerySet[Table]:
@@ -74,3 +80,64 @@ def table_lineage(*, table: Table, limit: int = 20) -> Lineage:
                    downstream=neighbours(reader_phases, TableEdge.Direction.WRITE),
                    writers=runs(edges.filter(direction=TableEdge.Direction.WRITE).order_by("-run_id")),
                    readers=runs(edges.filter(direction=TableEdge.Direction.READ).order_by("-run_id")))
+
+
+def lineage_edges(*, access: Access, tables: Collection[int], jobs: Collection[int], upstream: bool | None,
+                  limit: int = LINEAGE_ROWS) -> tuple[list[Edge], bool]:
+    """Data flows between the workspace's tables and jobs, over all runs and versions: a read is
+    table → job, a write job → table. ``upstream`` True: the flows into the given nodes; False:
+    out of them; None: the flows among them. An edge row whose run, job or table belongs to
+    another workspace is never followed. Returns at most ``limit`` edges and whether more exist."""
+    ws = access.workspace
+    read, write = TableEdge.Direction.READ, TableEdge.Direction.WRITE
+    if upstream is None:
+        among = Q(table_version__table_id__in=list(tables), run__job_id__in=list(jobs))
+    else:
+        into_tables, into_jobs = (write, read) if upstream else (read, write)
+        among = (Q(direction=into_tables, table_version__table_id__in=list(tables))
+                 | Q(direction=into_jobs, run__job_id__in=list(jobs)))
+    rows = list(TableEdge.objects
+                .filter(run__workspace=ws, run__job__workspace=ws, table_version__table__workspace=ws)
+                .filter(among)
+                .values_list("run__job_id", "table_version__table_id", "direction").distinct()
+                .order_by("run__job_id", "table_version__table_id", "direction")[:limit + 1])
+    edges: list[Edge] = [(("table", t), ("job", j)) if d == read else (("job", j), ("table", t))
+                         for j, t, d in rows[:limit]]
+    return edges, len(rows) > limit
+
+
+@dataclass(frozen=True)
+class LineageGraph:
+    focus: Key
+    distance: dict[Key, int]  # signed hops from the focus
+    edges: list[Edge]  # every flow among the nodes
+    cut: bool  # the node cap or a query's row limit left some of the graph out
+    tables: dict[int, Table]
+    jobs: dict[int, Job]
+
+
+def lineage_walk(*, access: Access, focus: Key, depth: int, cap: int) -> LineageGraph:
+    """The tables and jobs within ``depth`` hops of ``focus`` (a table or job of the caller's
+    workspace) upstream and downstream, at most ``cap`` of them: two queries a hop, then one for
+    the flows among them and one each for the tables and jobs."""
+    cut_rows = False
+
+    def edges_of(frontier: Collection[Key], upstream: bool) -> list[Edge]:
+        nonlocal cut_rows
+        edges, cut = lineage_edges(access=access, tables=[pk for kind, pk in frontier if kind == "table"],
+                                   jobs=[pk for kind, pk in frontier if kind == "job"], upstream=upstream)
+        cut_rows |= cut
+        return edges
+
+    walked = walk(focus, edges_of=edges_of, depth=depth, cap=cap)
+    table_ids = [pk for kind, pk in walked.distance if kind == "table"]
+    job_ids = [pk for kind, pk in walked.distance if kind == "job"]
+    edges, cut = lineage_edges(access=access, tables=table_ids, jobs=job_ids, upstream=None,
+                               limit=max(LINEAGE_ROWS, 4 * cap))
+    tables = {t.pk: t for t in Table.objects.filter(workspace=access.workspace, pk__in=table_ids)
+              .select_related("environment")}
+    jobs = {j.pk: j for j in job_list(access=access).filter(pk__in=job_ids)}
+    present = {("table", pk) for pk in tables} | {("job", pk) for pk in jobs}
+    return LineageGraph(focus=focus, distance={k: d for k, d in walked.distance.items() if k in present},
+                        edges=[e for e in edges if e[0] in present and e[1] in present],
+                        cut=walked.cut or cut_rows or cut, tables=tables, jobs=jobs)
