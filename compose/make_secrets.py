@@ -3,15 +3,22 @@
 
 Usage: python3 compose/make_secrets.py [SECRETS_DIR]     (default: compose/secrets)
 
-Never overwrites a file: delete one to rotate it (and the files built from it: seaweedfs_s3.json
-holds both S3 key pairs). Standard library only, so it runs on the deploy host.
+Never overwrites a secret: delete one to rotate it (and the files built from it: seaweedfs_s3.json
+holds the S3 key pairs). seaweedfs_s3.json only gains the identities it lacks (an upgrade that adds
+one), keeping every identity already in it, hand-added ones included. Standard library only, so it
+runs on the deploy host.
 
-SeaweedFS gets two identities, each limited to its own buckets:
+SeaweedFS gets three identities, each limited to its own buckets:
 - ``controlroom`` (artifacts_s3_*): the artifact store, bucket ``controlroom-artifacts``; the
   server's own credentials, never readable through a workspace secret reference;
 - ``lakehouse`` (lake_s3_*): the shared lakehouse, buckets ``controlroom-lake`` (JDBC catalog's
   warehouse, Delta root) and the table bucket ``controlroom-lake-rest`` (SeaweedFS's Iceberg
-  REST catalog). Trino uses it; workspaces reach its secret key through a secret reference.
+  REST catalog). Trino uses it; workspaces reach its secret key through a secret reference;
+- ``mlflow`` (mlflow_s3_*): the MLflow tracking server's artifacts, bucket ``controlroom-mlflow``
+  (clients upload through the server, never to S3 directly).
+
+Besides: MLflow's own PostgreSQL role's password, the bearer token Prometheus sends to the web's
+``/metrics`` (METRICS_TOKEN_FILE), and Grafana's admin password (the optional ``grafana`` profile).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 ARTIFACTS_BUCKET = "controlroom-artifacts"
 LAKE_BUCKET = "controlroom-lake"
 LAKE_TABLE_BUCKET = "controlroom-lake-rest"
+MLFLOW_BUCKET = "controlroom-mlflow"
 CATALOG_NAME = "controlroom"  # stored in the JDBC catalog's rows: the same name in every engine
 CATALOG_DB = "iceberg_catalog"  # the JDBC catalog's own PostgreSQL database and role
 # Where the app services see the secrets a workspace may reference (SECRET_FILE_DIRS).
@@ -36,6 +44,12 @@ _RANDOM = {
     "lake_s3_access_key": lambda: "LK" + secrets.token_hex(9).upper(),
     "lake_s3_secret_key": lambda: secrets.token_urlsafe(30),
     "iceberg_catalog_db_password": lambda: secrets.token_urlsafe(24),
+    "mlflow_s3_access_key": lambda: "ML" + secrets.token_hex(9).upper(),
+    "mlflow_s3_secret_key": lambda: secrets.token_urlsafe(30),
+    "mlflow_db_password": lambda: secrets.token_urlsafe(24),
+    # The app refuses a token shorter than 16 characters.
+    "metrics_token": lambda: secrets.token_urlsafe(32),
+    "grafana_admin_password": lambda: secrets.token_urlsafe(18),
 }
 _OBJECT_ACTIONS = ("Read", "Write", "List", "Tagging")
 
@@ -53,6 +67,7 @@ def s3_identities(values: dict[str, str]) -> dict:
         identity("controlroom", "artifacts", (ARTIFACTS_BUCKET,)),
         # s3tables:*:<bucket>: namespaces and tables of the REST catalog in that table bucket only.
         identity("lakehouse", "lake", (LAKE_BUCKET, LAKE_TABLE_BUCKET), (f"s3tables:*:{LAKE_TABLE_BUCKET}",)),
+        identity("mlflow", "mlflow", (MLFLOW_BUCKET,)),
     ]}
 
 
@@ -83,9 +98,19 @@ def make_secrets(directory: Path) -> tuple[list[str], dict]:
             created.append(name)
         values[name] = path.read_text().strip()
     identities = directory / "seaweedfs_s3.json"
+    wanted = s3_identities(values)["identities"]
     if not identities.exists():
-        _write(identities, json.dumps(s3_identities(values), indent=2) + "\n")
+        _write(identities, json.dumps({"identities": wanted}, indent=2) + "\n")
         created.append(identities.name)
+    else:
+        # A stack made before an identity existed (MLflow's): add it, keep the rest as it is.
+        current = json.loads(identities.read_text())
+        present = {identity["name"] for identity in current.get("identities", [])}
+        missing = [identity for identity in wanted if identity["name"] not in present]
+        if missing:
+            current["identities"] = [*current.get("identities", []), *missing]
+            _write(identities, json.dumps(current, indent=2) + "\n")
+            created += [f"{identities.name} (identity {identity['name']})" for identity in missing]
     return created, catalog_connection(values["lake_s3_access_key"])
 
 
@@ -94,6 +119,8 @@ def main(argv: list[str]) -> int:
     directory = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "secrets"
     created, connection = make_secrets(directory)
     print(f"created in {directory}: {', '.join(created) or 'nothing (all present)'}", file=sys.stderr)
+    if any(name.startswith("seaweedfs_s3.json (") for name in created):
+        print("SeaweedFS reads its identities at start: docker compose restart seaweedfs", file=sys.stderr)
     print(f"Catalog connection 'lakehouse' (kind catalog); its password reference: file "
           f"{WORKSPACE_SECRETS}/iceberg_catalog_db_password; a secret reference 'lake-s3-secret-key': "
           f"file {WORKSPACE_SECRETS}/lake_s3_secret_key. Config:", file=sys.stderr)

@@ -26,9 +26,11 @@ ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 CHECK_SCRIPT = REPO_ROOT / "scripts" / "compose_check.sh"
 
 APP_SERVICES = ("migrate", "web", "worker", "sql-worker", "beat")
-LONG_RUNNING = ("postgres", "valkey", "seaweedfs", "trino", "web", "worker", "sql-worker", "beat")
-ONE_SHOTS = ("migrate", "seaweedfs-init", "iceberg-catalog-init")
-ALL_SERVICES = ("postgres", "valkey", "seaweedfs", "seaweedfs-init", "iceberg-catalog-init", "trino", *APP_SERVICES)
+OPS_SERVICES = ("prometheus", "mlflow", "grafana")  # tests/test_compose_ops.py
+LONG_RUNNING = ("postgres", "valkey", "seaweedfs", "trino", "web", "worker", "sql-worker", "beat", *OPS_SERVICES)
+ONE_SHOTS = ("migrate", "seaweedfs-init", "iceberg-catalog-init", "mlflow-db-init")
+ALL_SERVICES = ("postgres", "valkey", "seaweedfs", "seaweedfs-init", "iceberg-catalog-init", "trino", *APP_SERVICES,
+                "mlflow-db-init", *OPS_SERVICES)
 # What touches the store and the lakehouse catalog: waits for both to be ready.
 LAKE_CLIENTS = ("web", "worker", "sql-worker", "trino")
 
@@ -37,10 +39,19 @@ LAKE_CLIENTS = ("web", "worker", "sql-worker", "trino")
 _INTERPOLATED = (
     "CONTROLROOM_ENV_FILE",
     "CONTROLROOM_HTTP_PORT",
+    "ALLOWED_HOSTS",
     "POSTGRES_DB",
     "POSTGRES_USER",
     "POSTGRES_PASSWORD",
     "TRINO_SHARED_SECRET",
+    "PROMETHEUS_BIND_ADDRESS",
+    "PROMETHEUS_PORT",
+    "PROMETHEUS_RETENTION",
+    "MLFLOW_BIND_ADDRESS",
+    "MLFLOW_PORT",
+    "MLFLOW_ALLOWED_HOSTS",
+    "GRAFANA_BIND_ADDRESS",
+    "GRAFANA_PORT",
 )
 
 
@@ -66,20 +77,12 @@ def _run_check(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def config() -> dict:
-    """The fully rendered compose config, as docker-compose prints it."""
+def render(env_file: Path = ENV_EXAMPLE, compose_file: Path = COMPOSE_FILE) -> dict:
+    """The fully rendered compose config, as docker-compose prints it with that ``.env``."""
     env = _clean_env()
-    env["CONTROLROOM_ENV_FILE"] = str(ENV_EXAMPLE)
+    env["CONTROLROOM_ENV_FILE"] = str(env_file)
     result = subprocess.run(
-        [
-            _docker_compose(),
-            "-f",
-            str(COMPOSE_FILE),
-            "--env-file",
-            str(ENV_EXAMPLE),
-            "config",
-        ],
+        [_docker_compose(), "-f", str(compose_file), "--env-file", str(env_file), "config"],
         check=False,
         capture_output=True,
         text=True,
@@ -88,6 +91,12 @@ def config() -> dict:
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    """The fully rendered compose config, as docker-compose prints it."""
+    return render()
 
 
 def test_compose_check_script_passes():
@@ -139,9 +148,13 @@ def test_app_services_point_at_stack_backends(config, name):
 
     assert environment["CONTROLROOM_MODE"] == "production"
     assert environment["SECRET_KEY_FILE"] == "/run/secrets/django_secret_key"
+    assert environment["METRICS_TOKEN_FILE"] == "/run/secrets/metrics_token"
+    assert "METRICS_TOKEN" not in environment
+    # The deploy's host names first (web's healthcheck sends the first), then Prometheus's name for web.
+    assert environment["ALLOWED_HOSTS"] == "controlroom.example.com,web"
     assert service["image"] == "controlroom:latest"
     assert {s["source"] for s in service["secrets"]} == {
-        "django_secret_key", "artifacts_s3_access_key", "artifacts_s3_secret_key",
+        "django_secret_key", "metrics_token", "artifacts_s3_access_key", "artifacts_s3_secret_key",
         "lake_s3_secret_key", "iceberg_catalog_db_password"}
     assert any(v.startswith("artifacts:/data") for v in service["volumes"])
 
@@ -152,9 +165,9 @@ def test_secret_comes_from_compose_secrets_dir(config):
 
 
 def _write_copy(tmp_path: Path, text: str) -> Path:
-    # Keep the compose/ layout so `build.context: ..` still resolves to a dir.
+    # Keep the compose/ layout so `build.context: ..` (and mlflow's ./mlflow) still resolve to dirs.
     target = tmp_path / "compose" / "docker-compose.yml"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    (target.parent / "mlflow").mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     return target
 
@@ -206,6 +219,12 @@ def _flag(service: dict, name: str) -> str:
     values = [arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(f"-{name}=")]
     assert len(values) == 1, f"-{name} given {len(values)} times"
     return values[0]
+
+
+def _arg_after(command: list[str], flag: str) -> str:
+    """The value after ``flag`` in a command (given once)."""
+    assert command.count(flag) == 1, f"{flag} given {command.count(flag)} times in {command}"
+    return command[command.index(flag) + 1]
 
 
 def _buckets(config: dict) -> tuple[set[str], set[str]]:
@@ -428,11 +447,17 @@ def test_seaweedfs_as_composed_scopes_each_identity_to_its_buckets(config, tmp_p
 
         _, _, app = client("artifacts")
         lake_key, lake_secret, lake = client("lake")
+        _, _, mlflow = client("mlflow")
         store_bucket = urlsplit(config["services"]["web"]["environment"]["ARTIFACT_STORE_URL"]).hostname
+        mlflow_destination = _arg_after(config["services"]["mlflow"]["command"], "--artifacts-destination")
+        mlflow_bucket = urlsplit(mlflow_destination).hostname
         app.put_object(Bucket=store_bucket, Key="probe", Body=b"ok")
         assert app.get_object(Bucket=store_bucket, Key="probe")["Body"].read() == b"ok"
         lake.put_object(Bucket="controlroom-lake", Key="probe", Body=b"ok")
-        for who, bucket in ((app, "controlroom-lake"), (lake, store_bucket)):
+        mlflow.put_object(Bucket=mlflow_bucket, Key="probe", Body=b"ok")
+        assert mlflow.get_object(Bucket=mlflow_bucket, Key="probe")["Body"].read() == b"ok"
+        for who, bucket in ((app, "controlroom-lake"), (lake, store_bucket), (app, mlflow_bucket),
+                            (lake, mlflow_bucket), (mlflow, store_bucket), (mlflow, "controlroom-lake")):
             with pytest.raises(ClientError) as refused:
                 who.get_object(Bucket=bucket, Key="probe")
             assert refused.value.response["Error"]["Code"] == "AccessDenied"
