@@ -27,6 +27,15 @@ DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How long each server the tests started took to be ready (Keycloak, MLflow, Prometheus…)."""
+    from tests.servers import STARTED
+
+    if STARTED:
+        terminalreporter.write_sep("-", "servers started by the tests (seconds to ready)")
+        terminalreporter.write_line(", ".join(f"{name} {seconds:.1f}" for name, seconds in STARTED))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests on an engine server (Trino) run once per ``make test``, in the PostgreSQL pass, as
     those with their own embedded stack do: both carry the ``once`` marker."""

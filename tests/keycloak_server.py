@@ -169,12 +169,9 @@ KEYCLOAK_SECRET = "keycloak-client-" + secrets.token_urlsafe(12)
 
 
 @pytest.fixture(scope="session")
-def keycloak_server(live_server, pytestconfig) -> Iterator[KeycloakServer]:
+def keycloak_server(live_server) -> Iterator[KeycloakServer]:
     server = KeycloakServer(client_secret=KEYCLOAK_SECRET, app_url=live_server.url)
-    server.start()
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # shown in the run's output (the closing note reports it)
-        reporter.write_line(f"keycloak {VERSION}: ready in {server.startup_seconds:.1f} s")
+    server.start()  # its start time is in the run's summary (tests/conftest.py)
     try:
         yield server
     finally:

@@ -71,12 +71,9 @@ class MlflowServer(_Server):
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(pytestconfig) -> Iterator[MlflowServer]:
+def mlflow_server() -> Iterator[MlflowServer]:
     server = MlflowServer()
-    server.start()
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"mlflow {VERSION}: ready in {server.startup_seconds:.1f} s")
+    server.start()  # its start time is in the run's summary (tests/conftest.py)
     try:
         yield server
     finally:

@@ -39,6 +39,7 @@ REDIS_VAR = "CONTROLROOM_TEST_REDIS_URL"
 # The CLI's pid: a test sends it SIGUSR1 to restart the PostgreSQL server under the suite.
 SERVERS_PID_VAR = "CONTROLROOM_TEST_SERVERS_PID"
 _LIVE: set[_Server] = set()
+STARTED: list[tuple[str, float]] = []  # (name, seconds to ready) of every server this process started
 
 
 def free_port() -> int:
@@ -90,6 +91,7 @@ class _Server:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
+        STARTED.append((self.name, self.startup_seconds))
         return self.url
 
     def _start(self) -> str:
