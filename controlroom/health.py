@@ -98,3 +98,30 @@ def metrics(request: HttpRequest) -> HttpResponse:
     from controlroom.metrics import exposition
 
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+
+
+class ProbeMiddleware:
+    """Answers the probes and the scraper before anything reads the Host header: the kubelet and
+    Prometheus call pods by address (``Host: 10.1.2.3:8000``) or service name (``web:8000``),
+    which ALLOWED_HOSTS need not list, and these answers do not depend on the host (the token
+    or network rule guards /metrics). Also spares them the HTTPS redirect and the session."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = PROBES.get(request.path_info)
+        if view is None or request.method not in ("GET", "HEAD"):
+            return self.get_response(request)
+        from django.urls import resolve
+
+        request.resolver_match = resolve(request.path_info)  # the latency metric's view label
+        try:
+            return view(request)
+        except Http404:
+            from django.http import HttpResponseNotFound
+
+            return HttpResponseNotFound("Not Found", content_type="text/plain")

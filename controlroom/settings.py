@@ -94,6 +94,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "controlroom.request_id.RequestIdMiddleware",
     "controlroom.metrics.HttpMetricsMiddleware",  # request latency by view, for /metrics
+    # /healthz, /readyz and /metrics, before anything reads the Host header (controlroom/health.py).
+    "controlroom.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before WhiteNoise, which answers static files itself: they get the policy too (an SVG
     # opened on its own is a document).

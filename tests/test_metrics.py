@@ -185,3 +185,15 @@ def test_healthz_needs_nothing_and_readyz_names_what_is_down(world, settings):
     assert down.json()["checks"]["artifact_store"] == {**down.json()["checks"]["artifact_store"], "ok": False,
                                                        "error": "artifact_store not reachable"}
     assert "/proc" not in down.content.decode()  # the reason goes to the log only
+
+
+def test_probes_and_the_scraper_answer_whatever_host_they_call(world, settings):
+    """The kubelet and Prometheus call a pod by its address or a service name ALLOWED_HOSTS need
+    not list; every other page still refuses such a host."""
+    settings.ALLOWED_HOSTS, settings.METRICS_TOKEN = ["controlroom.example"], TOKEN
+    for host in ("10.1.2.3:8000", "web:8000"):
+        assert Client().get("/healthz", HTTP_HOST=host).status_code == 200
+        assert Client().get("/readyz", HTTP_HOST=host).status_code == 200
+        assert Client().get("/metrics", HTTP_HOST=host, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert Client().get("/metrics", HTTP_HOST=host).status_code == 404  # still guarded
+        assert Client().get("/accounts/login/", HTTP_HOST=host).status_code == 400  # DisallowedHost
