@@ -63,6 +63,7 @@ def _stopped(sender: Any = None, **kwargs: Any) -> None:
 
     _stop.set()
     hostname = getattr(sender, "hostname", "")
+    log.info("worker shutdown: removing the sign of life of %r", hostname)
     if hostname:
         try:
             WorkerBeat.objects.filter(hostname=hostname).delete()

@@ -76,10 +76,13 @@ class RunningServer:
         return self.proc.poll() is not None and not self.group_alive()
 
 
+METRICS_TOKEN = "run-command-metrics-token"  # the tests read /metrics with it
+
+
 def run_command_env(data_dir: Path, port: int) -> dict[str, str]:
     drop = {*_DROP, *(f"{name}_FILE" for name in _DROP)}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(CONTROLROOM_DATA_DIR=str(data_dir), PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(CONTROLROOM_DATA_DIR=str(data_dir), PORT=str(port), PYTHONUNBUFFERED="1", METRICS_TOKEN=METRICS_TOKEN)
     return env
 
 

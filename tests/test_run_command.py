@@ -26,9 +26,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlroom.supervisor import spark_available
-from tests.processes import STOP_TIMEOUT, RunningServer, run_command
+from tests.processes import METRICS_TOKEN, STOP_TIMEOUT, RunningServer, run_command
 
 # make run adds a Celery worker on the spark queue where pyspark and a JDK 17 are installed.
 CHILDREN = {"web", "worker", "beat"} | ({"spark-worker"} if spark_available() else set())
@@ -233,6 +234,25 @@ def test_run_command_serves_the_demo_end_to_end(tmp_path: Path) -> None:
         assert sorted(listed) == [("bronze.orders", "iceberg"), ("gold.daily_revenue", "delta"),
                                   ("gold.revenue_by_country", "iceberg"), ("silver.orders", "iceberg")], \
             why(tables.text[-3000:])
+
+        # Ready, and the metrics add up over gunicorn's two workers, the Celery worker and beat.
+        ready = web.open("readyz")
+        assert ready.status == 200 and all(c["ok"] for c in json.loads(ready.text)["checks"].values()), ready.text
+        scrape = Web(server.url).open("metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert scrape.status == 200, why(scrape.text[:500])
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(scrape.text) for s in f.samples}
+
+        def total(name: str, **labels: str) -> float:
+            return sum(v for (n, got), v in samples.items() if n == name and set(labels.items()) <= set(got))
+
+        assert total("controlroom_runs_total", job_slug="medallion", state="succeeded") == 1, scrape.text[:3000]
+        assert total("controlroom_runs_total", job_slug="lakehouse", state="succeeded") == 1
+        assert total("controlroom_celery_worker_up") >= 1  # the worker's own beat, written by the worker
+        assert total("controlroom_table_freshness_seconds", table="gold.daily_revenue") > 0
+        # Two /healthz requests above, whichever of the two web processes took them: shared files.
+        assert total("controlroom_http_request_duration_seconds_count", view="healthz") >= 2
+        assert Web(server.url).open("metrics").status == 404  # no token: nothing
 
         # The JSON API wants a bearer token; a signed-in session does not count.
         for client in (web, Web(server.url)):
