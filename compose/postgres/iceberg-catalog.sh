@@ -8,18 +8,8 @@
 #   ICEBERG_CATALOG_PASSWORD_FILE  the role's password (a mounted secret)
 set -eu
 name="${ICEBERG_CATALOG_DB:?}"
-password="$(cat "${ICEBERG_CATALOG_PASSWORD_FILE:?}")"
-[ -n "$password" ] || { echo "iceberg-catalog: $ICEBERG_CATALOG_PASSWORD_FILE is empty" >&2; exit 1; }
-
-psql -X -q -v ON_ERROR_STOP=1 -v name="$name" -v password="$password" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN', :'name') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name')
-\gexec
-ALTER ROLE :"name" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'password';
-SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'name')
-WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name')
-\gexec
-REVOKE ALL ON DATABASE :"name" FROM PUBLIC;
-SQL
+# The role and its database, as every service of the stack with tables of its own gets them.
+ROLE_DB="$name" ROLE_DB_PASSWORD_FILE="${ICEBERG_CATALOG_PASSWORD_FILE:?}" sh "$(dirname "$0")/role-database.sh"
 
 PGDATABASE="$name" psql -X -q -v ON_ERROR_STOP=1 -v name="$name" <<'SQL'
 SET client_min_messages = warning;
