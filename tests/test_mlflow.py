@@ -124,3 +124,21 @@ def test_a_wrong_or_unreachable_mlflow_connection_fails_the_phase_clearly(demo, 
     run = run_to_end(demo, ml_job(demo, "not-mlflow", "sleep", "{seconds: 0}", connection="warehouse"),
                      django_capture_on_commit_callbacks)
     assert "Connection 'warehouse' is duckdb, not mlflow." in run.phases.get().error
+
+
+def test_a_spark_driver_gets_the_mlflow_run_in_its_environment(world, mlflow_server, eager_celery, settings,
+                                                               django_capture_on_commit_callbacks):
+    from tests.lakehouse_helpers import errors, phase, spec, trigger
+
+    settings.SPARK_MODULES = ["tests.spark_scripts.mlflow_log"]
+    Connection.objects.create(workspace=world.workspace, name="tracking", kind="mlflow",
+                              config={"tracking_uri": mlflow_server.url})
+    run = trigger(world, spec(phase("count", "spark", module="tests.spark_scripts.mlflow_log", mlflow="tracking")),
+                  django_capture_on_commit_callbacks)
+    assert run.status == RunStatus.SUCCEEDED, errors(run)
+    link = MlflowRun.objects.get(run=run)
+    found = api(mlflow_server, "runs/get", run_id=link.mlflow_run_id)["run"]
+    assert {p["key"]: p["value"] for p in found["data"]["params"]} == {"engine": "spark"}
+    assert {m["key"]: m["value"] for m in found["data"]["metrics"]} == {"rows": 5.0}
+    assert found["info"]["status"] == "FINISHED"
+    assert {t["key"]: t["value"] for t in found["data"]["tags"]}["controlroom.phase"] == "count"
