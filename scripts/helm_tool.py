@@ -13,8 +13,9 @@ working when a release's go.mod carries ``replace`` directives, which ``go insta
 
 The binary lands in ``$CONTROLROOM_CACHE/helm/<version>/helm`` (default ``~/.cache/controlroom``);
 a file lock beside it makes parallel callers (pytest workers, two shells) build it once, and a
-rerun costs one ``stat``. ``HELM_BUILD_JOBS`` (default 1) is ``go build -p``: the machines have
-two cores, often shared with a running test suite. Progress goes to stderr, the path to stdout.
+rerun costs one ``stat``. ``HELM_BUILD_JOBS`` (default: the core count) is ``go build -p``; lower it
+when the cores are busy with something else (scripts/test.sh builds before the suite starts).
+Progress goes to stderr, the path to stdout.
 Needs Go >= the module's ``go`` line (1.26 for helm 3.22); Go's own module cache is reused.
 """
 
@@ -79,7 +80,7 @@ def _go(args: list[str], *, cwd: Path, env: dict[str, str], what: str) -> str:
 def _build(version: str, binary: Path) -> None:
     if shutil.which("go") is None:
         raise HelmBuildError("go not found on PATH: building helm needs the Go toolchain (1.26 or newer)")
-    jobs = os.environ.get("HELM_BUILD_JOBS", "1")
+    jobs = os.environ.get("HELM_BUILD_JOBS", str(os.cpu_count() or 1))  # scripts/test.sh builds before the suite
     if not jobs.isdigit() or int(jobs) < 1:
         raise HelmBuildError(f"HELM_BUILD_JOBS={jobs!r} must be a positive integer")
     # The local toolchain only (no toolchain download), no cgo (a static binary), and the
