@@ -47,6 +47,7 @@ class Connection(models.Model):
         CATALOG = "catalog", "Lakehouse catalog (Iceberg + Delta)"
         SPARK = "spark", "Spark (local, standalone cluster or Spark Connect)"
         MLFLOW = "mlflow", "MLflow tracking server"
+        POSTGRES = "postgres", "PostgreSQL source (ingestion)"
 
     # The kinds the SQL editor runs statements on (catalogs and Spark targets are for phases).
     SQL_KINDS = ("duckdb", "trino")
@@ -68,6 +69,8 @@ class Connection(models.Model):
     # "iceberg_catalogs" ({catalog connection name: Trino catalog}: where Trino lists that lake's
     # Delta and Iceberg tables, lakehouse.trino_publish)}; password in password_ref.
     # duckdb: {"database": path (optional)}.
+    # postgres: {"host", "port", "database", "user", "sslmode"}; password in password_ref (a
+    # source that ``ingest`` phases read from, e.g. Odoo's database; never written to).
     config = models.JSONField(default=dict, blank=True)
     password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
     # Without an environment, a DuckDB connection keeps one database per environment. This makes
@@ -117,6 +120,11 @@ class Connection(models.Model):
             uri = urlsplit(str((self.config or {}).get("tracking_uri", "")))
             if uri.scheme not in ("http", "https") or not uri.hostname:
                 errors["config"] = "'tracking_uri' must be the MLflow server's http(s) address."
+        if self.kind == self.Kind.POSTGRES and not errors:
+            from lakehouse.ingest.source import source_config_errors
+
+            if problems := source_config_errors(self.config):
+                errors["config"] = problems
         if self.kind == self.Kind.SPARK and not errors:
             from lakehouse.spark.target import target_config_errors
 

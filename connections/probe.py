@@ -7,6 +7,7 @@
 - Spark is not started: the target config is checked and, for a standalone master or Spark
   Connect, the host and port must accept a TCP connection. Whether Spark itself works shows
   only when a phase runs.
+- PostgreSQL (an ingestion source) connects read-only and counts the tables its user sees.
 
 Each test is audited (``connection.test``) with its outcome; no secret reaches the result."""
 
@@ -156,10 +157,29 @@ def _probe_mlflow(conn: Connection, access: Access) -> str:
     return f"MLflow at {client.tracking_uri} answered ({len(found.get('experiments', []))} experiment(s) listed)"
 
 
+def _probe_postgres(conn: Connection, access: Access) -> str:
+    from lakehouse.ingest.source import source_connect
+    from runs.executors.base import PhaseFailure
+
+    try:
+        source = source_connect(conn)
+    except PhaseFailure as exc:
+        raise _Failed(str(exc)) from None
+    try:
+        version, tables = source.execute(
+            "SELECT current_setting('server_version'), (SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema'))").fetchone()
+    finally:
+        source.close()
+    return f"PostgreSQL {version} at {conn.config.get('host')}:{conn.config.get('port', 5432)} answered; " \
+           f"this user sees {tables} table(s)"
+
+
 _PROBES: dict[str, Any] = {
     Connection.Kind.DUCKDB: _probe_duckdb, Connection.Kind.TRINO: _probe_trino,
     Connection.Kind.CATALOG: _probe_catalog, Connection.Kind.SPARK: _probe_spark,
     Connection.Kind.MLFLOW: _probe_mlflow,
+    Connection.Kind.POSTGRES: _probe_postgres,
 }
 
 

@@ -180,7 +180,9 @@ class DatabaseCollector:
                          ["engine", "state"], rows, SQL_BUCKETS)
 
     def _tables(self) -> Iterator[Metric]:
-        from lakehouse.models import Table
+        from django.db.models import OuterRef, Subquery
+
+        from lakehouse.models import Table, TableVersion
 
         now = timezone.now()
         fresh = GaugeMetricFamily("controlroom_table_freshness_seconds",
@@ -191,6 +193,16 @@ class DatabaseCollector:
         for workspace, environment, namespace, name, last in rows:
             fresh.add_metric([workspace, environment, f"{namespace}.{name}"], (now - last).total_seconds())
         yield fresh
+        behind = GaugeMetricFamily("controlroom_table_source_lag_seconds",
+                                   "Seconds since the source state the table's newest version holds (tables fed "
+                                   "by ingest phases; alert on the freshness SLO with it)",
+                                   labels=["workspace", "environment", "table"])
+        latest = TableVersion.objects.filter(table=OuterRef("pk")).order_by("-committed_at", "-id")
+        rows = (Table.objects.annotate(as_of=Subquery(latest.values("source_as_of")[:1])).filter(as_of__isnull=False)
+                .values_list("workspace__slug", "environment__name", "namespace", "name", "as_of"))
+        for workspace, environment, namespace, name, as_of in rows:
+            behind.add_metric([workspace, environment, f"{namespace}.{name}"], (now - as_of).total_seconds())
+        yield behind
 
     def _workers(self) -> Iterator[Metric]:
         from controlroom.models import WorkerBeat

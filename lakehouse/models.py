@@ -69,6 +69,10 @@ class TableVersion(models.Model):
     attempt = models.IntegerField(default=0)
     git_sha = models.CharField(max_length=40, blank=True, default="")
     committed_at = models.DateTimeField()
+    # Freshness: the source's clock up to which this version reflects every change (an ``ingest``
+    # phase's read bound; a table computed from inputs takes the oldest of theirs). Empty when no
+    # ingested source feeds it.
+    source_as_of = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["table", "version"], name="uniq_lakehouse_table_version")]
@@ -77,6 +81,13 @@ class TableVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table} @ {self.version}"
+
+    @property
+    def source_lag_s(self) -> float | None:
+        """Seconds between the source state this version holds and its commit (freshness at commit)."""
+        if self.source_as_of is None:
+            return None
+        return max(0.0, (self.committed_at - self.source_as_of).total_seconds())
 
     @property
     def fingerprint_pending(self) -> bool:

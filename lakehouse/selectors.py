@@ -20,12 +20,14 @@ LINEAGE_ROWS = 5000  # distinct (job, table, direction) rows one lineage query m
 
 
 def table_list(*, access: Access, q: str = "", format: str = "", environment: str = "") -> QuerySet[Table]:
-    """The workspace's tables, with their last commit (time, version id, run) and version count."""
+    """The workspace's tables, with their last commit (time, version id, run, how far the source is in
+    it: ``source_as_of``) and version count."""
     latest = TableVersion.objects.filter(table=OuterRef("pk")).order_by("-committed_at", "-id")
     qs = (Table.objects.filter(workspace=access.workspace).select_related("environment")
           .annotate(last_commit=Max("versions__committed_at"), version_count=Count("versions"),
                     last_run_id=Subquery(latest.values("run_id")[:1]),
-                    last_version=Subquery(latest.values("version")[:1])))
+                    last_version=Subquery(latest.values("version")[:1]),
+                    source_as_of=Subquery(latest.values("source_as_of")[:1])))
     if q:
         qs = qs.filter(Q(name__icontains=q) | Q(namespace__icontains=q) | Q(catalog_name__icontains=q))
     if format in Table.Format.values:

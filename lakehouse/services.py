@@ -42,6 +42,7 @@ class Commit:
     fingerprint: str = ""
     attempt: int = 0  # the attempt that made the version (0: not made by a phase)
     committed_at: dt.datetime | None = None
+    source_as_of: dt.datetime | None = None  # freshness (TableVersion.source_as_of)
 
 
 def _table(phase: Phase, commit: Commit) -> Table:
@@ -71,6 +72,7 @@ def table_version_record(*, phase_id: int, lease_token: str, commit: Commit, mad
                 "attempt": commit.attempt if made_here else 0,
                 "git_sha": phase.run.git_sha if made_here else "",
                 "committed_at": commit.committed_at or phase.run.created_at,
+                "source_as_of": commit.source_as_of if made_here else None,
             },
         )
         if not created and made_here and version.run_id is None:
@@ -84,7 +86,34 @@ def table_version_record(*, phase_id: int, lease_token: str, commit: Commit, mad
                                         direction=TableEdge.Direction.WRITE if made_here else TableEdge.Direction.READ)
         if version.fingerprint_pending:
             _fingerprint_later(version.pk)
+        _freshness_from_reads(phase)
         return version
+
+
+def _freshness_from_reads(phase: Phase) -> None:
+    """A version computed from ingested tables reflects the source only as far as the oldest of
+    them: the versions this phase wrote take the oldest ``source_as_of`` among those it read.
+    Called after every edge, so the order in which a kind records reads and writes does not matter
+    (a version with its own ``source_as_of``, an ingest phase's, reads nothing and is left alone)."""
+    from django.db.models import Min, Q
+
+    oldest = (TableVersion.objects.filter(edges__phase=phase, edges__direction=TableEdge.Direction.READ)
+              .aggregate(oldest=Min("source_as_of"))["oldest"])
+    if oldest is None:
+        return
+    (TableVersion.objects.filter(edges__phase=phase, edges__direction=TableEdge.Direction.WRITE)
+     .filter(Q(source_as_of__isnull=True) | Q(source_as_of__gt=oldest)).update(source_as_of=oldest))
+
+
+def table_version_source_advance(*, phase_id: int, lease_token: str, table_version: TableVersion,
+                                 source_as_of: dt.datetime) -> None:
+    """An ingest phase found nothing new up to ``source_as_of``: its table's current version
+    reflects the source that far too (freshness only moves forward; fenced like every write)."""
+    from django.db.models import Q
+
+    with lease_fence(phase_id=phase_id, lease_token=lease_token):
+        TableVersion.objects.filter(pk=table_version.pk).filter(
+            Q(source_as_of__isnull=True) | Q(source_as_of__lt=source_as_of)).update(source_as_of=source_as_of)
 
 
 def _fingerprint_later(version_id: int) -> None:
@@ -109,6 +138,7 @@ def table_read_record(*, phase_id: int, lease_token: str, table_version: TableVe
             raise ValueError("a phase cannot read another workspace's table")
         TableEdge.objects.get_or_create(run_id=phase.run_id, phase=phase, table_version=table_version,
                                         direction=TableEdge.Direction.READ)
+        _freshness_from_reads(phase)
 
 
 def registered_format(*, phase: Phase, catalog_name: str, namespace: str, name: str) -> str | None:

@@ -14,6 +14,7 @@ KINDS: dict[str, str] = {
     "delta": "lakehouse.phases.delta",
     "trino": "runs.executors.trino",
     "spark": "lakehouse.phases.spark",
+    "ingest": "lakehouse.phases.ingest",
 }
 
 # Kinds whose phases go to their own Celery queue, served only by workers that can run them

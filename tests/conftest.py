@@ -21,7 +21,7 @@ from sqlwarehouse.datasets import datasets_area
 
 pytest_plugins = ["tests.trino_fixtures", "tests.git_fixtures", "tests.s3_fixtures", "tests.spark_cluster",
                   "tests.openbao_server", "tests.oidc_server", "tests.keycloak_server",
-                  "tests.mlflow_server"]
+                  "tests.mlflow_server", "tests.odoo_source"]
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SPEC = (REPO / "demo" / "jobs" / "medallion.yaml").read_text()
 PASSWORD = "correct-horse-battery-staple"

@@ -155,6 +155,10 @@ def test_trino_form_builds_the_config_and_edits_it_back(world, secret):
     ("mlflow", {"name": "ml", "environment": "", "tracking_uri": "ftp://mlflow.example"}, "tracking_uri",
      "http(s) address"),
     ("mlflow", {"name": "ml", "environment": "", "tracking_uri": ""}, "tracking_uri", "required"),
+    ("postgres", {"name": "odoo", "environment": "", "host": "db", "port": "5432", "database": "",
+                  "user": "ro", "sslmode": "prefer"}, "database", "required"),
+    ("postgres", {"name": "odoo", "environment": "", "host": "db", "port": "0", "database": "odoo",
+                  "user": "ro", "sslmode": "prefer"}, "port", "greater than or equal to 1"),
 ])
 def test_validation_errors_land_on_their_fields(world, secret, kind, data, field, text):
     response = world.client("admin").post(new_url(kind), data)
@@ -164,6 +168,20 @@ def test_validation_errors_land_on_their_fields(world, secret, kind, data, field
     assert f'data-field="{field}"' in response.content.decode()
     assert not Connection.objects.filter(workspace=world.workspace, kind=kind).exclude(name="warehouse").exists()
     assert not AuditEvent.objects.filter(action="connection.create").exists()
+
+
+def test_postgres_form_saves_an_ingestion_source_and_edits_it_back(world, secret):
+    admin = world.client("admin")
+    data = {"name": "odoo", "environment": "", "host": "odoo-db.internal", "port": "5433", "database": "odoo",
+            "user": "controlroom_ro", "password_ref": str(secret.pk), "sslmode": "require"}
+    response = admin.post(new_url("postgres"), data)
+    conn = Connection.objects.get(workspace=world.workspace, name="odoo")
+    assert response.status_code == 302 and conn.kind == "postgres" and conn.password_ref == secret
+    assert conn.config == {"host": "odoo-db.internal", "port": 5433, "database": "odoo", "user": "controlroom_ro",
+                           "sslmode": "require"}
+    form = admin.get(url("connection_edit", connection=conn.pk)).context["form"]
+    assert form.initial["port"] == 5433 and form.initial["sslmode"] == "require"
+    assert AuditEvent.objects.filter(action="connection.create").count() == 1
 
 
 def test_valid_catalog_and_spark_forms_save_what_the_lakehouse_accepts(world, secret):

@@ -274,8 +274,26 @@ class MlflowForm(ConnectionForm):
         return {"tracking_uri": self.cleaned_data["tracking_uri"].strip().rstrip("/")}
 
 
+class PostgresForm(ConnectionForm):
+    KIND = Connection.Kind.POSTGRES
+    CONFIG_FIELDS = {"host": "host", "port": "port", "database": "database", "user": "user", "sslmode": "sslmode"}
+    SSLMODES = [(mode, mode) for mode in ("prefer", "require", "verify-ca", "verify-full", "disable", "allow")]
+    host = forms.CharField(max_length=253, help_text="Host name or address of the source database server.")
+    port = forms.IntegerField(min_value=1, max_value=65535, initial=5432)
+    database = forms.CharField(max_length=63, help_text="The database to read, e.g. Odoo's.")
+    user = forms.CharField(max_length=63, help_text="A user that may only read the tables to ingest.")
+    password_ref = SecretRefChoice(queryset=SecretRef.objects.none(), required=False, empty_label="(none)",
+                                   label="Password (secret reference)", help_text="The user's password.")
+    sslmode = forms.ChoiceField(choices=SSLMODES, initial="prefer", label="TLS (sslmode)")
+
+    def config_build(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"host": data["host"].strip(), "port": data["port"], "database": data["database"].strip(),
+                "user": data["user"].strip(), "sslmode": data["sslmode"]}
+
+
 FORMS: dict[str, type[ConnectionForm]] = {form.KIND: form for form in (DuckDBForm, TrinoForm, CatalogForm, SparkForm,
-                                                                       MlflowForm)}
+                                                                       MlflowForm, PostgresForm)}
 
 
 class SecretRefForm(forms.Form):

@@ -126,6 +126,18 @@ def delta_app_id(ctx: Any) -> str:
     return f"controlroom-run-{ctx.run.pk}-phase-{ctx.phase.pk}"
 
 
+def hold_lease_row(phase: Any) -> None:
+    """Inside ``lease_fence``, right before a table commit: keep the phase's lease row locked until
+    the transaction ends. PostgreSQL's fence already holds a row lock; SQLite has none, so a write
+    takes the database's write lock, and the reaper and a new claim wait for the commit alike."""
+    from django.db import connection
+
+    from runs.models import Phase
+
+    if connection.vendor == "sqlite":
+        Phase.objects.filter(pk=phase.pk).update(lease_token=phase.lease_token)
+
+
 def refuse_if_stopped(ctx: Any) -> None:
     """Called right before a commit: a cancelled, timed-out or lease-less phase commits nothing."""
     if ctx.stopped:

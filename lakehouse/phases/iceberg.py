@@ -19,7 +19,6 @@ import re
 from typing import Any
 
 import pyarrow as pa
-from django.db import connection
 
 from lakehouse.catalogs import Lakehouse
 from lakehouse.phases import common
@@ -27,7 +26,6 @@ from lakehouse.phases.common import ATTEMPT, PHASE, RUN_ID, PhaseFailure
 from lakehouse.phases.inputs import read_inputs, record_reads
 from lakehouse.services import Commit, table_version_find, table_version_record
 from lakehouse.tables import iceberg_stats, iceberg_table
-from runs.models import Phase
 from runs.services.fence import StaleLease, lease_fence
 
 _FIELDS = {"table", "catalog", "sql", "file", "connection", "inputs", "mode", "overwrite_filter", "keys",
@@ -108,11 +106,7 @@ def ours(tbl: Any, ctx: Any) -> Any | None:
     return found
 
 
-def _lock(phase: Phase) -> None:
-    # SQLite has no row locks: a write takes the database's write lock for the rest of the
-    # transaction, so the reaper and a new claim wait for the commit like on PostgreSQL.
-    if connection.vendor == "sqlite":
-        Phase.objects.filter(pk=phase.pk).update(lease_token=phase.lease_token)
+_lock = common.hold_lease_row
 
 
 # --- execute ----------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Incremental ingestion from operational databases into bronze lakehouse tables."""
