@@ -48,6 +48,7 @@ class Connection(models.Model):
         SPARK = "spark", "Spark (local, standalone cluster or Spark Connect)"
         MLFLOW = "mlflow", "MLflow tracking server"
         POSTGRES = "postgres", "PostgreSQL source (ingestion)"
+        SUPERSET = "superset", "Apache Superset (publish tables and saved queries)"
 
     # The kinds the SQL editor runs statements on (catalogs and Spark targets are for phases).
     SQL_KINDS = ("duckdb", "trino")
@@ -71,6 +72,9 @@ class Connection(models.Model):
     # duckdb: {"database": path (optional)}.
     # postgres: {"host", "port", "database", "user", "sslmode"}; password in password_ref (a
     # source that ``ingest`` phases read from, e.g. Odoo's database; never written to).
+    # superset: {"url", "username", "trino_connection" (the Trino connection Superset reads
+    # through), "trino_user" (Superset runs as its read-only identity, <user>~ro), "verify"};
+    # the Superset user's password in password_ref (lakehouse.superset_config).
     config = models.JSONField(default=dict, blank=True)
     password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
     # Without an environment, a DuckDB connection keeps one database per environment. This makes
@@ -124,6 +128,11 @@ class Connection(models.Model):
             from lakehouse.ingest.source import source_config_errors
 
             if problems := source_config_errors(self.config):
+                errors["config"] = problems
+        if self.kind == self.Kind.SUPERSET and not errors:
+            from lakehouse.superset_config import superset_connection_errors
+
+            if problems := superset_connection_errors(self):
                 errors["config"] = problems
         if self.kind == self.Kind.SPARK and not errors:
             from lakehouse.spark.target import target_config_errors

@@ -8,6 +8,8 @@
   Connect, the host and port must accept a TCP connection. Whether Spark itself works shows
   only when a phase runs.
 - PostgreSQL (an ingestion source) connects read-only and counts the tables its user sees.
+- Superset signs in (``/api/v1/security/login``) and reads ``/api/v1/me/``; the Trino connection
+  it names must exist (its password is read, as publishing would).
 
 Each test is audited (``connection.test``) with its outcome; no secret reaches the result."""
 
@@ -157,6 +159,19 @@ def _probe_mlflow(conn: Connection, access: Access) -> str:
     return f"MLflow at {client.tracking_uri} answered ({len(found.get('experiments', []))} experiment(s) listed)"
 
 
+def _probe_superset(conn: Connection, access: Access) -> str:
+    from lakehouse.superset_config import SupersetError, client_for, read_only_user, trino_for
+
+    try:
+        trino = trino_for(conn, environment=conn.environment)
+        client = client_for(conn, secrets=(trino.password,))
+        me = client.call("GET", "/api/v1/me/", what="say who is signed in").get("result", {})
+    except SupersetError as exc:
+        raise _Failed(str(exc)) from None
+    return (f"Superset at {client.url} signed in as {me.get('username') or conn.config.get('username')}; it will "
+            f"read through Trino connection '{trino.connection.name}' as {read_only_user(conn)}")
+
+
 def _probe_postgres(conn: Connection, access: Access) -> str:
     from lakehouse.ingest.source import source_connect
     from runs.executors.base import PhaseFailure
@@ -178,7 +193,7 @@ def _probe_postgres(conn: Connection, access: Access) -> str:
 _PROBES: dict[str, Any] = {
     Connection.Kind.DUCKDB: _probe_duckdb, Connection.Kind.TRINO: _probe_trino,
     Connection.Kind.CATALOG: _probe_catalog, Connection.Kind.SPARK: _probe_spark,
-    Connection.Kind.MLFLOW: _probe_mlflow,
+    Connection.Kind.MLFLOW: _probe_mlflow, Connection.Kind.SUPERSET: _probe_superset,
     Connection.Kind.POSTGRES: _probe_postgres,
 }
 

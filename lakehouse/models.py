@@ -121,3 +121,6 @@ class TableEdge(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.direction} {self.table_version}"
+
+
+from lakehouse.superset_models import SupersetPublication  # noqa: E402,F401  (registered with this app)

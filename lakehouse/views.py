@@ -21,6 +21,7 @@ from controlroom.models import Environment, Role
 from controlroom.selectors import workspace_access
 from lakehouse.models import Table, TableVersion
 from lakehouse.selectors import table_get, table_lineage, table_list, table_versions
+from lakehouse.superset_views import superset_panel
 
 log = logging.getLogger(__name__)
 PREVIEW_ROWS = 50
@@ -55,7 +56,7 @@ def table_detail(request: HttpRequest, workspace: str, table_id: int) -> HttpRes
         "access": access, "workspace": access.workspace, "table": table, "page": page, "latest": latest,
         "shown": shown, "schema": shown.schema if shown else [], "lineage": table_lineage(table=table),
         "preview": _preview(table, shown) if shown and request.GET.get("preview") == "1" else None,
-        "sql_link": sql_link,
+        "sql_link": sql_link, "superset": superset_panel(access, table=table),
     })
 
 

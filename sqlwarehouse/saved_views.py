@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from controlroom.models import Role
 from controlroom.selectors import workspace_access
 from controlroom.services import ServiceError
+from lakehouse.superset_views import superset_panel
 from sqlwarehouse import params
 from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.models import QueryExecution
@@ -97,6 +98,7 @@ def saved_detail(request: HttpRequest, workspace: str, saved_id: int) -> HttpRes
         "chart_save_url": reverse("sqlwarehouse:saved_chart", args=[workspace, saved.pk]) if can_edit else "",
         "show_chart": last is not None and last.status == QueryExecution.Status.SUCCEEDED and bool(last.columns),
         "can_edit": can_edit, "can_run": access.can(Role.ANALYST),
+        "superset": superset_panel(access, saved_query=saved),
     })
 
 

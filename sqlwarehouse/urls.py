@@ -1,5 +1,6 @@
 from django.urls import path
 
+from lakehouse import superset_views
 from sqlwarehouse import saved_views, schema_views, views, workbench_views
 
 app_name = "sqlwarehouse"
@@ -18,6 +19,7 @@ urlpatterns = [
     path("saved/<int:saved_id>/", saved_views.saved_detail, name="saved_detail"),
     path("saved/<int:saved_id>/versions/<int:number>/", saved_views.saved_version, name="saved_version"),
     path("saved/<int:saved_id>/chart/", saved_views.saved_chart, name="saved_chart"),
+    path("saved/<int:saved_id>/superset/", superset_views.saved_query_publish, name="saved_superset_publish"),
     # Schema browser (schema_views): page, lazy tree fragments, completion JSON, refresh.
     path("schema/", schema_views.schema_browser, name="schema"),
     path("schema/<int:connection_id>/tables/", schema_views.schema_tables, name="schema_tables"),

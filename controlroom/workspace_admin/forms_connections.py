@@ -274,6 +274,32 @@ class MlflowForm(ConnectionForm):
         return {"tracking_uri": self.cleaned_data["tracking_uri"].strip().rstrip("/")}
 
 
+class SupersetForm(ConnectionForm):
+    KIND = Connection.Kind.SUPERSET
+    CONFIG_FIELDS = {"url": "url", "username": "username", "trino_connection": "trino_connection",
+                     "trino_user": "trino_user", "verify": "verify"}
+    url = forms.CharField(max_length=300, label="Superset URL", help_text="Superset's address, e.g. "
+                          "https://superset.example.")
+    username = forms.CharField(max_length=150, label="Superset user",
+                               help_text="Control Room signs in as this user to publish (it needs to create "
+                                         "databases, datasets and charts).")
+    password_ref = SecretRefChoice(queryset=SecretRef.objects.none(), label="Password (secret reference)",
+                                   help_text="The Superset user's password.")
+    trino_connection = forms.CharField(max_length=64, label="Trino connection",
+                                       help_text="The Trino connection Superset reads the lake through; Superset "
+                                                 "logs in to Trino as its service user.")
+    trino_user = forms.CharField(max_length=61, initial="superset", label="Trino user",
+                                 help_text="Superset's queries run in Trino as this user's read-only identity, "
+                                           "<user>~ro, which Trino lets only read.")
+    verify = forms.BooleanField(required=False, initial=True, label="Verify Superset's TLS certificate")
+
+    def config_build(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"url": data["url"].strip().rstrip("/"), "username": data["username"].strip(),
+                "trino_connection": data["trino_connection"].strip(), "trino_user": data["trino_user"].strip(),
+                "verify": bool(data["verify"])}
+
+
 class PostgresForm(ConnectionForm):
     KIND = Connection.Kind.POSTGRES
     CONFIG_FIELDS = {"host": "host", "port": "port", "database": "database", "user": "user", "sslmode": "sslmode"}
@@ -293,7 +319,7 @@ class PostgresForm(ConnectionForm):
 
 
 FORMS: dict[str, type[ConnectionForm]] = {form.KIND: form for form in (DuckDBForm, TrinoForm, CatalogForm, SparkForm,
-                                                                       MlflowForm, PostgresForm)}
+                                                                       MlflowForm, SupersetForm, PostgresForm)}
 
 
 class SecretRefForm(forms.Form):
