@@ -16,6 +16,10 @@ class Table(models.Model):
     class Format(models.TextChoices):
         ICEBERG = "iceberg", "Iceberg"
         DELTA = "delta", "Delta"
+        # Relations a dbt phase built on a DuckDB connection (catalog: the connection's name) or on
+        # Trino (catalog: the Trino catalog); a version is one build, its id the build's time in µs.
+        DUCKDB = "duckdb", "DuckDB"
+        TRINO = "trino", "Trino"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="tables")
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="tables")

@@ -14,6 +14,7 @@ KINDS: dict[str, str] = {
     "delta": "lakehouse.phases.delta",
     "trino": "runs.executors.trino",
     "spark": "lakehouse.phases.spark",
+    "dbt": "lakehouse.phases.dbt",
     "ingest": "lakehouse.phases.ingest",
 }
 

@@ -13,7 +13,7 @@ from runs.executors.base import PhaseContextProtocol, PhaseFailure
 from runs.kinds import KINDS
 
 __all__ = ["AFTER_SUCCESS", "PhaseContext", "PhaseContextProtocol", "PhaseFailure", "config_errors", "execute",
-           "executor_for", "repo_files"]
+           "executor_for", "repo_files", "repo_trees"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,15 @@ def repo_files(kind: str, config: dict[str, Any]) -> list[str]:
     synced commit and keeps with the job version. A kind opts in with ``repo_files(config)``."""
     executor = executor_for(kind)
     wanted = getattr(executor, "repo_files", None)
+    return list(wanted(config)) if wanted else []
+
+
+def repo_trees(kind: str, config: dict[str, Any]) -> list[str]:
+    """The repository folders a phase runs as a whole (a dbt project): a git sync keeps each one's
+    tree id with the job version, so a change to any file in it makes a new version at its commit.
+    A kind opts in with ``repo_trees(config)``."""
+    executor = executor_for(kind)
+    wanted = getattr(executor, "repo_trees", None)
     return list(wanted(config)) if wanted else []
 
 

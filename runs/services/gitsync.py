@@ -232,7 +232,7 @@ def git_sync(*, access: Access, source: GitSource, sha: str | None = None) -> Sy
                     continue
                 try:  # before the import's transaction: no lock is held while YAML is read
                     spec = _parse_file(text)
-                    job_files[rel] = _phase_files(root, spec)
+                    job_files[rel] = _phase_files(root, spec, url=url)
                 except SpecError as exc:
                     errors.append(FileError(rel, exc.errors))
                 else:
@@ -253,13 +253,26 @@ def _text_of(path: Path) -> str | None:
     return None if "\x00" in text else text
 
 
-def _phase_files(root: Path, spec: dict) -> dict[str, str]:
+def _phase_files(root: Path, spec: dict, *, url: str) -> dict[str, str]:
     """{path: text} of the repository files the spec's phases run (``runs.executors.repo_files``),
-    read from this checkout; SpecError naming each file that cannot be used."""
-    from runs.executors import repo_files
+    read from this checkout, and {"folder/": "tree <id>"} for the folders they run whole
+    (``repo_trees``: a change anywhere in one makes a new job version); SpecError naming each file
+    that cannot be used."""
+    from runs.executors import repo_files, repo_trees
 
     found, problems = {}, []
     for phase in spec.get("phases", []):
+        for rel in repo_trees(phase["kind"], phase.get("config") or {}):
+            rel = rel.strip("/") if rel.strip("/") != "." else ""
+            try:
+                listed = (_git(["rev-parse", "HEAD^{tree}"], cwd=root, url=url) if not rel else
+                          _git(["ls-tree", "-d", "HEAD", "--", rel], cwd=root, url=url)).split()
+            except ServiceError:
+                listed = []
+            if rel and (len(listed) < 3 or listed[1] != "tree"):
+                problems.append(f"phase '{phase['name']}': {rel} is not a folder in the repository at this commit")
+            elif listed:
+                found[f"{rel}/"] = f"tree {listed[0] if not rel else listed[2]}"
         for rel in repo_files(phase["kind"], phase.get("config") or {}):
             path = (root / rel).resolve()
             where = f"phase '{phase['name']}': {rel}"
