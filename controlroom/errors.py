@@ -14,12 +14,12 @@ from django.views import defaults
 from controlroom.api import api_error
 
 log = logging.getLogger(__name__)
-JSON_PREFIXES = ("/api/", "/hooks/")
+JSON_PREFIXES = ("/api/", "/hooks/", "/v1/")
 WORKSPACE_PATH = re.compile(r"^/w/([-a-zA-Z0-9_]+)/")
 
 
 def _json(request: HttpRequest) -> bool:
-    return request.path.startswith(JSON_PREFIXES) or request.path in ("/api", "/hooks")
+    return request.path.startswith(JSON_PREFIXES) or request.path in ("/api", "/hooks", "/v1")
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -137,8 +137,12 @@ class WorkerBeat(models.Model):
 
 # What an API token may do, beside its role (both must allow a request): read or change jobs
 # and runs, act as an executor (claim, heartbeat, events, artifacts, complete), read or run SQL,
-# and act as an admin (without it a token's role counts as operator at most).
-TOKEN_SCOPES = ("runs:read", "runs:write", "executor", "sql:read", "sql:write", "admin")
+# and act as an admin (without it a token's role counts as operator at most). The IDE API's own
+# (runs/ide_api.py): compute:sql runs SQL and reads those executions, compute:job triggers jobs
+# and pipelines and reads those runs; sql:write and runs:write allow the same requests, so tokens
+# made before these scopes existed keep what they could do.
+TOKEN_SCOPES = ("runs:read", "runs:write", "executor", "sql:read", "sql:write", "admin", "compute:sql",
+                "compute:job")
 
 
 def all_scopes() -> list[str]:

@@ -300,6 +300,8 @@ SQL_PARSER_CHECK = env_bool("SQL_PARSER_CHECK", True)
 # (sqlwarehouse.inline), for at most this many queries at once per process; more, or 0, go to
 # the Celery sql queue.
 SQL_INLINE_RUNS = env_int("SQL_INLINE_RUNS", 2)
+# Executions one API token may have queued or running at once through the IDE API (compute/sql).
+IDE_SQL_ACTIVE_PER_CALLER = env_int("IDE_SQL_ACTIVE_PER_CALLER", 4)
 # Claims that long-poll (wait > 0) hold a web thread; at most this many wait at once per process
 # (the others answer 204 at once and the executor retries after a pause).
 CLAIM_LONG_POLLS_PER_PROCESS = env_int("CLAIM_LONG_POLLS_PER_PROCESS", 2)

@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from controlroom import health, views
+from runs import hook_views
 
 # Staff sign in through allauth's login, so /admin/login/ has the same rate limits; a signed-in
 # user who is not active staff gets 403 there instead of the admin's own login form.
@@ -29,6 +30,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("w/<slug:workspace>/tokens/", views.token_list, name="token_list"),
     path("w/<slug:workspace>/settings/", include("controlroom.workspace_admin.urls")),
+    path("w/<slug:workspace>/jobs/<slug:job>/hooks/", hook_views.job_hook_action, name="job_hooks"),
     path("w/<slug:workspace>/", include("runs.urls")),
     path("w/<slug:workspace>/", include("runs.schedule_urls")),
     path("w/<slug:workspace>/artifacts/", include("artifacts.urls")),
@@ -36,5 +38,9 @@ urlpatterns = [
     path("api/v1/workspaces/<slug:workspace>/sql/", include("sqlwarehouse.api_urls")),
     path("api/v1/workspaces/<slug:workspace>/", include("runs.api_urls")),
     path("api/v1/ops/", include("runs.ops_urls")),
+    # The IDE API (the token names the workspace), also under the bare /v1/ its first clients
+    # were written against.
+    path("api/v1/", include(("runs.ide_urls", "ide"), namespace="ide")),
+    path("v1/", include(("runs.ide_urls", "ide"), namespace="ide_v1")),
     path("", include("lakehouse.urls")),
 ]

@@ -68,6 +68,8 @@ SCOPE_CHOICES = (
     ("sql:read", "read its SQL history and results, and tables", False),
     ("sql:write", "run SQL", False),
     ("admin", "act with the admin role (without it an admin token acts as an operator)", False),
+    ("compute:sql", "IDE API: run SQL (/api/v1/compute/sql) and read those executions", False),
+    ("compute:job", "IDE API: trigger jobs and pipelines (/api/v1/compute/job, /api/v1/pipelines/run)", False),
 )
 
 

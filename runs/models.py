@@ -365,3 +365,47 @@ class MlflowRun(models.Model):
 
     def __str__(self) -> str:
         return f"MLflow run {self.mlflow_run_id} of {self.phase}"
+
+
+class JobHook(models.Model):
+    """A signed URL (``/hooks/jobs/<public_id>``) that triggers one job in one environment with
+    the JSON body as its parameters (runs/job_hooks.py). The signing secret is kept encrypted
+    with a key derived from SECRET_KEY (the HMAC needs it back) and shown once, when it is made."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="job_hooks")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="hooks")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    public_id = models.CharField(max_length=32, unique=True)
+    secret_encrypted = models.TextField()
+    # The role its runs are started with: the maker's (admin or operator) when it was made.
+    role = models.CharField(max_length=16)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["job", "environment"], name="uniq_live_job_hook",
+                                               condition=models.Q(revoked_at__isnull=True))]
+
+    def __str__(self) -> str:
+        return f"hook {self.public_id[:6]}… of {self.job_id} in {self.environment_id}"
+
+
+class JobHookDelivery(models.Model):
+    """A signature a hook accepted, kept until its timestamp leaves the replay window: the same
+    signed request sent again finds its row and is refused."""
+
+    hook = models.ForeignKey(JobHook, on_delete=models.CASCADE, related_name="deliveries")
+    signature_sha256 = models.CharField(max_length=64)
+    run = models.ForeignKey(Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    received_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hook", "signature_sha256"], name="uniq_job_hook_signature")]
+
+    def __str__(self) -> str:
+        return f"{self.hook_id}:{self.signature_sha256[:12]}"

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the executor contract (served at /api/v1/ops/openapi.json)."""
+"""The OpenAPI 3.1 documents of the executor contract (served at /api/v1/ops/openapi.json) and of
+the IDE API (at /api/v1/openapi.json)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,63 @@ PATHS: dict[str, Any] = {
                                   ["lease_token", "outcome"])),
         "responses": _responses("200", 404, 409)}},
 }
+
+
+# The IDE API (runs/ide_api.py, sqlwarehouse/compute_api.py): a document of its own, served at
+# /api/v1/openapi.json (and /v1/openapi.json); its server is /api/v1 (or /v1), not /api/v1/ops.
+_ENV = {"enum": ["dev", "stage", "prod"]}
+_SQL_BODY = _obj({"sql": {"type": "string", "minLength": 1, "maxLength": 200_000},
+                  "connection": {"type": "string"}, "environment": _ENV, "parameters": {"type": "object"},
+                  "wait_ms": {"type": "integer", "minimum": 0, "maximum": 10_000},
+                  "limit": {"type": "integer", "minimum": 1}}, ["sql"])
+_EXECUTION = _obj({"id": {"type": "integer"}, "status": {"enum": ["queued", "running", "succeeded", "failed",
+                                                                   "cancelled"]},
+                   "error": {"type": "string"}, "status_url": {"type": "string"}, "columns": {"type": "array"},
+                   "rows": {"type": "array"}, "row_count": {"type": "integer"},
+                   "next_offset": {"type": ["integer", "null"]}}, ["id", "status", "status_url"])
+_RUN = _obj({"id": {"type": "integer"}, "status": {"type": "string"}, "status_url": {"type": "string"},
+             "console_url": {"type": "string"}}, ["id", "status", "status_url", "console_url"])
+_KEY = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}
+
+
+def _start(operation_id: str, name: str, values: str, summary: str) -> dict[str, Any]:
+    return {"post": {
+        "operationId": operation_id, "summary": summary, "parameters": [_KEY],
+        "requestBody": _json(_obj({name: {"type": "string", "minLength": 1}, "environment": _ENV,
+                                   values: {"type": "object"}}, [name])),
+        "responses": {**_responses("201", 404, 409, 422, ok_schema=_RUN),
+                      "200": {"description": "the run an earlier request with this Idempotency-Key started"}}}}
+
+
+def _run_status(operation_id: str) -> dict[str, Any]:
+    return {"get": {"operationId": operation_id, "parameters": [_id("run_id")],
+                    "responses": _responses("200", 404, ok_schema=_RUN)}}
+
+
+IDE_PATHS: dict[str, Any] = {
+    "/compute/sql": {"post": {
+        "operationId": "computeSql", "summary": "Run SQL as the token (scope compute:sql or sql:write)",
+        "requestBody": _json(_SQL_BODY),
+        "responses": {**_responses("200", 404, 429, ok_schema=_EXECUTION),
+                      "202": {"description": "still running after wait_ms: poll status_url",
+                              "content": {"application/json": {"schema": _EXECUTION}}}}}},
+    "/compute/sql/{execution_id}": {"get": {
+        "operationId": "getComputeSql", "summary": "An execution's state and a page of its rows",
+        "parameters": [_id("execution_id"),
+                       {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                   "maximum": 1000}}],
+        "responses": _responses("200", 404, ok_schema=_EXECUTION)}},
+    "/compute/job": _start("computeJob", "job", "parameters", "Start a run of a job (scope compute:job)"),
+    "/compute/job/{run_id}": _run_status("getComputeJob"),
+    "/pipelines/run": _start("runPipeline", "pipeline", "inputs", "Start a pipeline, i.e. a job, with inputs"),
+    "/pipelines/run/{run_id}": _run_status("getPipelineRun"),
+}
+
+
+def ide_document(server_url: str) -> dict[str, Any]:
+    """The IDE API's OpenAPI document (served at /api/v1/openapi.json)."""
+    return {**document(server_url), "info": {"title": "Control Room IDE API", "version": "1"}, "paths": IDE_PATHS}
 
 
 def document(server_url: str) -> dict[str, Any]:

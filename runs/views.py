@@ -17,6 +17,7 @@ from controlroom.services import ServiceError
 from runs import overview, selectors
 from runs.forms import JobSpecForm
 from runs.models import Run, RunStatus
+from runs.services.job_hooks import job_hooks_of
 from runs.services.jobs import job_create, job_update
 from runs.services.reruns import run_rerun
 from runs.services.runs import run_cancel, run_create
@@ -99,6 +100,7 @@ def job_detail(request: HttpRequest, workspace: str, job: str) -> HttpResponse:
         "schedules": obj.schedules.select_related("environment").filter(enabled=True),
         "parameters": (obj.current_version.spec.get("parameters") or {}) if obj.current_version else {},
         "environments": Environment.Name.values, "can_operate": access.can(Role.OPERATOR),
+        "hooks": job_hooks_of(access=access, job=obj),
     })
 
 
