@@ -20,6 +20,14 @@ WORKDIR /app
 COPY requirements.lock /app/requirements.lock
 RUN pip install --no-cache-dir -r requirements.lock
 
+# dbt's own virtualenv (dbt phases; its pins are not the app's), installed from its lock at build
+# time so workers never install it at run time: only the lock and the installer are copied in, so
+# this layer is rebuilt only when the lock changes.
+COPY requirements-dbt.lock /app/requirements-dbt.lock
+COPY lakehouse/phases/dbt/env.py /app/lakehouse/phases/dbt/env.py
+RUN CONTROLROOM_CACHE_DIR=/opt/controlroom/cache PIP_NO_CACHE_DIR=1 python /app/lakehouse/phases/dbt/env.py
+ENV CONTROLROOM_CACHE_DIR=/opt/controlroom/cache
+
 COPY --chown=controlroom:controlroom . /app
 
 ENV CONTROLROOM_MODE=production \

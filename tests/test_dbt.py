@@ -147,6 +147,33 @@ def test_dbt_shares_the_apps_duckdb_and_trino_client_and_installs_without_django
     assert done.stdout.startswith("dbt-")
 
 
+@pytest.mark.slow
+def test_the_image_installs_dbt_from_the_lock_and_the_installer_alone(dbt_venv, tmp_path):
+    """The Dockerfile copies only requirements-dbt.lock and env.py into /app before the code, and
+    runs env.py as a script: laid out the same way here, it finds the lock beside /app and the
+    virtualenv of that lock's content (the one the workers then use)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from lakehouse.phases.dbt import env as dbt_env
+
+    dockerfile = (Path(dbt_env.LOCK).parent / "Dockerfile").read_text()
+    assert "COPY requirements-dbt.lock /app/requirements-dbt.lock" in dockerfile
+    assert "COPY lakehouse/phases/dbt/env.py /app/lakehouse/phases/dbt/env.py" in dockerfile
+    assert "python /app/lakehouse/phases/dbt/env.py" in dockerfile
+    app = tmp_path / "app"
+    (app / "lakehouse" / "phases" / "dbt").mkdir(parents=True)
+    shutil.copy(dbt_env.LOCK, app / "requirements-dbt.lock")
+    shutil.copy(dbt_env.__file__, app / "lakehouse" / "phases" / "dbt" / "env.py")
+    done = subprocess.run([sys.executable, str(app / "lakehouse" / "phases" / "dbt" / "env.py")], cwd=tmp_path,
+                          env={"PATH": os.environ["PATH"], "HOME": str(Path.home()),
+                               "CONTROLROOM_CACHE_DIR": str(dbt_env.cache_dir())},
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(dbt_venv)
+
+
 @pytest.mark.django_db
 def test_a_bad_config_is_refused_when_the_job_is_saved(world):
     with pytest.raises(SpecError) as caught:
