@@ -37,6 +37,12 @@ echo "› helm, built once from its Go module into ~/.cache/controlroom/helm (ab
 $PY scripts/helm_tool.py >/dev/null
 echo "› MLflow tracking server in its own virtualenv (requirements-mlflow.lock, installed once into ~/.cache/controlroom)"
 $PY -m tests.mlflow_server
+echo "› Superset 6.1 in its own virtualenv (requirements-superset.lock, installed once into ~/.cache/controlroom; a prepared metadata database is kept beside it at first use)"
+$PY -m tests.superset_server
+echo "› dbt 1.11 in its own virtualenv (requirements-dbt.lock, installed once into ~/.cache/controlroom)"
+$PY -m lakehouse.phases.dbt.env
+echo "› Airflow 3.3 in its own virtualenv (requirements-airflow.lock, installed once into ~/.cache/controlroom), with the provider from integrations/airflow_provider"
+$PY -m tests.airflow_env
 echo "› Keycloak for the single sign-on tests (downloaded once into ~/.cache/controlroom, then reused)"
 $PY -m tests.keycloak_server
 echo "› suite on SQLite (tests marked 'once', on Trino or on their own embedded stack, run in the next pass only)"
