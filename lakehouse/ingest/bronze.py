@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -40,13 +41,34 @@ class IngestState:
 
 
 def encode_position(values: tuple[Any, ...]) -> str:
-    """A watermark position as JSON (datetimes as ISO text, tagged)."""
-    return json.dumps([{"ts": v.isoformat()} if isinstance(v, dt.datetime) else v for v in values])
+    """A watermark position as JSON: timestamps, dates and decimals tagged, so they come back as
+    the same Python values the source's driver gives (and compare with the source's columns)."""
+    def tagged(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return {"ts": value.isoformat()}
+        if isinstance(value, dt.date):
+            return {"date": value.isoformat()}
+        if isinstance(value, Decimal):
+            return {"dec": str(value)}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return str(value)  # uuid and the like: compared as text, their PostgreSQL input form
+
+    return json.dumps([tagged(v) for v in values])
 
 
 def decode_position(text: str) -> tuple[Any, ...]:
     """The inverse of ``encode_position``."""
-    return tuple(dt.datetime.fromisoformat(v["ts"]) if isinstance(v, dict) else v for v in json.loads(text))
+    def untagged(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "ts" in value:
+                return dt.datetime.fromisoformat(value["ts"])
+            if "date" in value:
+                return dt.date.fromisoformat(value["date"])
+            return Decimal(value["dec"])
+        return value
+
+    return tuple(untagged(v) for v in json.loads(text))
 
 
 def ingest_state(tbl: Any | None) -> IngestState:
