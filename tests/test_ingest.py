@@ -248,3 +248,23 @@ def test_a_postgres_connection_needs_its_address():
     for expected in ("unknown postgres config field 'extra'", "'database' is required", "'user' is required",
                      "'port' must be a whole number", "'sslmode' must be one of"):
         assert expected in text, expected
+
+
+def test_openlineage_names_the_source_tables_as_inputs(world, eager_celery, odoo_source,
+                                                       django_capture_on_commit_callbacks):
+    """The phase's COMPLETE event reads postgres://host:port database.schema.table (OpenLineage's
+    naming for PostgreSQL) and writes the bronze tables; the document passes the vendored schema."""
+    from lineage.events import documents_for
+    from runs.models import EventType, RunEvent
+    from tests.test_openlineage import schema_errors
+
+    odoo_source.connection(world.workspace)
+    run = run_ingest(world, django_capture_on_commit_callbacks, tables=["res_partner", "sale_order"])
+    event = RunEvent.objects.get(run=run, type=EventType.PHASE_SUCCEEDED)
+    (document,) = [d for d in documents_for(event) if d["eventType"] == "COMPLETE"]
+    assert schema_errors(document) == []
+    namespace = f"postgres://{odoo_source.host}:{odoo_source.port}"
+    database = odoo_source.database
+    assert [(d["namespace"], d["name"]) for d in document["inputs"]] == [
+        (namespace, f"{database}.public.res_partner"), (namespace, f"{database}.public.sale_order")]
+    assert sorted(d["name"] for d in document["outputs"]) == ["bronze.res_partner", "bronze.sale_order"]

@@ -129,6 +129,20 @@ def table_spec(item: str | dict[str, Any]) -> dict[str, Any]:
             "columns": item.get("columns")}
 
 
+def lineage_inputs(run: Any, phase: Any) -> list[tuple[str, str]]:
+    """(namespace, name) of each source table, as OpenLineage names PostgreSQL datasets:
+    ``postgres://host:port`` and ``database.schema.table`` (lineage.events)."""
+    from connections.services import connection_resolve
+    from lakehouse.ingest.source import split_source_table
+
+    config = phase.config or {}
+    conn = connection_resolve(workspace=run.workspace, environment=run.environment, name=config["source"])
+    where = conn.config or {}
+    namespace = f"postgres://{where.get('host')}:{where.get('port', 5432)}"
+    return [(namespace, f"{where.get('database')}.{'.'.join(split_source_table(table_spec(item)['table']))}")
+            for item in config.get("tables", [])]
+
+
 # --- execute ----------------------------------------------------------------------------------
 
 
