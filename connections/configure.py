@@ -170,11 +170,22 @@ def connection_delete(*, access: Access, connection_id: int) -> Connection:
     return conn
 
 
-def _catalogs_naming(ref: SecretRef, name: str) -> list[str]:
-    """Catalog connections of the workspace that name secret ``name`` as their S3 secret key."""
-    catalogs = Connection.objects.filter(workspace_id=ref.workspace_id, kind=Connection.Kind.CATALOG)
-    return sorted(c.name for c in catalogs if isinstance(c.config, dict) and isinstance(c.config.get("s3"), dict)
-                  and c.config["s3"].get("secret_key_ref") == name)
+# The kinds whose config names secret references by name (Connection.secrets_named), as words.
+_KIND_WORDS = {Connection.Kind.CATALOG: "catalog", Connection.Kind.SUPERSET: "Superset"}
+
+
+def _connections_naming(ref: SecretRef, name: str) -> list[Connection]:
+    """Connections of the workspace whose config names secret ``name`` (``Connection.secrets_named``:
+    a catalog's S3 secret key, a Superset connection's Trino password)."""
+    found = Connection.objects.filter(workspace_id=ref.workspace_id, kind__in=tuple(_KIND_WORDS))
+    return sorted((c for c in found if any(used == name for _, used in c.secrets_named())), key=lambda c: c.name)
+
+
+def _naming_uses(conns: list[Connection], name: str) -> str:
+    """"the S3 secret key of catalog connection lake, the Trino password of Superset connection bi"."""
+    words = {"S3 key": "S3 secret key"}
+    return ", ".join(f"the {words.get(use, use)} of {_KIND_WORDS[c.kind]} connection {c.name}"
+                     for c in conns for use, used in c.secrets_named() if used == name)
 
 
 def _validate_secret(ref: SecretRef) -> None:
@@ -202,17 +213,20 @@ def secret_ref_create(*, access: Access, name: str, source: str, locator: str) -
 
 
 def secret_ref_update(*, access: Access, secret_id: int, name: str, source: str, locator: str) -> SecretRef:
-    """Change where a secret reference points, or its name (not while a catalog connection names
-    it: catalogs refer to their S3 secret by name); audited as ``secret_ref.update``."""
+    """Change where a secret reference points, or its name (not while a connection's config names
+    it: catalogs refer to their S3 secret, Superset to its Trino password, by name); audited as
+    ``secret_ref.update``."""
     access.require(Role.ADMIN)
     with transaction.atomic():
         ref = SecretRef.objects.select_for_update().filter(workspace=access.workspace, pk=secret_id).first()
         if ref is None:
             raise ServiceError("No such secret reference in this workspace.", code="not_found")
         before = {"name": ref.name, "source": ref.source, "locator": ref.locator}
-        if name != ref.name and (users := _catalogs_naming(ref, ref.name)):
-            raise ValidationError({"name": f"Catalog connection {', '.join(users)} names this reference as "
-                                           f"'{ref.name}': change the catalog first."})
+        if name != ref.name and (users := _connections_naming(ref, ref.name)):
+            noun = "the catalog" if all(c.kind == Connection.Kind.CATALOG for c in users) else "that connection"
+            who = ", ".join(f"{_KIND_WORDS[c.kind]} connection {c.name}" for c in users)
+            raise ValidationError({"name": f"{who[:1].upper()}{who[1:]} names this reference as '{ref.name}': "
+                                           f"change {noun} first."})
         ref.name, ref.source, ref.locator = name, source, locator
         _validate_secret(ref)
         after = {"name": name, "source": source, "locator": locator}
@@ -224,17 +238,17 @@ def secret_ref_update(*, access: Access, secret_id: int, name: str, source: str,
 
 def secret_ref_delete(*, access: Access, secret_id: int) -> SecretRef:
     """Delete a secret reference nothing uses (audited as ``secret_ref.delete``); refused with
-    the users' names while a connection's password, a catalog's S3 key or a git source's webhook
-    needs it."""
+    the users' names while a connection's password, a catalog's S3 key, a Superset connection's
+    Trino password or a git source's webhook needs it."""
     access.require(Role.ADMIN)
     try:
         with transaction.atomic():
             ref = SecretRef.objects.select_for_update().filter(workspace=access.workspace, pk=secret_id).first()
             if ref is None:
                 raise ServiceError("No such secret reference in this workspace.", code="not_found")
-            if users := _catalogs_naming(ref, ref.name):
-                raise ServiceError(f"Secret reference '{ref.name}' is the S3 secret key of catalog connection "
-                                   f"{', '.join(users)}: change that connection first.", code="conflict")
+            if users := _connections_naming(ref, ref.name):
+                raise ServiceError(f"Secret reference '{ref.name}' is {_naming_uses(users, ref.name)}: change that "
+                                   "connection first.", code="conflict")
             audit_record(access=access, action="secret_ref.delete", target=AuditTarget.of(ref),
                          before={"name": ref.name, "source": ref.source, "locator": ref.locator})
             ref.delete()

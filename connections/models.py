@@ -73,8 +73,9 @@ class Connection(models.Model):
     # postgres: {"host", "port", "database", "user", "sslmode"}; password in password_ref (a
     # source that ``ingest`` phases read from, e.g. Odoo's database; never written to).
     # superset: {"url", "username", "trino_connection" (the Trino connection Superset reads
-    # through), "trino_user" (Superset runs as its read-only identity, <user>~ro), "verify"};
-    # the Superset user's password in password_ref (lakehouse.superset_config).
+    # through), "trino_user" (Superset logs in to Trino as its read-only identity, <user>~ro),
+    # "trino_password_ref" (the name of that login's password's SecretRef), "verify"}; the
+    # Superset user's password in password_ref (lakehouse.superset_config).
     config = models.JSONField(default=dict, blank=True)
     password_ref = models.ForeignKey(SecretRef, on_delete=models.PROTECT, null=True, blank=True)
     # Without an environment, a DuckDB connection keeps one database per environment. This makes
@@ -93,6 +94,19 @@ class Connection(models.Model):
                                     name="one_default_connection"),
         ]
         ordering = ["name"]
+
+    def secrets_named(self) -> list[tuple[str, str]]:
+        """(use, name) of each secret reference the config names by name rather than by key: a
+        catalog's S3 secret key, a Superset connection's Trino password. Such a reference may not
+        be deleted or renamed while named (connections.configure)."""
+        config = self.config if isinstance(self.config, dict) else {}
+        found = []
+        s3 = config.get("s3") if self.kind == self.Kind.CATALOG else None
+        if isinstance(s3, dict) and isinstance(s3.get("secret_key_ref"), str):
+            found.append(("S3 key", s3["secret_key_ref"]))
+        if self.kind == self.Kind.SUPERSET and isinstance(config.get("trino_password_ref"), str):
+            found.append(("Trino password", config["trino_password_ref"]))
+        return found
 
     def __str__(self) -> str:
         if self.environment_id:

@@ -9,7 +9,7 @@
   only when a phase runs.
 - PostgreSQL (an ingestion source) connects read-only and counts the tables its user sees.
 - Superset signs in (``/api/v1/security/login``) and reads ``/api/v1/me/``; the Trino connection
-  it names must exist (its password is read, as publishing would).
+  it names must exist, and Superset's own read-only Trino login must work (``SELECT 1`` as it).
 
 Each test is audited (``connection.test``) with its outcome; no secret reaches the result."""
 
@@ -166,10 +166,12 @@ def _probe_superset(conn: Connection, access: Access) -> str:
         trino = trino_for(conn, environment=conn.environment)
         client = client_for(conn, secrets=(trino.password,))
         me = client.call("GET", "/api/v1/me/", what="say who is signed in").get("result", {})
+        trino.login_check()
     except SupersetError as exc:
         raise _Failed(str(exc)) from None
     return (f"Superset at {client.url} signed in as {me.get('username') or conn.config.get('username')}; it will "
-            f"read through Trino connection '{trino.connection.name}' as {read_only_user(conn)}")
+            f"read through Trino connection '{trino.connection.name}' as {read_only_user(conn)}, whose login "
+            "Trino accepted")
 
 
 def _probe_postgres(conn: Connection, access: Access) -> str:

@@ -69,13 +69,14 @@ def secret_statuses(refs: list[SecretRef]) -> dict[int, SecretStatus]:
 
 def secret_users(*, access: Access) -> dict[int, list[str]]:
     """For each secret reference id of the workspace, the connections that use it (as their
-    password, or by name as a catalog's S3 secret key), e.g. ``["trino (password)"]``."""
+    password, or by name as a catalog's S3 secret key or Superset's Trino password), e.g.
+    ``["trino (password)"]``."""
     refs = {ref.name: ref.pk for ref in secret_refs_of(access=access)}
     users: dict[int, list[str]] = {}
     for conn in connections_of(access=access):
         if conn.password_ref_id:
             users.setdefault(conn.password_ref_id, []).append(f"{conn.name} (password)")
-        s3 = conn.config.get("s3") if conn.kind == Connection.Kind.CATALOG and isinstance(conn.config, dict) else None
-        if isinstance(s3, dict) and s3.get("secret_key_ref") in refs:
-            users.setdefault(refs[s3["secret_key_ref"]], []).append(f"{conn.name} (S3 key)")
+        for use, name in conn.secrets_named():
+            if name in refs:
+                users.setdefault(refs[name], []).append(f"{conn.name} ({use})")
     return users

@@ -2,7 +2,9 @@
 
 Publishing makes or updates, through Superset's REST API (``lakehouse.superset_client``):
 - the *database*: ``trino://<trino_user>~ro@host:port/<catalog>``, one per Trino connection and
-  catalog, so every query Superset runs there is read-only in Trino (``lakehouse.superset_config``);
+  catalog, logged in to Trino as that read-only identity with Superset's own password (never the
+  Trino service user's), so every query Superset runs there is read-only in Trino
+  (``lakehouse.superset_config``);
 - the *dataset*: physical for a table (Trino's name for it: the catalog the Trino connection's
   ``iceberg_catalogs``/``delta_catalogs`` names for the table's lake, its namespace and name),
   virtual for a saved query (its SQL); its columns are read again from Trino each time;
@@ -111,9 +113,9 @@ def _database(client: SupersetClient, trino: TrinoForSuperset, catalog: str, wor
         "sqlalchemy_uri": trino.sqlalchemy_uri(catalog), "extra": json.dumps(trino.extra()),
         "expose_in_sqllab": True, "allow_dml": False, "allow_ctas": False, "allow_cvas": False,
         "allow_run_async": False, "allow_file_upload": False, "impersonate_user": False,
+        # Superset's own read-only login; it replaces whatever login the database had before.
+        "masked_encrypted_extra": json.dumps(trino.encrypted_extra()),
     }
-    if (secret := trino.encrypted_extra()) is not None:
-        body["masked_encrypted_extra"] = json.dumps(secret)
     # Found by its name too: the name is Control Room's (a re-created connection takes it over).
     key = _uuid(workspace, "database", trino.connection.name, catalog)
     outcome.database_id = _ensure(client, "database", key, body, body, outcome, "database",

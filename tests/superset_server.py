@@ -10,6 +10,7 @@ only installs (CI does that before the suite)."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -19,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -69,11 +70,11 @@ def superset_install() -> Path:
     return binary
 
 
-def _config(folder: Path, database: Path) -> Path:
+def _config(folder: Path, database: Path, secret_key: str) -> Path:
     """A ``superset_config.py`` for a loopback test server with its metadata in ``database``."""
     path = folder / "superset_config.py"
     path.write_text(
-        f"SECRET_KEY = {secrets.token_urlsafe(42)!r}\n"
+        f"SECRET_KEY = {secret_key!r}\n"
         f"SQLALCHEMY_DATABASE_URI = {'sqlite:///' + str(database)!r}\n"
         "SQLALCHEMY_EXAMPLES_URI = SQLALCHEMY_DATABASE_URI\n"
         "TALISMAN_ENABLED = False\n"
@@ -112,7 +113,7 @@ def _metadata_prepare(binary: Path, template: Path, password_file: Path) -> None
     work = Path(tempfile.mkdtemp(prefix="controlroom-superset-init-", dir="/tmp"))
     try:
         database, password = work / "superset.db", secrets.token_urlsafe(18)
-        env = _environ(binary.parent.parent, work, _config(work, database))
+        env = _environ(binary.parent.parent, work, _config(work, database, secrets.token_urlsafe(42)))
         _say("preparing the metadata database (db upgrade, create-admin, init; about a minute, once)")
         for args in (["db", "upgrade"],
                      ["fab", "create-admin", "--username", ADMIN, "--firstname", "Control", "--lastname", "Room",
@@ -143,6 +144,7 @@ class SupersetServer(_Server):
     def __init__(self, port: int | None = None) -> None:
         super().__init__(port)
         self.password = ""
+        self._secret_key = secrets.token_urlsafe(42)  # encrypts the databases' credentials
 
     def _start(self) -> str:
         assert self.tmpdir is not None
@@ -150,7 +152,7 @@ class SupersetServer(_Server):
         home = superset_home()
         database = self.tmpdir / "superset.db"
         shutil.copyfile(template, database)
-        env = _environ(home, self.tmpdir, _config(self.tmpdir, database))
+        env = _environ(home, self.tmpdir, _config(self.tmpdir, database, self._secret_key))
         self._spawn([str(home / "bin" / "gunicorn"), "--workers", "1", "--worker-class", "gthread", "--threads", "4",
                      "--timeout", "120", "--bind", f"{HOST}:{self.port}", "--limit-request-line", "0",
                      "--limit-request-field_size", "0", "superset.app:create_app()"], env=env, cwd=self.tmpdir)
@@ -162,6 +164,37 @@ class SupersetServer(_Server):
             return requests.get(f"http://{HOST}:{self.port}/health", timeout=2).ok
         except requests.RequestException:
             return False
+
+    def metadata(self) -> dict[str, Any]:
+        """What Superset keeps in its metadata database, as tests inspect it: ``dump`` (every table
+        as SQL) and ``databases`` (the ``dbs`` rows, their encrypted columns decrypted with the
+        server's key, as Superset itself reads them)."""
+        assert self.tmpdir is not None
+        done = subprocess.run([str(superset_home() / "bin" / "python"), "-c", _READ_METADATA,
+                               str(self.tmpdir / "superset.db")], input=self._secret_key, capture_output=True,
+                              text=True, check=False, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+
+# Run by the Superset virtualenv's python (sqlalchemy_utils is Superset's cipher); the key on stdin.
+_READ_METADATA = """
+import json, sqlite3, sys
+from sqlalchemy import Text
+from sqlalchemy.dialects.sqlite import dialect
+from sqlalchemy_utils import EncryptedType
+cipher, sqlite = EncryptedType(Text, sys.stdin.read()), dialect()
+conn = sqlite3.connect(sys.argv[1])
+conn.row_factory = sqlite3.Row
+databases = []
+for row in conn.execute("SELECT * FROM dbs ORDER BY id"):
+    found = dict(row)
+    for column in ("password", "encrypted_extra", "server_cert"):
+        if found.get(column) is not None:
+            found[column] = cipher.process_result_value(found[column], sqlite)
+    databases.append(found)
+print(json.dumps({"databases": databases, "dump": "\\n".join(conn.iterdump())}, default=str))
+"""
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
 """Publishing to Superset (lakehouse/superset.py) against a real Superset 6.1
 (tests/superset_server.py) and the real test Trino: a table becomes a physical dataset of a
-``trino://superset~ro@…`` database whose chart data Superset reads from Trino as that read-only
-identity; publishing again updates the same objects; a saved query becomes a virtual dataset and
-a chart; the pages link to Superset; only operators and admins publish; an unreachable or refusing
-Superset is one sentence and leaves nothing half-written."""
+``trino://superset~ro@…`` database that logs in to Trino with Superset's own read-only login
+(never the Trino service user's, whose password Superset never stores) and whose chart data
+Superset reads from Trino as that identity; that login reads, writes nothing and impersonates no
+one; publishing again updates the same objects (and replaces a login stored before); a saved
+query becomes a virtual dataset and a chart; the pages link to Superset; only operators and
+admins publish; an unreachable or refusing Superset, or a missing or unreadable password of
+Superset's Trino login, is one sentence and leaves nothing half-written."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
+import trino
 from django.utils import timezone
 
 from connections.models import Connection, SecretRef
@@ -74,11 +78,14 @@ def lake(world, trino_server, superset_server, monkeypatch) -> dict[str, Any]:  
     parts = urlsplit(trino_server.url)
     monkeypatch.setenv("CONTROLROOM_SECRET_TEST_TRINO_PASSWORD", unquote(parts.password or ""))
     monkeypatch.setenv("CONTROLROOM_SECRET_TEST_SUPERSET_PASSWORD", superset_server.password)
+    monkeypatch.setenv("CONTROLROOM_SECRET_TEST_TRINO_BI_PASSWORD", unquote(urlsplit(trino_server.bi_url).password))
     ws = world.workspace
     trino_secret = SecretRef.objects.create(workspace=ws, name="trino-password", source="env",
                                             locator="CONTROLROOM_SECRET_TEST_TRINO_PASSWORD")
     superset_secret = SecretRef.objects.create(workspace=ws, name="superset-password", source="env",
                                                locator="CONTROLROOM_SECRET_TEST_SUPERSET_PASSWORD")
+    SecretRef.objects.create(workspace=ws, name="trino-bi-password", source="env",
+                             locator="CONTROLROOM_SECRET_TEST_TRINO_BI_PASSWORD")
     trino = Connection.objects.create(
         workspace=ws, name=f"trino-{suffix}", kind="trino", password_ref=trino_secret,
         config={"host": parts.hostname, "port": parts.port, "http_scheme": parts.scheme,
@@ -86,7 +93,8 @@ def lake(world, trino_server, superset_server, monkeypatch) -> dict[str, Any]:  
                 "catalog": "iceberg", "schema": ns, "iceberg_catalogs": {"lakehouse": "iceberg"}})
     superset = Connection(workspace=ws, name="superset", kind="superset", password_ref=superset_secret,
                           config={"url": superset_server.url, "username": superset_server.username,
-                                  "trino_connection": trino.name, "trino_user": "superset", "verify": True})
+                                  "trino_connection": trino.name, "trino_user": "superset",
+                                  "trino_password_ref": "trino-bi-password", "verify": True})
     superset.full_clean()
     superset.save()
     table = Table.objects.create(workspace=ws, environment=ws.environments.get(name="dev"), catalog_name="lakehouse",
@@ -114,9 +122,34 @@ def ro_queries(trino_server, ns: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def test_a_table_is_published_read_only_and_republished_in_place(world, lake, trino_server):
+def stored_database(superset_server, database_id: int) -> dict[str, Any]:  # noqa: F811
+    """Superset's row of the database, its credentials decrypted, and whether the Trino service
+    user's password is anywhere in Superset's metadata (decrypted columns included)."""
+    stored = superset_server.metadata()
+    (row,) = [d for d in stored["databases"] if d["id"] == database_id]
+    return row
+
+
+def service_password_in_superset(superset_server, trino_server, *, seen: frozenset[str] = frozenset(),  # noqa: F811
+                                 databases: tuple[int, ...] | None = None) -> list[str]:
+    """Where Superset's metadata holds the Trino service user's password: lines of its SQL dump
+    (but those in ``seen``), and databases (of ``databases``, default all) whose decrypted
+    credentials have it."""
+    password, stored = unquote(urlsplit(trino_server.url).password), superset_server.metadata()
+    return ([line[:200] for line in stored["dump"].splitlines() if password in line and line not in seen]
+            + [f"database {d['id']}" for d in stored["databases"]
+               if password in json.dumps(d) and (databases is None or d["id"] in databases)])
+
+
+def metadata_lines(superset_server) -> frozenset[str]:  # noqa: F811
+    return frozenset(superset_server.metadata()["dump"].splitlines())
+
+
+def test_a_table_is_published_read_only_and_republished_in_place(world, lake, trino_server,
+                                                                  superset_server):  # noqa: F811
     api, table = lake["api"], lake["table"]
     datasets_before, databases_before = api.count("dataset"), api.count("database")
+    seen = metadata_lines(superset_server)
     page = publish_table(world, "operator", table)
     assert page.status_code == 200
     text = page.content.decode()
@@ -128,6 +161,13 @@ def test_a_table_is_published_read_only_and_republished_in_place(world, lake, tr
     assert database["sqlalchemy_uri"].startswith(f"trino://superset~ro@127.0.0.1:{urlsplit(trino_server.url).port}/")
     assert database["sqlalchemy_uri"].endswith("/iceberg") and database["allow_dml"] is False
     assert urlsplit(trino_server.url).password not in json.dumps(database)  # the password is not shown back
+    # Superset logs in as superset~ro with that login's own password; the service user is nowhere.
+    row = stored_database(superset_server, pub.database_id)
+    assert json.loads(row["encrypted_extra"]) == {"auth_method": "basic", "auth_params": {
+        "username": "superset~ro", "password": unquote(urlsplit(trino_server.bi_url).password)}}
+    assert row["sqlalchemy_uri"].startswith("trino://superset~ro@") and not row["impersonate_user"]
+    assert trino_server.service_user not in row["sqlalchemy_uri"] + row["encrypted_extra"]
+    assert service_password_in_superset(superset_server, trino_server, seen=seen, databases=(pub.database_id,)) == []
     dataset = api.get(f"dataset/{pub.dataset_id}")["result"]
     assert (dataset["table_name"], dataset["schema"], dataset["sql"]) == (table.name, table.namespace, None)
     assert {c["column_name"] for c in dataset["columns"]} == {"id", "region", "amount"}
@@ -243,8 +283,8 @@ def test_a_refusing_superset_leaves_nothing_half_written(world, lake, monkeypatc
     assert (api.count("database"), api.count("dataset")) == before
     (event,) = events(ghost)
     assert event.after["ok"] is False and event.after["error"].startswith("Superset refused to create the dataset")
-    # Superset connects to Trino when the database is made: with a wrong Trino password it refuses.
-    monkeypatch.setenv("CONTROLROOM_SECRET_TEST_TRINO_PASSWORD", "not-the-password")
+    # Superset connects to Trino when the database is made: with a wrong password of its login it refuses.
+    monkeypatch.setenv("CONTROLROOM_SECRET_TEST_TRINO_BI_PASSWORD", "not-the-password")
     page = publish_table(world, "operator", table).content.decode()
     assert "Superset refused to create the database:" in page and "not-the-password" not in page
     assert (api.count("database"), api.count("dataset")) == before
@@ -256,11 +296,99 @@ def test_a_refusing_superset_leaves_nothing_half_written(world, lake, monkeypatc
     assert [e.after["ok"] for e in events(table)] == [False, False] and not SupersetPublication.objects.exists()
 
 
+def test_the_bi_login_reads_and_nothing_more(lake, trino_server):
+    """Superset's Trino login, used directly: it reads, as itself; it creates, writes and
+    rewrites nothing; it acts as no one else (a writer, the service user, another reader)."""
+    table = f"iceberg.{lake['ns']}.{lake['name']}"
+
+    def run(sql: str, *, user: str = "superset~ro") -> list[list[Any]]:
+        with trino_server.connect_bi(user=user) as conn:
+            cursor = conn.cursor()
+            cursor.execute(sql)
+            return cursor.fetchall()
+
+    assert run(f"SELECT id, region, amount FROM {table} ORDER BY id") == ROWS
+    assert run("SELECT current_user") == [["superset~ro"]]
+    for sql in (f"CREATE TABLE iceberg.{lake['ns']}.made_by_superset (id int)",
+                f"INSERT INTO {table} VALUES (4, 'east', DOUBLE '1.0')", f"DELETE FROM {table}",
+                f"CREATE TABLE memory.default.t_{lake['ns']} AS SELECT 1 AS x",
+                f"ALTER TABLE {table} EXECUTE optimize"):
+        with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
+            run(sql)
+    for other in ("operator", "superset", trino_server.service_user, "alice~ro"):
+        with pytest.raises(trino.exceptions.TrinoUserError,
+                           match=f"Access Denied: User superset~ro cannot impersonate user {other}"):
+            run("SELECT 1", user=other)
+    with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
+        run("SET SESSION AUTHORIZATION operator")
+    assert run(f"SELECT count(*) FROM {table}") == [[3]]
+
+
+def test_a_database_stored_with_the_service_login_is_re_keyed(world, lake, trino_server,
+                                                                superset_server):  # noqa: F811
+    """A database published before Superset had a login of its own (as the service user,
+    impersonating superset~ro) gets Superset's own login on the next publish; the service
+    password is then in no database of Superset's (only in its action log of the old request,
+    which is why the upgrade notes say to rotate it)."""
+    api, trino_conn = lake["api"], lake["trino"]
+    parts = urlsplit(trino_server.url)
+    old = api.http.post(f"{api.url}/api/v1/database/", timeout=120, json={
+        "database_name": f"controlroom acme {trino_conn.name} iceberg",
+        "sqlalchemy_uri": f"trino://superset~ro@{parts.hostname}:{parts.port}/iceberg",
+        "extra": json.dumps({"engine_params": {"connect_args": {"http_scheme": "https",
+                                                                "verify": trino_server.ca_file}}}),
+        "masked_encrypted_extra": json.dumps({"auth_method": "basic", "auth_params": {
+            "username": trino_server.service_user, "password": unquote(parts.password)}})})
+    assert old.status_code == 201, old.text[:1000]
+    # What the fix removes (Superset's action log keeps the request too: rotate the service password).
+    made = service_password_in_superset(superset_server, trino_server, databases=(old.json()["id"],))
+    assert f"database {old.json()['id']}" in made
+    page = publish_table(world, "operator", lake["table"]).content.decode()
+    assert "published to Superset" in page, page[:3000]
+    pub = SupersetPublication.objects.get(table=lake["table"])
+    assert pub.database_id == old.json()["id"]
+    row = stored_database(superset_server, pub.database_id)
+    assert json.loads(row["encrypted_extra"])["auth_params"]["username"] == "superset~ro"
+    left = service_password_in_superset(superset_server, trino_server, databases=(pub.database_id,))
+    assert left and all(line.startswith('INSERT INTO "logs"') for line in left), left  # the log of the old POST only
+
+
+def test_a_missing_or_unreadable_bi_password_is_one_sentence_and_writes_nothing(world, lake, monkeypatch):
+    api, table, conn = lake["api"], lake["table"], lake["superset"]
+    before = (api.count("database"), api.count("dataset"))
+    monkeypatch.delenv("CONTROLROOM_SECRET_TEST_TRINO_BI_PASSWORD")
+    page = publish_table(world, "operator", table).content.decode()
+    assert ("Superset connection &#x27;superset&#x27; cannot log in to Trino: secret &#x27;trino-bi-password&#x27; "
+            "cannot be read; ask a workspace admin.") in page, page[:3000]
+    cases = [  # saved around the admin's checks (or before the key existed)
+        ({**conn.config, "trino_password_ref": "gone"},
+         "Superset connection 'superset' names 'gone' as its Trino password, and this workspace has no secret "
+         "reference of that name."),
+        ({k: v for k, v in conn.config.items() if k != "trino_password_ref"},
+         "Superset connection 'superset' is misconfigured: 'trino_password_ref' must name the secret reference of "
+         "the password of Superset's own Trino login (<user>~ro)."),
+        ({**conn.config, "trino_password_ref": "trino-password"},
+         "Superset connection 'superset' names the Trino service user's password ('trino-password'); choose the "
+         "password of Superset's own read-only Trino login."),
+    ]
+    for config, sentence in cases:
+        Connection.objects.filter(pk=conn.pk).update(config=config)
+        page = publish_table(world, "operator", table).content.decode().replace("&#x27;", "'").replace("&lt;", "<")
+        assert sentence in page.replace("&gt;", ">"), (sentence, page[:3000])
+    assert (api.count("database"), api.count("dataset")) == before
+    assert not SupersetPublication.objects.exists()
+    assert [e.after["ok"] for e in events(table)] == [False] * 4
+
+
 def test_test_connection_signs_in(world, lake, monkeypatch):
     result = connection_test(access=world.access("admin"), connection=lake["superset"])
     assert result.ok, result.message
     assert result.message == (f"Superset at {lake['api'].url} signed in as admin; it will read through Trino "
-                              f"connection '{lake['trino'].name}' as superset~ro")
+                              f"connection '{lake['trino'].name}' as superset~ro, whose login Trino accepted")
+    monkeypatch.setenv("CONTROLROOM_SECRET_TEST_TRINO_BI_PASSWORD", "not-the-bi-password")
+    refused = connection_test(access=world.access("admin"), connection=lake["superset"])
+    assert not refused.ok and "refused Superset's login superset~ro" in refused.message
+    assert "not-the-bi-password" not in refused.message
     monkeypatch.setenv("CONTROLROOM_SECRET_TEST_SUPERSET_PASSWORD", "wrong-password")
     failed = connection_test(access=world.access("admin"), connection=lake["superset"])
     assert not failed.ok and "refused the sign-in of 'admin'" in failed.message

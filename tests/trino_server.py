@@ -43,9 +43,12 @@ CATALOG_PLUGINS = ("tpch", "memory", "iceberg", "postgresql", "delta-lake")  # d
 # Of trino-server-core's own plugins (the others only slow startup); postgresql needs geospatial's types.
 CORE_PLUGINS = ("password-authenticators", "geospatial")
 SERVICE_USER = "controlroom"
+# A login of its own for a BI tool (Superset): read-only by the rules ("~ro"), impersonating no one.
+BI_USER = "superset~ro"
 RULES_FILE = Path(__file__).resolve().parent.parent / "compose" / "trino" / "rules.json"
 TRINO_VAR = "CONTROLROOM_TEST_TRINO_URL"  # https://controlroom:<password>@127.0.0.1:<port>
 TRINO_CA_VAR = "CONTROLROOM_TEST_TRINO_CA"  # the certificate file that URL's server presents
+TRINO_BI_VAR = "CONTROLROOM_TEST_TRINO_BI_URL"  # https://superset~ro:<password>@127.0.0.1:<port>
 CACHE_VAR = "CONTROLROOM_CACHE_DIR"
 STAMP = ".installed"
 JVM_OPTIONS = (
@@ -227,7 +230,8 @@ class TrinoServer(_Server):
     ``iceberg`` keeps its JDBC catalog in the PostgreSQL database at ``postgres_url`` (default: a
     PostgresServer of its own) and its files under the temp dir; ``postgresql`` is that database.
     Clients speak HTTPS (verifying ``ca_file``), log in as ``user``/``password`` and impersonate
-    end users per ``compose/trino/rules.json``: ``alice`` writes, ``alice~ro`` only reads.
+    end users per ``compose/trino/rules.json``: ``alice`` writes, ``alice~ro`` only reads. A second
+    login, ``bi_user``/``bi_password`` (``superset~ro``), is a BI tool's own: it only reads, as itself.
     """
 
     name = "trino"
@@ -246,6 +250,7 @@ class TrinoServer(_Server):
         self.lake = lake
         self.lake_configs: dict[str, Any] = {}  # the catalog connection configs of the lake catalogs
         self.password = secrets.token_urlsafe(18)
+        self.bi_user, self.bi_password = BI_USER, secrets.token_urlsafe(18)
         self.http_port: int | None = None  # plain HTTP: internal traffic and /v1/info only
         self.ca_file: Path | None = None
         self._postgres: PostgresServer | None = None
@@ -256,11 +261,17 @@ class TrinoServer(_Server):
         """``https://controlroom:<password>@127.0.0.1:<port>``, what ``CONTROLROOM_TEST_TRINO_URL`` holds."""
         return f"https://{quote(self.user)}:{quote(self.password, safe='')}@{HOST}:{self.port}"
 
+    @property
+    def bi_credentials_url(self) -> str:
+        """``https://superset~ro:<password>@127.0.0.1:<port>``, what ``CONTROLROOM_TEST_TRINO_BI_URL`` holds."""
+        return f"https://{quote(self.bi_user, safe='~')}:{quote(self.bi_password, safe='')}@{HOST}:{self.port}"
+
     def environ(self) -> dict[str, str]:
         """The variables that tell a test process where this server is."""
         from tests.trino_lake import catalogs_environ
 
-        return {TRINO_VAR: self.credentials_url, TRINO_CA_VAR: str(self.ca_file), **catalogs_environ(self.lake_configs)}
+        return {TRINO_VAR: self.credentials_url, TRINO_BI_VAR: self.bi_credentials_url, TRINO_CA_VAR: str(self.ca_file),
+                **catalogs_environ(self.lake_configs)}
 
     def _start(self) -> str:
         assert self.tmpdir is not None
@@ -322,7 +333,8 @@ class TrinoServer(_Server):
         assert self.tmpdir is not None and self.postgres_url is not None
         jdbc_url, pg_user, pg_password = _jdbc(self.postgres_url)
         (self.tmpdir / "warehouse").mkdir()
-        (etc / "password.db").write_text(password_file_entry(self.user, self.password) + "\n")
+        (etc / "password.db").write_text(password_file_entry(self.user, self.password) + "\n"
+                                         + password_file_entry(self.bi_user, self.bi_password) + "\n")
         files: dict[str, dict[str, object]] = {
             "node.properties": {
                 "node.environment": "controlroom_test", "node.id": uuid.uuid4(), "node.data-dir": self.tmpdir / "data",

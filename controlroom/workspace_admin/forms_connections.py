@@ -277,7 +277,7 @@ class MlflowForm(ConnectionForm):
 class SupersetForm(ConnectionForm):
     KIND = Connection.Kind.SUPERSET
     CONFIG_FIELDS = {"url": "url", "username": "username", "trino_connection": "trino_connection",
-                     "trino_user": "trino_user", "verify": "verify"}
+                     "trino_user": "trino_user", "trino_password_ref": "trino_password_ref", "verify": "verify"}
     url = forms.CharField(max_length=300, label="Superset URL", help_text="Superset's address, e.g. "
                           "https://superset.example.")
     username = forms.CharField(max_length=150, label="Superset user",
@@ -286,18 +286,25 @@ class SupersetForm(ConnectionForm):
     password_ref = SecretRefChoice(queryset=SecretRef.objects.none(), label="Password (secret reference)",
                                    help_text="The Superset user's password.")
     trino_connection = forms.CharField(max_length=64, label="Trino connection",
-                                       help_text="The Trino connection Superset reads the lake through; Superset "
-                                                 "logs in to Trino as its service user.")
+                                       help_text="The Trino connection Superset reads the lake through (its "
+                                                 "address and TLS; never its service user's password).")
     trino_user = forms.CharField(max_length=61, initial="superset", label="Trino user",
-                                 help_text="Superset's queries run in Trino as this user's read-only identity, "
-                                           "<user>~ro, which Trino lets only read.")
+                                 help_text="Superset logs in to Trino as this user's read-only identity, "
+                                           "<user>~ro, which Trino lets only read and impersonate no one.")
+    trino_password_ref = forms.ChoiceField(label="Trino password (secret reference)",
+                                           help_text="The password of that <user>~ro login in Trino's password "
+                                                     "file: Superset's own, not the Trino service user's.")
     verify = forms.BooleanField(required=False, initial=True, label="Verify Superset's TLS certificate")
+
+    def __init__(self, *args: Any, secret_refs: QuerySet[SecretRef], **kwargs: Any) -> None:
+        super().__init__(*args, secret_refs=secret_refs, **kwargs)
+        self.fields["trino_password_ref"].choices = [("", "(choose one)")] + [(r.name, r.name) for r in secret_refs]
 
     def config_build(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {"url": data["url"].strip().rstrip("/"), "username": data["username"].strip(),
                 "trino_connection": data["trino_connection"].strip(), "trino_user": data["trino_user"].strip(),
-                "verify": bool(data["verify"])}
+                "trino_password_ref": data["trino_password_ref"], "verify": bool(data["verify"])}
 
 
 class PostgresForm(ConnectionForm):

@@ -62,18 +62,12 @@ def connection_list(request: HttpRequest, workspace: str) -> HttpResponse:
     rows = []
     for conn in connections:
         secrets = [("password", conn.password_ref.name)] if conn.password_ref else []
-        if s3_ref := _s3_secret_name(conn):
-            secrets.append(("S3 key", s3_ref))
+        secrets += [(use, name) for use, name in conn.secrets_named() if name]
         rows.append({"conn": conn, "secrets": [(label, name, status(name)) for label, name in secrets]})
     return render(request, "controlroom/admin_connections.html", {
         "access": access, "workspace": access.workspace, "rows": rows, "kinds": Connection.Kind.choices,
         "sql_kinds": Connection.SQL_KINDS, "section": "connections",
     })
-
-
-def _s3_secret_name(conn: Connection) -> str:
-    s3 = conn.config.get("s3") if conn.kind == Connection.Kind.CATALOG and isinstance(conn.config, dict) else None
-    return str(s3.get("secret_key_ref") or "") if isinstance(s3, dict) else ""
 
 
 def _form(access: Access, kind: str, data: dict | None = None, initial: dict | None = None) -> ConnectionForm:
