@@ -49,6 +49,38 @@ def bare_read_append(url: str, catalog, table: str, ids: int, chunk: int) -> flo
     return time.perf_counter() - started
 
 
+MEMORY_SPEC = """\
+name: ingest-memory-{chunk}
+phases:
+  - name: bronze
+    kind: ingest
+    config: {{source: odoo, namespace: mem_{chunk}, tables: [account_move_line], chunk_rows: {chunk},
+             commit_rows: 100000000, deletes: ignore}}
+"""
+
+
+def first_load_memory(workspace, access, items: int) -> list[tuple[int, float, float]]:
+    """(chunk_rows, peak anonymous memory added by a first load of account_move_line, the table's
+    size as Arrow) for two chunk sizes: memory follows the chunk, not the table."""
+    from lakehouse.catalogs import catalog_for
+    from runs.services.jobs import job_create
+    from runs.services.runs import run_create
+    from tests.rss_probe import AnonPeak
+
+    found = []
+    for chunk in (10_000, 50_000):
+        _common.say(f"first load of {items:,} journal items, {chunk:,} rows a chunk")
+        job = job_create(access=access, spec_text=MEMORY_SPEC.format(chunk=chunk))
+        anon = AnonPeak()
+        start = anon.mb
+        run_create(access=access, job=job)
+        peak = anon.mb - start
+        lake = catalog_for(workspace, workspace.environments.get(name="dev"), "lakehouse")
+        size = lake.iceberg().load_table((f"mem_{chunk}", "account_move_line")).scan().to_arrow().nbytes / 2**20
+        found.append((chunk, peak, size))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=45_000, help="sale orders generated (≈2.4 journal items each)")
@@ -99,6 +131,7 @@ def main() -> None:
                 raise SystemExit(f"run {run.pk} ended {run.status}: {[p.error for p in run.phases.all() if p.error]}")
             return run
 
+        memory = first_load_memory(workspace, access, items)
         _common.say(f"first load of {total:,} rows")
         started = time.perf_counter()
         run_once()
@@ -137,6 +170,9 @@ def main() -> None:
     print(f"  ratio ingest phase / bare:                      {ingest / base:8.2f}x")
     for name, values in phases.items():
         print(f"    {name:28s} {statistics.median(values):7.2f} s")
+    print(f"  first load of {items:,} journal items alone (memory stays flat: it follows the chunk, not the table)")
+    for chunk, peak, size in memory:
+        print(f"    chunk_rows {chunk:>6,}: peak anonymous memory +{peak:6.1f} MB; the table as Arrow: {size:6.1f} MB")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def test_scheduled_template_keeps_gold_equal_to_the_source_within_two_minutes(
     job = job_create(access=world.access("operator"), spec_text=text)
     schedule = schedule_set(access=world.access("operator"), job=job, environment="dev", cron="* * * * *")
     start = timezone.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    time.sleep(1.2)  # the data was just written: the template reads changes at least settle_s old
     with django_capture_on_commit_callbacks(execute=True):
         (first,) = schedule_tick(schedule_id=schedule.pk, now=start)
     first.refresh_from_db()
