@@ -13,7 +13,8 @@ config::
     deletes: reconcile | ignore  hard deletes: found by comparing keys, written as tombstones
     reconcile_every_s: 3600      how often (0: every run)
     chunk_rows: 50000            rows read and written at a time (memory stays flat)
-    commit_rows: 500000          rows per commit during a large load (each commit is resumable)
+    commit_rows: 200000          rows per commit during a large load (each commit is resumable; a
+                                 transaction's memory grows with it)
     settle_s: 5                  read only changes at least this old on the source's clock
 
 Exactly once: each commit's snapshot carries the watermark position of its last row and, on the
@@ -59,7 +60,7 @@ _TABLE_FIELDS = {"table", "target", "watermark", "keys", "columns"}
 _LIMITS = {"chunk_rows": (1, 1_000_000), "commit_rows": (1, 100_000_000), "reconcile_every_s": (0, 31_536_000),
            "settle_s": (0, 3600)}
 DEFAULTS = {"schema_drift": "add", "deletes": "reconcile", "reconcile_every_s": 3600, "chunk_rows": 50_000,
-            "commit_rows": 500_000, "settle_s": 5}
+            "commit_rows": 200_000, "settle_s": 5}
 
 
 def config_errors(config: dict[str, Any]) -> list[str]:
