@@ -7,9 +7,7 @@ AIRFLOW_HOME in a temporary folder with a SQLite metadata database (``airflow db
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.tool_venv import MARK, tool_home, tool_install
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements-airflow.lock"
@@ -37,33 +37,23 @@ def _provider_digest() -> str:
 def airflow_install() -> Path:
     """The ``airflow`` command of the cached virtualenv: the lock installed once, the provider
     installed whenever its files changed (no dependencies, built offline by flit-core)."""
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
-    home = Path(os.environ.get("CONTROLROOM_CACHE_DIR") or Path.home() / ".cache" / "controlroom") / \
-        f"airflow-{VERSION}-{digest}"
-    binary = home / "bin" / "airflow"
     provider = _provider_digest()
-    if (home / ".installed").exists() and (home / ".provider").exists() and \
-            (home / ".provider").read_text() == provider:
-        return binary
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".airflow-{digest}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (home / ".installed").exists():
-            began = time.monotonic()
-            print(f"airflow: installing {VERSION} into {home} (pip shows progress)", file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True)
-            subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes",
-                            "--no-deps", "-r", str(LOCK)], check=True)
-            (home / ".installed").write_text(VERSION)
-            print(f"airflow: installed in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
-        marker = home / ".provider"
-        if not marker.exists() or marker.read_text() != provider:
-            began = time.monotonic()
-            subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-                            "--no-index", "--no-build-isolation", "--force-reinstall", str(PROVIDER)], check=True)
-            marker.write_text(provider)
-            print(f"airflow: provider installed in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
-    return binary
+    home = tool_home("airflow", VERSION, LOCK)
+    marker = home / ".provider"
+    if (home / MARK).exists() and marker.exists() and marker.read_text() == provider:
+        return home / "bin" / "airflow"
+
+    def provider_install(home: Path) -> None:
+        if marker.exists() and marker.read_text() == provider:
+            return
+        began = time.monotonic()
+        subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--no-index", "--no-build-isolation", "--force-reinstall", str(PROVIDER)], check=True)
+        marker.write_text(provider)
+        print(f"airflow: provider installed in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+
+    tool_install("airflow", VERSION, LOCK, after=provider_install)
+    return home / "bin" / "airflow"
 
 
 @dataclass

@@ -6,11 +6,6 @@ SQLite for its store and a temporary folder behind its artifact proxy; stopped a
 
 from __future__ import annotations
 
-import fcntl
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +13,7 @@ import pytest
 import requests
 
 from tests.servers import HOST, _Server
+from tests.tool_venv import tool_install
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements-mlflow.lock"
@@ -26,26 +22,8 @@ VERSION = "3.17.2"
 
 def mlflow_install() -> Path:
     """The ``mlflow`` command of the cached virtualenv, installed from the lock file once."""
-    import hashlib
-
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
-    home = Path(os.environ.get("CONTROLROOM_CACHE_DIR") or Path.home() / ".cache" / "controlroom") / \
-        f"mlflow-{VERSION}-{digest}"
-    binary = home / "bin" / "mlflow"
-    if (home / ".installed").exists():
-        return binary
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".mlflow-{digest}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (home / ".installed").exists():
-            began = time.monotonic()
-            print(f"mlflow: installing {VERSION} into {home} (pip shows progress)", file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True)
-            subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes",
-                            "--no-deps", "-r", str(LOCK)], check=True)
-            (home / ".installed").write_text(VERSION)
-            print(f"mlflow: installed in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
-    return binary
+    home, _ = tool_install("mlflow", VERSION, LOCK)
+    return home / "bin" / "mlflow"
 
 
 class MlflowServer(_Server):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 import requests
 
 from tests.servers import HOST, _Server
+from tests.tool_venv import tool_home, tool_install
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements-superset.lock"
@@ -42,32 +42,15 @@ def _say(message: str) -> None:
 
 def superset_home() -> Path:
     """The cached virtualenv's folder: ``$CONTROLROOM_CACHE_DIR/superset-<version>-<lock digest>``."""
-    import hashlib
-
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
-    return Path(os.environ.get("CONTROLROOM_CACHE_DIR") or Path.home() / ".cache" / "controlroom") / \
-        f"superset-{VERSION}-{digest}"
+    return tool_home("superset", VERSION, LOCK)
 
 
 def superset_install() -> Path:
     """The ``superset`` command of the cached virtualenv, installed from the lock file once."""
-    home = superset_home()
-    binary = home / "bin" / "superset"
-    if (home / ".installed").exists():
-        return binary
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".{home.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (home / ".installed").exists():
-            began = time.monotonic()
-            _say(f"installing {VERSION} into {home} (about 800 MB)")
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True)
-            subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes",
-                            "--no-deps", "-r", str(LOCK)], check=True)
-            (home / ".installed").write_text(VERSION)
-            TIMINGS["install_s"] = time.monotonic() - began
-            _say(f"installed in {TIMINGS['install_s']:.0f} s")
-    return binary
+    home, took = tool_install("superset", VERSION, LOCK, note="about 800 MB")
+    if took is not None:
+        TIMINGS["install_s"] = took
+    return home / "bin" / "superset"
 
 
 def _config(folder: Path, database: Path, secret_key: str) -> Path:
