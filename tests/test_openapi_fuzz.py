@@ -23,22 +23,30 @@ def test_no_generated_input_makes_a_5xx(world, django_capture_on_commit_callback
     with django_capture_on_commit_callbacks(execute=False):
         run_create(access=world.access("operator"), job=job)  # so run and phase ids 1.. exist
     headers = {"Authorization": f"Bearer {world.token('operator')}"}
+    calls, failures = fuzz_document("/api/v1/ops/openapi.json", headers, django_capture_on_commit_callbacks,
+                                    operations=sum(len(ops) for ops in PATHS.values()))
+    assert calls >= len(PATHS) * 5
+    assert not failures, "\n".join(failures[:10])
+
+
+def fuzz_document(url: str, headers: dict[str, str], capture, *, operations: int) -> tuple[int, list[str]]:
+    """Every operation of the OpenAPI document at ``url`` fuzzed with schemathesis through the WSGI
+    app, in the test's transaction: (calls made, one line per 5xx or schema violation)."""
     failures: list[str] = []
     calls = {"n": 0}
     # Like Django's test client: the test's transaction must survive each request's end.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        schema = schemathesis.openapi.from_wsgi("/api/v1/ops/openapi.json", application)
-        operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == sum(len(ops) for ops in PATHS.values())
-        for operation in operations:
-            _fuzz(operation, headers, failures, calls, django_capture_on_commit_callbacks)
+        schema = schemathesis.openapi.from_wsgi(url, application)
+        found = [result.ok() for result in schema.get_all_operations()]
+        assert len(found) == operations
+        for operation in found:
+            _fuzz(operation, headers, failures, calls, capture)
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
-    assert calls["n"] >= len(PATHS) * 5
-    assert not failures, "\n".join(failures[:10])
+    return calls["n"], failures
 
 
 def _fuzz(operation, headers, failures, calls, django_capture_on_commit_callbacks) -> None:
