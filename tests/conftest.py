@@ -38,10 +38,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests on an engine server (Trino) run once per ``make test``, in the PostgreSQL pass, as
-    those with their own embedded stack do: both carry the ``once`` marker."""
+    those with their own embedded stack do: both carry the ``once`` marker. They start a JVM, so
+    they are ``slow`` too: the quick loop never waits for one."""
     for item in items:
         if "trino_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.once)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
