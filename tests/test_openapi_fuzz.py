@@ -3,12 +3,9 @@
 Its strategies are driven with Hypothesis directly (its pytest plugin does not run on pytest 9)."""
 
 import pytest
-import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
-from hypothesis import HealthCheck, given, settings
 
-from controlroom.wsgi import application
 from runs.openapi import PATHS
 from runs.services.jobs import job_create
 from runs.services.runs import run_create
@@ -31,7 +28,12 @@ def test_no_generated_input_makes_a_5xx(world, django_capture_on_commit_callback
 
 def fuzz_document(url: str, headers: dict[str, str], capture, *, operations: int) -> tuple[int, list[str]]:
     """Every operation of the OpenAPI document at ``url`` fuzzed with schemathesis through the WSGI
-    app, in the test's transaction: (calls made, one line per 5xx or schema violation)."""
+    app, in the test's transaction: (calls made, one line per 5xx or schema violation).
+    schemathesis and Hypothesis are imported here, not with the module: they take a second to
+    import, which every quick run would pay for tests it does not run."""
+    import schemathesis
+
+    from controlroom.wsgi import application
     failures: list[str] = []
     calls = {"n": 0}
     # Like Django's test client: the test's transaction must survive each request's end.
@@ -50,6 +52,8 @@ def fuzz_document(url: str, headers: dict[str, str], capture, *, operations: int
 
 
 def _fuzz(operation, headers, failures, calls, django_capture_on_commit_callbacks) -> None:
+    from hypothesis import HealthCheck, given, settings
+
     @given(case=operation.as_strategy())
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
