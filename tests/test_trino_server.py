@@ -69,7 +69,8 @@ def start_in_thread(cursor: Any, sql: str) -> tuple[threading.Thread, dict[str, 
 
 def wait_until_running(cursor: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while cursor.stats.get("state") != "RUNNING" or not cursor.stats.get("processedRows"):
+    # cursor.stats is None until the thread's execute has sent the query: wait for that too.
+    while (cursor.stats or {}).get("state") != "RUNNING" or not (cursor.stats or {}).get("processedRows"):
         assert time.monotonic() < deadline, f"query not running after {timeout:.0f} s: {cursor.stats}"
         time.sleep(0.1)
 
