@@ -258,7 +258,7 @@ def _copy_changes(ctx: Any, lake: Any, conn: Any, tbl: Any, spec: dict[str, Any]
             versions.append(version)
             txn, pending = None, 0
     if txn is not None:
-        tbl, version = _commit(ctx, lake, txn, tbl, spec, as_of=until, position=position)
+        tbl, version = _commit(ctx, lake, txn, tbl, spec, as_of=until)
         versions.append(version)
     return written, versions, tbl
 
@@ -267,14 +267,17 @@ def _table_schema(txn: Any) -> pa.Schema:
     return txn.table_metadata.schema().as_arrow()
 
 
-def _commit(ctx: Any, lake: Any, txn: Any, tbl: Any, spec: dict[str, Any], *, as_of: dt.datetime | None,
-            position: tuple[Any, ...] | None = None) -> tuple[Any, Any]:
+def _commit(ctx: Any, lake: Any, txn: Any, tbl: Any, spec: dict[str, Any], *,
+            as_of: dt.datetime | None) -> tuple[Any, Any]:
     """Commit ``txn`` under the lease (Iceberg refuses it when another writer moved the table since
     this run loaded it) and record the version in the same database transaction."""
     from pyiceberg.exceptions import CommitFailedException
 
-    if as_of is not None and position is not None:
-        _stamp_as_of(txn, as_of, position)
+    if as_of is not None:
+        # PyIceberg takes snapshot properties per append, and the read bound is final only when the
+        # stream ends: it rides as a table property of the same commit (the watermark itself is
+        # in each snapshot's summary).
+        txn.set_properties({bronze.AS_OF: as_of.isoformat()})
     with lease_fence(phase_id=ctx.phase.pk, lease_token=ctx.lease_token) as phase:
         common.hold_lease_row(phase)
         common.refuse_if_stopped(ctx)
@@ -297,13 +300,6 @@ def _commit(ctx: Any, lake: Any, txn: Any, tbl: Any, spec: dict[str, Any], *, as
             source_as_of=_as_utc(as_of) if as_of else None))
     ctx.log(f"committed snapshot {snapshot.snapshot_id} to {namespace}.{name} ({stats.row_count:,} rows in all)")
     return committed, version
-
-
-def _stamp_as_of(txn: Any, as_of: dt.datetime, position: tuple[Any, ...]) -> None:
-    """The last snapshot staged in ``txn`` also says up to when the source is in it."""
-    # PyIceberg takes snapshot properties per append; the bound is known before the last append
-    # only when the stream ends, so it rides as a table property of the same commit instead.
-    txn.set_properties({bronze.AS_OF: as_of.isoformat(), bronze.WATERMARK: bronze.encode_position(position)})
 
 
 def _reconcile(ctx: Any, lake: Any, conn: Any, tbl: Any, spec: dict[str, Any], state: bronze.IngestState,
