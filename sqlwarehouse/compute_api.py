@@ -109,19 +109,20 @@ def _submit(access: Access, body: dict[str, Any]) -> QueryExecution:
     limit = _whole(body, "limit", 0, 1, access.workspace.sql_row_cap)
     if len(sql) > MAX_SQL_CHARS:
         raise FieldError("sql", f"'sql' is {len(sql):,} characters long; at most {MAX_SQL_CHARS:,} run.")
+    row_limit = None
     if limit:
-        sql = limited(sql, dialect_of(connection), limit)
+        sql, row_limit = limited(sql, dialect_of(connection), limit)
     run = inline_reserve()  # this process runs it when it may, as the editor's Run does
     try:
         execution = query_submit(access=access, connection=connection, sql=sql, parameters=parameters,
-                                 environment=environment, queue=run is None)
+                                 environment=environment, queue=run is None, row_limit=row_limit)
     except BaseException:
         if run is not None:
             run.release()
         raise
     if run is not None:
         if execution.status == QueryExecution.Status.QUEUED:
-            run.start(execution.pk)
+            run.start(execution)
         else:
             run.release()  # refused SQL: recorded as failed, nothing to run
     return execution

@@ -49,9 +49,11 @@ def may_write(access: Access, environment: Environment | None, connection: Conne
 def query_submit(
     *, access: Access, connection: Connection | None, sql: str, parameters: dict[str, Any] | None = None,
     saved_query: SavedQuery | None = None, environment: Environment | None = None, queue: bool = True,
+    row_limit: int | None = None,
 ) -> QueryExecution:
     """Record the execution and queue it; refused SQL is recorded (failed) and audited too.
-    ``queue=False``: the caller runs it (``sqlwarehouse.inline``) instead of a worker."""
+    ``queue=False``: the caller runs it (``sqlwarehouse.inline``) instead of a worker.
+    ``row_limit``: read at most this many rows (the LIMIT selector, see workbench.limited)."""
     access.require(Role.ANALYST)
     if not sql.strip():
         raise ServiceError("Write a SQL statement first.")
@@ -72,7 +74,7 @@ def query_submit(
         workspace=access.workspace, user=access.user, api_token=access.token, connection=connection,
         saved_query=saved_query,
         environment=environment, sql=sql, parameters=parameters or {}, engine=connection.kind,
-        read_only=read_only, started_at=timezone.now(),
+        read_only=read_only, started_at=timezone.now(), row_limit=row_limit,
         saved_query_version=saved_query.version if saved_query is not None and saved_query.sql == sql else None,
     )
     dialect = dialect_of(connection)
@@ -222,17 +224,24 @@ def _statement_failed(outcomes: list[dict[str, Any]], status: str, error: str) -
             outcome.update(status=status, error=error[:2000])
 
 
-def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = None) -> QueryExecution | None:
+def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = None,
+                  submitted: QueryExecution | None = None) -> QueryExecution | None:
     """Run a queued execution in this process (the Celery task, or the web process's inline run,
     calls this). A duplicate message finds it no longer queued and does nothing.
 
     ``on_first_page(columns, rows)``: called once with the first rows of a single-statement
-    execution as soon as the engine has them, before they are stored."""
+    execution as soon as the engine has them, before they are stored. ``submitted``: the
+    execution as ``query_submit`` returned it, with its connection, workspace and user (an
+    inline run: the row need not be read again, which cost two queries before the engine's)."""
     if not QueryExecution.objects.filter(pk=execution_id, status=QueryExecution.Status.QUEUED).update(
             status=QueryExecution.Status.RUNNING, heartbeat_at=timezone.now()):
         return None
-    execution = QueryExecution.objects.select_related("connection", "user", "workspace", "saved_query").get(
-        pk=execution_id)
+    if submitted is not None and submitted.pk == execution_id:
+        execution = submitted
+        execution.status = QueryExecution.Status.RUNNING
+    else:
+        execution = QueryExecution.objects.select_related(
+            "connection", "user", "workspace", "saved_query", "environment").get(pk=execution_id)
     clock = time.monotonic()
     workspace, dialect = execution.workspace, dialect_of(execution.connection)
     engine = watch = None
@@ -244,6 +253,7 @@ def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = No
                              environment=execution.environment)
         declared = execution.saved_query.parameters if execution.saved_query else None
         statements = split_statements(execution.sql, dialect)
+        row_cap = min(workspace.sql_row_cap, execution.row_limit or workspace.sql_row_cap)
         # Called inside a transaction (a caller's, a test's), the row this thread just updated stays
         # locked until it ends: a write from the watch's own connection would wait for it, and this
         # thread waits for the watch. Progress is then not saved; the cancel check only reads.
@@ -258,7 +268,7 @@ def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = No
             text, values = bind(statement, execution.parameters, dialect=dialect, declared=declared)
             stream = engine.run(text, values, workspace.sql_timeout_s)
             if stream is not None:
-                result = store_stream(stream, workspace=workspace, row_cap=workspace.sql_row_cap,
+                result = store_stream(stream, workspace=workspace, row_cap=row_cap,
                                       on_rows=lambda n: setattr(watch, "rows", n),
                                       on_preview=on_first_page if len(statements) == 1 else None)
                 stored = result  # the last statement that returns rows is the result shown
@@ -269,8 +279,10 @@ def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = No
         execution.status = QueryExecution.Status.SUCCEEDED
         if stored is not None:
             execution.result, execution.columns, execution.rows = stored.blob, stored.columns, stored.preview
-            execution.row_count, execution.truncated, execution.manifest = (stored.row_count, stored.truncated,
-                                                                            stored.manifest)
+            execution.row_count, execution.manifest = stored.row_count, stored.manifest
+            # Cut at the row limit the user chose is that limit, as a LIMIT would be; only the
+            # workspace's cap cuts a result short.
+            execution.truncated = stored.truncated and row_cap < (execution.row_limit or row_cap + 1)
     except (EngineError, SqlCheckError, ParameterError) as exc:
         cancelled = watch is not None and watch.cancelled
         execution.status = QueryExecution.Status.CANCELLED if cancelled else QueryExecution.Status.FAILED
@@ -294,11 +306,24 @@ def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = No
     final_progress.update(state=execution.status.upper(), stored_rows=execution.row_count)
     execution.progress = final_progress
     with transaction.atomic():
-        execution.save()
+        # Fenced: only a run that still holds the row writes its end. The reaper may have failed it
+        # meanwhile (this process seemed gone), and a cancel or the watch wrote other fields.
+        held = QueryExecution.objects.select_for_update().filter(pk=execution.pk).values_list(
+            "status", flat=True).first()
+        if held != QueryExecution.Status.RUNNING:
+            log.warning("SQL execution ended after it was no longer running here (%s); its result is dropped",
+                        held, extra={"execution_id": execution.pk})
+            return QueryExecution.objects.filter(pk=execution.pk).first()
+        execution.save(update_fields=FINAL_FIELDS)
         if execution.saved_query_id and execution.status == QueryExecution.Status.SUCCEEDED:
             SavedQuery.objects.filter(pk=execution.saved_query_id).update(last_execution=execution)
         _audit(execution, access=Access(workspace=workspace, role=Role.VIEWER, user=execution.user))
     return execution
+
+
+# What a run writes when it ends (not the cancel request, the heartbeat or the submitted fields).
+FINAL_FIELDS = ("status", "error", "statements", "result", "columns", "rows", "row_count", "truncated", "manifest",
+                "engine_query_id", "finished_at", "duration_ms", "progress")
 
 
 def executions_reap(*, stale_s: int = STALE_S) -> list[int]:

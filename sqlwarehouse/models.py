@@ -91,6 +91,9 @@ class QueryExecution(models.Model):
     rows = models.JSONField(default=list)  # a preview: the first rows, JSON-safe
     row_count = models.BigIntegerField(default=0)
     truncated = models.BooleanField(default=False)  # cut at the workspace's row cap
+    # The editor's LIMIT selector (or the API's limit) applied by reading at most this many rows
+    # (sqlwarehouse.workbench.limited); None: the SQL carries its limit, or there is none.
+    row_limit = models.PositiveIntegerField(null=True, blank=True)
     result = models.ForeignKey(Blob, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     manifest = models.JSONField(default=dict, blank=True)  # columns, types, rows, bytes, sha256
     # One outcome per statement of a multi-statement run, in order: {"n", "sql" (cut), "status"

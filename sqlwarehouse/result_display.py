@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
 NUMERIC_TYPE = re.compile(r"int|decimal|double|real|float|numeric", re.IGNORECASE)  # as chart.js reads it
 _EXPLAIN = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*explain\b", re.IGNORECASE | re.DOTALL)
 
@@ -55,6 +58,23 @@ def display_rows(columns: list[dict], rows: list[list]) -> list[list[Cell]]:
                 cells.append(Cell(str(value), str(value)))
         shown.append(cells)
     return shown
+
+
+def grid_rows_html(cells: list[list[Cell]], first_row: int) -> SafeString:
+    """The grid's body rows as HTML, numbered from ``first_row + 1``. Built here rather than in
+    the template: a template loop over 25 rows cost about 2 ms of the editor's first answer."""
+    out = []
+    for number, row in enumerate(cells, start=first_row + 1):
+        out.append(f'<tr><td class="num muted">{number}</td>')
+        for cell in row:
+            if cell.number:
+                out.append(f'<td class="num" data-v="{escape(cell.exact)}">{escape(cell.text)}</td>')
+            elif cell.null:
+                out.append('<td class="null muted" data-v="">NULL</td>')
+            else:
+                out.append(f"<td>{escape(cell.text)}</td>")
+        out.append("</tr>")
+    return mark_safe("".join(out))  # noqa: S308 - every value above is escaped
 
 
 def is_explain_sql(sql: str) -> bool:

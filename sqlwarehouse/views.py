@@ -27,7 +27,7 @@ from sqlwarehouse import params
 from sqlwarehouse.engines import dialect_of
 from sqlwarehouse.execution import execution_wait, query_cancel, query_submit
 from sqlwarehouse.models import QueryExecution, SavedQuery
-from sqlwarehouse.result_display import chartable, display_rows, header_cells, is_explain_sql, plan_text
+from sqlwarehouse.result_display import chartable, display_rows, grid_rows_html, header_cells, is_explain_sql, plan_text
 from sqlwarehouse.results import read_page, result_open
 from sqlwarehouse.services import format_parameter_spec, parse_parameter_spec, saved_query_get, saved_query_save
 from sqlwarehouse.workbench import DEFAULT_LIMIT, unwrap_limit, workbench_context
@@ -79,8 +79,10 @@ def editor(request: HttpRequest, workspace: str) -> HttpResponse:
         sql = _table_version_sql(access, data["table_version"])  # the tables page's "Open in SQL editor"
     limit = DEFAULT_LIMIT
     if request.method == "GET":
-        sql, wrapped = unwrap_limit(sql)  # a run of the LIMIT selector opens as written, with its limit
-        limit = wrapped or (None if shown else DEFAULT_LIMIT)
+        # A run of the LIMIT selector opens as written, with its limit.
+        sql, wrapped = unwrap_limit(sql, shown.row_limit if shown is not None else None)
+        if shown is not None:
+            limit = wrapped
     connections = connections_for(workspace=access.workspace)
     if request.method == "POST" or "connection" in data:  # a foreign or unknown id is refused on submit
         connection = _connection(access, data.get("connection"))
@@ -178,7 +180,8 @@ def result_context(request: HttpRequest, access: Access, obj: QueryExecution, *,
     base = reverse("sqlwarehouse:execution", args=[workspace, obj.pk])
     return {
         "access": access, "workspace": access.workspace, "execution": obj, "rows": rows, "number": number,
-        "cells": display_rows(obj.columns, rows), "headers": header_cells(obj.columns),
+        "grid_rows": grid_rows_html(display_rows(obj.columns, rows), (number - 1) * RESULT_PAGE),
+        "headers": header_cells(obj.columns),
         "explain": explain, "plan": plan_text(rows) if explain else "",
         "chartable": obj.status == QueryExecution.Status.SUCCEEDED and chartable(
             obj.columns, obj.row_count, explain=explain),

@@ -8,6 +8,7 @@ import re
 import sqlglot
 from django.http import HttpRequest
 from django.urls import reverse
+from sqlglot import expressions as exp
 
 from connections.models import Connection
 from controlroom.access import Access
@@ -57,29 +58,67 @@ def parse_limit(raw: str | None) -> int | None:
     return value if value in LIMITS else DEFAULT_LIMIT
 
 
-def limited(sql: str, dialect: str, limit: int | None) -> str:
-    """``sql`` wrapped as ``SELECT * FROM (…) AS limited LIMIT n`` when it is one query; other SQL
-    (scripts, writes, SHOW…) runs as written, under the workspace's row cap."""
+def limited(sql: str, dialect: str, limit: int | None) -> tuple[str, int | None]:
+    """The SQL to run for the LIMIT selector's ``limit``, and the row limit to read it with.
+
+    One query gets the limit; other SQL (scripts, writes, SHOW…) runs as written, under the
+    workspace's row cap: ``(sql, None)``. The query's shape decides how (``_limit_by``):
+
+    - ordered (ORDER BY at its top level) and not limited yet: ``LIMIT n`` is appended, so the
+      rows are its top n (Trino plans a TopN). Wrapped in a limited subquery, the order is lost:
+      Trino drops an ORDER BY inside a subquery.
+    - already limited, or unordered on Trino: run as written, and only n rows are read; the rest
+      of the query is then cancelled (an ordered query's first n rows are still its top n).
+      Trino plans a LIMIT as one more stage, which cost a 25-row query 18 ms of its 53.
+    - anything else is wrapped as ``SELECT * FROM (…) AS limited LIMIT n`` (free on DuckDB)."""
     if limit is None:
-        return sql
+        return sql, None
     try:
         statements = split_statements(sql, dialect)
         if len(statements) != 1 or statement_kind(statements[0], dialect) not in _QUERY_KINDS:
-            return sql
+            return sql, None
     except SqlCheckError:
-        return sql
-    return f"SELECT * FROM (\n{statements[0]}\n) AS limited LIMIT {limit}"
+        return sql, None
+    how = _limit_by(statements[0], dialect)
+    if how == "append":
+        return f"{statements[0]}\nLIMIT {limit}", limit
+    if how == "read":
+        return sql, limit
+    return f"SELECT * FROM (\n{statements[0]}\n) AS limited LIMIT {limit}", limit
+
+
+def _limit_by(statement: str, dialect: str) -> str:
+    """How ``limited`` limits one query: "append" a LIMIT (ordered, not limited yet), "read" only
+    the limit's rows (limited already, a parenthesized ordered query, or unordered on Trino), or
+    "wrap" it (the rest, and what sqlglot cannot read)."""
+    try:
+        tree = sqlglot.parse_one(statement, read=dialect)
+    except sqlglot.errors.SqlglotError:
+        return "wrap"
+    parenthesized = isinstance(tree, exp.Subquery)
+    while isinstance(tree, exp.Subquery):
+        tree = tree.this
+    if not isinstance(tree, (exp.Select, exp.SetOperation)):
+        return "wrap"
+    if tree.args.get("limit") is not None or tree.args.get("offset") is not None:
+        return "read"
+    if tree.args.get("order") is not None:
+        return "read" if parenthesized else "append"
+    return "read" if dialect == "trino" else "wrap"
 
 
 _WRAPPED = re.compile(r"\ASELECT \* FROM \(\n(?P<sql>.*)\n\) AS limited LIMIT (?P<limit>\d+)\Z", re.DOTALL)
 
 
-def unwrap_limit(sql: str) -> tuple[str, int | None]:
-    """The inverse of ``limited``: the SQL as written and the LIMIT chosen (None: not wrapped)."""
+def unwrap_limit(sql: str, row_limit: int | None = None) -> tuple[str, int | None]:
+    """The inverse of ``limited``: the SQL as written and the LIMIT chosen (None: none that the
+    editor's selector can show). ``row_limit``: the execution's, which says a LIMIT was appended."""
     match = _WRAPPED.match(sql)
-    if match is None or int(match["limit"]) not in LIMITS:
-        return sql, None
-    return match["sql"], int(match["limit"])
+    if match is not None and int(match["limit"]) in LIMITS:
+        return match["sql"], int(match["limit"])
+    if row_limit in LIMITS and sql.endswith(appended := f"\nLIMIT {row_limit}"):
+        return sql[: -len(appended)], row_limit
+    return sql, row_limit if row_limit in LIMITS else None
 
 
 def format_sql(sql: str, dialect: str) -> str:

@@ -33,10 +33,11 @@ def editor_run(request: HttpRequest, workspace: str) -> JsonResponse:
     connection = _connection(access, data.get("connection"))
     dialect = dialect_of(connection)
     sql = data.get("sql", "")
+    row_limit = None
     if data.get("explain"):
         sql = f"EXPLAIN {sql.strip().rstrip(';')}"
     else:
-        sql = limited(sql, dialect, parse_limit(data.get("limit")))
+        sql, row_limit = limited(sql, dialect, parse_limit(data.get("limit")))
     if data.get("confirmed") != "1" and (kinds := write_kinds(sql, dialect)):
         return JsonResponse({"confirm": kinds})
     environment = access.workspace.environments.filter(name=data.get("environment") or "dev").first()
@@ -45,7 +46,8 @@ def editor_run(request: HttpRequest, workspace: str) -> JsonResponse:
     try:
         saved = _saved(access, data.get("saved"))
         execution = query_submit(access=access, connection=connection, sql=sql, saved_query=saved,
-                                 parameters=_values(request, used), environment=environment, queue=run is None)
+                                 parameters=_values(request, used), environment=environment, queue=run is None,
+                                 row_limit=row_limit)
     except BaseException as exc:
         if run is not None:
             run.release()
@@ -57,8 +59,12 @@ def editor_run(request: HttpRequest, workspace: str) -> JsonResponse:
     results = reverse("sqlwarehouse:execution", args=[workspace, execution.pk])
     answer = {"execution": execution.pk, "results_url": f"{results}?embed=1", "parameters": used,
               "page_url": f"{reverse('sqlwarehouse:editor', args=[workspace])}?execution={execution.pk}"}
-    if run is not None and run.execution_id is not None and run.wait():
-        answer["panel"] = inline_panel(request, access, run, execution)
+    if run is not None and run.execution_id is not None:
+        try:
+            if run.wait():
+                answer["panel"] = inline_panel(request, access, run, execution)
+        finally:
+            run.answered()
     return JsonResponse(answer)
 
 
@@ -66,7 +72,7 @@ def _started(run: InlineRun, execution: QueryExecution) -> bool:
     """Start the inline run of a queued execution; False when there is nothing to run (refused)."""
     if execution.status != QueryExecution.Status.QUEUED:
         return False
-    run.start(execution.pk)
+    run.start(execution, answers=True)
     return True
 
 

@@ -176,3 +176,20 @@ def test_a_long_inline_query_answers_with_a_link_and_can_be_cancelled(world, inl
     execution = ended(answer["execution"])
     assert execution.status == "cancelled" and execution.error == "The query was cancelled."
     assert queued == []
+
+
+def test_a_run_the_reaper_ended_meanwhile_keeps_the_reapers_verdict(world):
+    """A run whose row was failed by the reaper while it ran (its process seemed gone) does not
+    write its end over that, and records no second audit event: only the holder writes."""
+    from sqlwarehouse.execution import query_execute, query_submit
+
+    connection = Connection.objects.get(workspace=world.workspace, name="warehouse")
+    execution = query_submit(access=world.access("admin"), connection=connection, sql="select 42 as n", queue=False)
+
+    def reaped(columns, rows):  # what executions_reap writes, while the engine has the rows
+        QueryExecution.objects.filter(pk=execution.pk).update(status=QueryExecution.Status.FAILED, error="reaped")
+
+    query_execute(execution_id=execution.pk, on_first_page=reaped)
+    row = QueryExecution.objects.get(pk=execution.pk)
+    assert (row.status, row.error, row.result_id, row.row_count) == ("failed", "reaped", None, 0)
+    assert not AuditEvent.objects.filter(action="sql.execute", target_id=str(execution.pk)).exists()

@@ -200,6 +200,48 @@ def _probe(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_a_result_cut_at_the_row_cap_ends_its_query_in_trino(world, trino, trino_server):
+    """Past the workspace's row cap the stored result is cut, and the query itself is ended in
+    Trino at once (not left blocked on its output buffer until Trino's 5-minute client timeout)."""
+    world.workspace.sql_row_cap = 1000
+    world.workspace.save()
+    execution = query_submit(access=world.access("analyst"), connection=trino,
+                             sql="SELECT orderkey, comment FROM tpch.sf1.orders")
+    query_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "succeeded" and execution.truncated and execution.row_count == 1000
+    states = {query_id: (state, code) for query_id, state, code in queries_of(trino_server, "analyst~ro")}
+    assert states[execution.engine_query_id] == ("FAILED", "USER_CANCELED"), states[execution.engine_query_id]
+
+
+def test_the_limit_selector_on_trino_reads_only_its_rows_and_keeps_an_ordered_querys_top(world, trino,
+                                                                                         trino_server):
+    """An unordered query runs as written (no LIMIT stage) and only the limit's rows are read: the
+    result is those rows, not marked cut, and the editor reopens it with that limit chosen. An
+    ordered query keeps its LIMIT, so its rows are the top ones."""
+    from sqlwarehouse.workbench import limited
+
+    sql = "SELECT custkey FROM tpch.tiny.customer"
+    ran, row_limit = limited(sql, "trino", 100)
+    execution = query_submit(access=world.access("analyst"), connection=trino, sql=ran, row_limit=row_limit)
+    query_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "succeeded", execution.error
+    assert execution.sql == sql and execution.row_count == 100 and not execution.truncated
+    states = {query_id: (state, code) for query_id, state, code in queries_of(trino_server, "analyst~ro")}
+    assert states[execution.engine_query_id] in {("FINISHED", ""), ("FAILED", "USER_CANCELED")}
+    page = world.client("analyst").get(f"/w/acme/sql/?execution={execution.pk}").content.decode()
+    assert '<option value="100" selected>' in page and "AS limited" not in page
+
+    ordered = "SELECT custkey FROM tpch.tiny.customer ORDER BY custkey DESC"
+    ran, row_limit = limited(ordered, "trino", 100)
+    execution = query_submit(access=world.access("analyst"), connection=trino, sql=ran, row_limit=row_limit)
+    query_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert "LIMIT 100" in execution.sql and execution.row_count == 100 and not execution.truncated
+    assert [row[0] for row in execution.rows[:3]] == [1500, 1499, 1498]
+
+
 def test_five_million_rows_store_and_export_to_csv_in_flat_memory(world, trino):
     """The worker streams 5,000,000 tpch rows into Parquet, and the server streams them out as CSV,
     each process allocating under 300 MB at its peak (what Redash's 1M-row OOM looked like)."""

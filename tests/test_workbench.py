@@ -54,12 +54,40 @@ def test_write_kinds(sql, kinds):
 
 def test_limit_wraps_one_query_only():
     assert parse_limit("100") == 100 and parse_limit("none") is None and parse_limit("7") == 1000
-    assert limited("select * from t;", "duckdb", 100) == "SELECT * FROM (\nselect * from t\n) AS limited LIMIT 100"
+    assert limited("select * from t;", "duckdb", 100) == (
+        "SELECT * FROM (\nselect * from t\n) AS limited LIMIT 100", 100)
     for untouched in ("select 1; select 2", "drop table t", "show tables"):
-        assert limited(untouched, "duckdb", 100) == untouched
-    assert limited("select 1", "duckdb", None) == "select 1"
-    assert unwrap_limit(limited("select :a\nfrom t", "duckdb", 10_000)) == ("select :a\nfrom t", 10_000)
+        assert limited(untouched, "duckdb", 100) == (untouched, None)
+        assert limited(untouched, "trino", 100) == (untouched, None)
+    assert limited("select 1", "duckdb", None) == ("select 1", None)
+    assert unwrap_limit(limited("select :a\nfrom t", "duckdb", 10_000)[0]) == ("select :a\nfrom t", 10_000)
     assert unwrap_limit("select 1") == ("select 1", None)
+
+
+@pytest.mark.parametrize(("sql", "dialect", "how"), [
+    ("select * from t", "trino", "read"),  # Trino plans a LIMIT as one more stage: only 100 rows are read
+    ("select a, count(*) from t group by a", "trino", "read"),
+    ("select 1 union all select 2", "trino", "read"),
+    ("with s as (select a from t order by a) select * from s", "trino", "read"),  # not the result's order
+    ("select * from t", "duckdb", "wrap"),  # free on DuckDB
+    ("values (1), (2)", "trino", "wrap"),  # not a SELECT: wrapped, as every query used to be
+    ("select * from t order by a", "trino", "append"),  # the top 100 (a TopN); wrapped, the order was lost
+    ("select * from t order by a desc", "duckdb", "append"),
+    ("select 1 as a union all select 2 order by a", "trino", "append"),
+    ("with s as (select a from t) select * from s order by a", "trino", "append"),
+    ("(select * from t order by a)", "trino", "read"),
+    ("select * from t order by a limit 5", "trino", "read"),  # its own LIMIT stays; 100 rows at most are read
+    ("select * from t order by a offset 3", "duckdb", "read"),
+])
+def test_the_limit_keeps_a_querys_order_and_costs_trino_no_stage(sql, dialect, how):
+    """Whatever the shape, the limit is kept as the execution's row limit, and the editor reopens
+    the run as written."""
+    ran, row_limit = limited(sql, dialect, 100)
+    assert row_limit == 100
+    expected = {"read": sql, "append": f"{sql}\nLIMIT 100",
+                "wrap": f"SELECT * FROM (\n{sql}\n) AS limited LIMIT 100"}[how]
+    assert ran == expected
+    assert unwrap_limit(ran, row_limit) == (sql, 100)
 
 
 def test_format_keeps_parameters_and_reports_errors():

@@ -76,7 +76,7 @@ def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, ea
     run_with_keys(page, "select id, country, revenue from revenue_demo order by id")
     expect(page.locator("#results #execution-state")).to_have_text("succeeded", timeout=15_000)
     expect(page.locator("#results #result tr")).to_have_count(41)
-    assert urlparse(page.url).path == "/w/acme/sql/" and re.search(r"\?execution=\d+$", page.url)
+    expect(page).to_have_url(re.compile(r"/w/acme/sql/\?execution=\d+$"))  # set in the task after the rows
     assert page.evaluate("window.__samePage") is True  # no navigation, no reload
     cell = page.locator("#results #result tr").nth(40).locator("td").nth(3)
     expect(cell).to_have_text("48,145.50")
@@ -110,6 +110,8 @@ def test_ctrl_enter_runs_in_place_pages_and_copies(revenue_demo, open_editor, ea
     last_sql = orm(lambda: QueryExecution.objects.order_by("-id").values_list("sql", flat=True).first())
     assert last_sql == "select 2 as this_one"  # (the limit is "none" here)
 
+    shown = page.locator("#results").get_attribute("data-execution")
+    expect(page).to_have_url(re.compile(rf"\?execution={shown}$"))
     execution = re.search(r"execution=(\d+)", page.url).group(1)
     page.reload()  # the URL brings the same result back
     expect(page.locator(f'#results[data-execution="{execution}"] #execution-state')).to_have_text("succeeded")

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import requests
 import trino
+from requests.adapters import HTTPAdapter
 from trino.exceptions import TrinoQueryError, TrinoUserError
 
 from connections.models import Connection
@@ -97,6 +98,32 @@ def _received(cursor: Any) -> list[list[Any]]:
     return rows
 
 
+class _KeptConnections(HTTPAdapter):
+    """The process's one pool of HTTP connections to Trino coordinators: a run reuses a kept-alive
+    (TLS) connection instead of opening one (the handshake cost about 4 ms of a 40 ms query).
+    Only connections are shared: each run has a fresh ``requests.Session``, so no header, cookie or
+    credential of one run (the client sets the user and session headers on its session) reaches
+    another. urllib3 keeps a pool per scheme, host, port and TLS setting, and checks that a kept
+    connection is still open before it reuses it. Closing a run's session leaves the pool open."""
+
+    def close(self) -> None:
+        """Kept for the next run (a session's close would otherwise close every run's connections)."""
+
+
+_CONNECTIONS = _KeptConnections(pool_connections=16, pool_maxsize=8)
+
+
+def _session(verify: bool | str) -> requests.Session:
+    """A fresh session for one run, on the process's kept connections."""
+    session = requests.Session()
+    session.mount("https://", _CONNECTIONS)
+    session.mount("http://", _CONNECTIONS)
+    session.verify = verify
+    if isinstance(verify, str):  # a CA file: requests must not let $REQUESTS_CA_BUNDLE override it
+        session.trust_env = False
+    return session
+
+
 class TrinoQueryEngine:
     """Trino as a ``QueryEngine``: the service user authenticates, the end user's identity runs."""
 
@@ -113,12 +140,7 @@ class TrinoQueryEngine:
                  verify: bool | str = True) -> None:
         self._settings: dict[str, Any] = dict(host=host, port=port, user=user, http_scheme=http_scheme,
                                               catalog=catalog, schema=schema)
-        if isinstance(verify, str):  # a CA file: requests must not let $REQUESTS_CA_BUNDLE override it
-            session = requests.Session()
-            session.verify, session.trust_env = verify, False
-            self._settings["http_session"] = session
-        else:
-            self._settings["verify"] = verify
+        self._settings["http_session"] = _session(verify)
         if password is not None:
             self._settings["auth"] = trino.auth.BasicAuthentication(service_user, password)
             # Plain http with a password only where the coordinator allows it (tests, a sidecar).
@@ -211,4 +233,12 @@ class TrinoQueryEngine:
                 "total_splits": stats.get("totalSplits", 0), "rows": stats.get("processedRows", 0)}
 
     def close(self) -> None:
-        """Keeps the last cursor: its query id stays readable."""
+        """Ends a query whose rows were not all read (a result cut at the row cap): Trino would
+        otherwise keep it, blocked on its full output buffer, until its client timeout (5 minutes).
+        A finished query sends nothing. Keeps the last cursor: its query id stays readable."""
+        if self._cursor is None:
+            return
+        try:
+            self._cursor.cancel()  # a no-op once the client has read the query's end
+        except Exception:  # the result is stored already; Trino's client timeout ends the query
+            log.warning("could not end an unfinished Trino query %s", self.query_id, exc_info=True)
