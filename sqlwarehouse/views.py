@@ -39,8 +39,11 @@ ROWS_JSON_LIMIT = 5_000  # the chart reads at most this many rows
 
 def _connection(access: Access, raw: str | None) -> Connection | None:
     pk = id_parse(raw)
-    return Connection.objects.filter(workspace=access.workspace, pk=pk, kind__in=Connection.SQL_KINDS).first() \
-        if pk is not None else None
+    if pk is None:
+        return None
+    # With what a run reads before its query starts (sqlwarehouse.inline runs on this object).
+    return Connection.objects.filter(workspace=access.workspace, pk=pk, kind__in=Connection.SQL_KINDS).select_related(
+        "password_ref", "environment").first()
 
 
 def _saved(access: Access, raw: str | None) -> SavedQuery | None:
