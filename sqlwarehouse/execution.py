@@ -282,7 +282,8 @@ def query_execute(*, execution_id: int, on_first_page: FirstPageHook | None = No
             execution.row_count, execution.manifest = stored.row_count, stored.manifest
             # Cut at the row limit the user chose is that limit, as a LIMIT would be; only the
             # workspace's cap cuts a result short.
-            execution.truncated = stored.truncated and row_cap < (execution.row_limit or row_cap + 1)
+            execution.truncated = stored.truncated and (
+                execution.row_limit is None or workspace.sql_row_cap < execution.row_limit)
     except (EngineError, SqlCheckError, ParameterError) as exc:
         cancelled = watch is not None and watch.cancelled
         execution.status = QueryExecution.Status.CANCELLED if cancelled else QueryExecution.Status.FAILED
